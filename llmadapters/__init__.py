@@ -1,0 +1,95 @@
+"""llmadapters: call OpenAI-compatible chat APIs at high concurrency through one pluggable layer.
+
+Public names are loaded on first access (PEP 562), so ``import llmadapters`` costs a few
+milliseconds and imports no HTTP library; a transport's library is imported when a route
+first needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .client import AsyncClient, ChatCompletionStream, Client, SyncChatCompletionStream
+    from .errors import (
+        APIStatusError,
+        AuthenticationError,
+        BadRequestError,
+        ConfigError,
+        ConnectError,
+        LLMAdapterError,
+        MalformedResponseError,
+        PluginError,
+        RateLimitError,
+        ServerError,
+        StreamError,
+        TimeoutError,
+        TransportError,
+    )
+    from .types import (
+        ChatCompletion,
+        ChatCompletionChunk,
+        ChatRequest,
+        Choice,
+        ChunkChoice,
+        Delta,
+        FunctionCall,
+        Message,
+        ToolCall,
+        Usage,
+    )
+
+_MODULE_OF = {
+    **dict.fromkeys(["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream"], "client"),
+    **dict.fromkeys(
+        [
+            "APIStatusError",
+            "AuthenticationError",
+            "BadRequestError",
+            "ConfigError",
+            "ConnectError",
+            "LLMAdapterError",
+            "MalformedResponseError",
+            "PluginError",
+            "RateLimitError",
+            "ServerError",
+            "StreamError",
+            "TimeoutError",
+            "TransportError",
+        ],
+        "errors",
+    ),
+    **dict.fromkeys(
+        [
+            "ChatCompletion",
+            "ChatCompletionChunk",
+            "ChatRequest",
+            "Choice",
+            "ChunkChoice",
+            "Delta",
+            "FunctionCall",
+            "Message",
+            "ToolCall",
+            "Usage",
+        ],
+        "types",
+    ),
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmadapters' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,332 @@
+"""`AsyncClient` and its sync facade `Client`: ``client.chat.completions.create(...)``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Literal, TypeVar, overload
+
+from .config import Settings, load_settings
+from .errors import ConfigError
+from .plugins import Registry
+from .routes import Route, build_route
+from .types import ChatCompletion, ChatCompletionChunk, ChatRequest
+
+__all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream"]
+
+T = TypeVar("T")
+Messages = Iterable[Mapping[str, Any]]
+
+
+class ChatCompletionStream:
+    """The chunks of a streamed reply: ``async for chunk in stream``.
+
+    The HTTP response is open until the stream is exhausted or closed; use
+    ``async with`` or `aclose` when stopping early.
+    """
+
+    def __init__(self, first: ChatCompletionChunk | None, rest: AsyncGenerator[ChatCompletionChunk, None]) -> None:
+        self._first = first
+        self._rest = rest
+
+    def __aiter__(self) -> ChatCompletionStream:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await self._rest.__anext__()
+
+    async def aclose(self) -> None:
+        self._first = None
+        await self._rest.aclose()
+
+    async def __aenter__(self) -> ChatCompletionStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _Completions:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @overload
+    async def create(
+        self,
+        *,
+        messages: Messages,
+        model: str | None = ...,
+        provider: str | None = ...,
+        stream: Literal[False] = ...,
+        **params: Any,
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def create(
+        self, *, messages: Messages, model: str | None = ..., provider: str | None = ..., stream: Literal[True], **params: Any
+    ) -> ChatCompletionStream: ...
+
+    @overload
+    async def create(
+        self, *, messages: Messages, model: str | None = ..., provider: str | None = ..., stream: bool, **params: Any
+    ) -> ChatCompletion | ChatCompletionStream: ...
+
+    async def create(
+        self,
+        *,
+        messages: Messages,
+        model: str | None = None,
+        provider: str | None = None,
+        stream: bool = False,
+        **params: Any,
+    ) -> ChatCompletion | ChatCompletionStream:
+        """Call the chat-completions API of the provider named in ``model``.
+
+        ``model="deepseek/deepseek-chat"`` splits on the first ``/`` into provider and
+        model; ``provider=`` names the provider explicitly (``model`` is then passed as
+        is). Every other keyword (``temperature``, ``tools``, ``stream_options``, ...)
+        goes into the request body unchanged. With ``stream=True`` the call returns once
+        the first chunk has arrived, so status errors raise here, not while iterating.
+        """
+        request = self._client.request(messages=messages, model=model, provider=provider, stream=stream, **params)
+        route = await self._client.route(request.provider)
+        if not stream:
+            return await route.complete(request)
+        chunks = route.stream(request)
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:  # a stream with no chunk before [DONE]
+            first = None
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return ChatCompletionStream(first, chunks)
+
+
+class _Chat:
+    def __init__(self, client: AsyncClient) -> None:
+        self.completions = _Completions(client)
+
+
+class AsyncClient:
+    """Calls any configured provider; routes are built on first use and cached.
+
+    Args:
+        config: a TOML file path or a dict shaped like one (see `llmadapters.config`);
+            None reads ``$LLMADAPTERS_CONFIG`` or ``./llmadapters.toml`` when present.
+        model: the default ``"provider/model"``.
+        transport: the default transport (``"httpx"`` or ``"openai"``).
+        timeout: default per-attempt timeout in seconds, or a dict of connect/read/write/pool.
+        providers: per-provider settings, e.g. ``{"local": {"base_url": ..., "transport": "openai"}}``.
+        registry: the providers and transports to choose from (the built-ins by default).
+
+    Use ``async with AsyncClient() as client:`` or call `aclose`.
+    """
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        transport: str | None = None,
+        timeout: float | Mapping[str, float] | None = None,
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self.settings: Settings = load_settings(
+            config, model=model, transport=transport, timeout=timeout, providers=providers
+        )
+        self.registry = registry or Registry.builtin()
+        self._check_transports()
+        self._routes: dict[str, Route] = {}
+        self._route_lock: asyncio.Lock | None = None
+        self.chat = _Chat(self)
+
+    def _check_transports(self) -> None:
+        available = ", ".join(sorted(self.registry.transports))
+        if self.settings.transport not in self.registry.transports:
+            raise ConfigError(f"defaults.transport: unknown transport {self.settings.transport!r}; available: {available}")
+        for name, provider in self.settings.providers.items():
+            if provider.transport is not None and provider.transport not in self.registry.transports:
+                raise ConfigError(
+                    f"providers.{name}.transport: unknown transport {provider.transport!r}; available: {available}"
+                )
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(transport={self.settings.transport!r}, routes={sorted(self._routes)})"
+
+    def request(
+        self,
+        *,
+        messages: Messages,
+        model: str | None = None,
+        provider: str | None = None,
+        stream: bool = False,
+        **params: Any,
+    ) -> ChatRequest:
+        """Resolve provider and model names into a `ChatRequest`, without sending it."""
+        provider, model = self._resolve(model, provider)
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+            raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
+        return ChatRequest(provider=provider, model=model, messages=tuple(messages), params=params, stream=stream)
+
+    def _resolve(self, model: str | None, provider: str | None) -> tuple[str, str]:
+        model = model or (None if provider else self.settings.model)
+        if provider is None:
+            if model is None:
+                raise ValueError("no model given and no default model configured (defaults.model)")
+            head, sep, tail = model.partition("/")
+            if sep:
+                provider, model = head, tail
+            elif model in self.registry.providers or model in self.settings.providers:
+                provider, model = model, None
+            elif self.settings.model and "/" in self.settings.model:
+                provider = self.settings.model.partition("/")[0]
+            else:
+                raise ValueError(f"model {model!r} names no provider: write 'provider/{model}' or pass provider=")
+        if not model:
+            model = self.settings.provider(provider).model or self._default_model(provider)
+        return provider, model
+
+    def _default_model(self, provider: str) -> str:
+        spec = self.registry.providers.get(provider)
+        if spec is None or spec.default_model is None:
+            raise ValueError(f"no model given for provider {provider!r} and it has no default model")
+        return spec.default_model
+
+    async def route(self, provider: str) -> Route:
+        """The cached route of ``provider``, built on first use."""
+        route = self._routes.get(provider)
+        if route is not None:
+            return route
+        if self._route_lock is None:
+            self._route_lock = asyncio.Lock()
+        async with self._route_lock:
+            route = self._routes.get(provider)
+            if route is None:
+                route = self._routes[provider] = await build_route(provider, self.settings, self.registry)
+        return route
+
+    async def aclose(self) -> None:
+        routes, self._routes = self._routes, {}
+        for route in routes.values():
+            await route.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _LoopThread:
+    """An event loop in a daemon thread: the sync facade runs every call there, so it
+    also works where the calling thread already runs a loop (Jupyter)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="llmadapters-client", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class SyncChatCompletionStream:
+    """The sync counterpart of `ChatCompletionStream`: ``for chunk in stream``."""
+
+    def __init__(self, stream: ChatCompletionStream, runner: _LoopThread) -> None:
+        self._stream = stream
+        self._runner = runner
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        try:
+            return self._runner.run(self._stream.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._runner.run(self._stream.aclose())
+
+    def __enter__(self) -> SyncChatCompletionStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _SyncCompletions:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @overload
+    def create(
+        self, *, messages: Messages, model: str | None = ..., provider: str | None = ..., stream: Literal[False] = ..., **params: Any
+    ) -> ChatCompletion: ...
+
+    @overload
+    def create(
+        self, *, messages: Messages, model: str | None = ..., provider: str | None = ..., stream: Literal[True], **params: Any
+    ) -> SyncChatCompletionStream: ...
+
+    def create(self, *, stream: bool = False, **kwargs: Any) -> ChatCompletion | SyncChatCompletionStream:
+        """Same as `AsyncClient.chat.completions.create`, blocking."""
+        client = self._client
+        result = client._runner.run(client._async.chat.completions.create(stream=stream, **kwargs))
+        if isinstance(result, ChatCompletionStream):
+            return SyncChatCompletionStream(result, client._runner)
+        return result
+
+
+class _SyncChat:
+    def __init__(self, client: Client) -> None:
+        self.completions = _SyncCompletions(client)
+
+
+class Client:
+    """The blocking facade of `AsyncClient`, with the same arguments and surface.
+
+    Calls run on a private event loop in a background thread, so a `Client` works in
+    plain scripts and inside a running event loop (Jupyter) alike. Close it with
+    `close` or ``with Client() as client:``.
+    """
+
+    def __init__(self, config: str | os.PathLike[str] | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        self._async = AsyncClient(config, **kwargs)
+        self._runner = _LoopThread()
+        self.settings = self._async.settings
+        self.chat = _SyncChat(self)
+
+    def __repr__(self) -> str:
+        return f"Client(transport={self.settings.transport!r})"
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._async.aclose())
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

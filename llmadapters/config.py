@@ -1,0 +1,249 @@
+"""Configuration: TOML file, dict or keyword arguments -> validated `Settings`.
+
+Where settings come from, later ones winning: the file (``config=`` path, else
+``$LLMADAPTERS_CONFIG``, else ``./llmadapters.toml`` when present), then a dict given as
+``config=``, then keyword arguments of the client. A bad value fails here, at load, with
+its source, its key path and what is allowed.
+
+API keys never live in config files: ``api_key_env`` names the variable that holds one.
+Code may pass ``api_key`` directly; it is kept in a `Secret`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+from .transports.base import Timeouts
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["DEFAULT_TRANSPORT", "ProviderSettings", "Secret", "Settings", "load_settings"]
+
+DEFAULT_TRANSPORT = "httpx"
+CONFIG_ENV = "LLMADAPTERS_CONFIG"
+DEFAULT_CONFIG_FILE = "llmadapters.toml"
+
+
+@attrs.frozen
+class Secret:
+    """Holds an API key; its repr and str never show it."""
+
+    _value: str = attrs.field(repr=False)
+
+    def get(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return "Secret('**********')"
+
+
+@attrs.frozen(kw_only=True)
+class ProviderSettings:
+    """One ``[providers.NAME]`` table.
+
+    Attributes:
+        base_url: overrides the provider's own; for an unknown name it makes an ad hoc
+            OpenAI-compatible provider.
+        api_key_env: the variable holding the key (overrides the provider's).
+        api_key: a key given in code (never read from a file).
+        transport: ``"httpx"``, ``"openai"``, or a plugin's.
+        model: the model used when a call names only the provider.
+        headers: extra headers for every request.
+        timeouts: per-attempt timeouts.
+    """
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: Secret | None = None
+    transport: str | None = None
+    model: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    timeouts: Timeouts | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Attributes:
+    model: the default ``"provider/model"`` when a call names none.
+    transport: the default transport of every provider.
+    timeouts: the default per-attempt timeouts.
+    providers: per-provider settings, by provider name.
+    sources: where the settings came from, for messages.
+    """
+
+    model: str | None = None
+    transport: str = DEFAULT_TRANSPORT
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    providers: Mapping[str, ProviderSettings] = attrs.field(factory=dict)
+    sources: tuple[str, ...] = ()
+
+    def provider(self, name: str) -> ProviderSettings:
+        return self.providers.get(name) or ProviderSettings()
+
+    def transport_of(self, name: str) -> str:
+        return self.provider(name).transport or self.transport
+
+    def timeouts_of(self, name: str) -> Timeouts:
+        return self.provider(name).timeouts or self.timeouts
+
+
+_TOP_KEYS = ("defaults", "providers")
+_DEFAULT_KEYS = ("model", "transport", "timeout")
+_PROVIDER_KEYS = ("base_url", "api_key_env", "transport", "model", "headers", "timeout")
+_TIMEOUT_KEYS = ("connect", "read", "write", "pool")
+
+
+class _Reader:
+    """Validates one source's dict, naming the source and key path in every error."""
+
+    def __init__(self, source: str, *, from_file: bool) -> None:
+        self.source = source
+        self.from_file = from_file
+
+    def fail(self, path: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {path}: {problem}")
+
+    def table(self, value: object, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(path or "<top level>", f"expected a table, got {type(value).__name__}")
+        for key in value:
+            if key not in allowed:
+                hint = ""
+                if key == "api_key" and self.from_file:
+                    hint = " (keys never live in config files: set api_key_env to the name of a variable)"
+                raise self.fail(f"{path}.{key}" if path else str(key), f"unknown key{hint}; allowed: {', '.join(allowed)}")
+        return value
+
+    def string(self, value: object, path: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def url(self, value: object, path: str) -> str | None:
+        url = self.string(value, path)
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise self.fail(path, f"expected an http:// or https:// URL, got {url!r}")
+        return url
+
+    def timeouts(self, value: object, path: str) -> Timeouts | None:
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = self._seconds(value, path)
+            return Timeouts(connect=seconds, read=seconds, write=seconds, pool=seconds)
+        table = self.table(value, path, _TIMEOUT_KEYS)
+        given = {key: self._seconds(table[key], f"{path}.{key}") for key in table}
+        return attrs.evolve(Timeouts(), **given)
+
+    def _seconds(self, value: object, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise self.fail(path, f"expected a positive number of seconds, got {value!r}")
+        return float(value)
+
+    def headers(self, value: object, path: str) -> dict[str, str]:
+        if value is None:
+            return {}
+        table = self.table(value, path, tuple(value) if isinstance(value, Mapping) else ())
+        for key, item in table.items():
+            if not isinstance(item, str):
+                raise self.fail(f"{path}.{key}", f"expected a string, got {item!r}")
+        return dict(table)
+
+    def provider(self, name: str, value: object) -> dict[str, Any]:
+        path = f"providers.{name}"
+        allowed = _PROVIDER_KEYS if self.from_file else (*_PROVIDER_KEYS, "api_key")
+        table = self.table(value, path, allowed)
+        out: dict[str, Any] = {
+            "base_url": self.url(table.get("base_url"), f"{path}.base_url"),
+            "api_key_env": self.string(table.get("api_key_env"), f"{path}.api_key_env"),
+            "transport": self.string(table.get("transport"), f"{path}.transport"),
+            "model": self.string(table.get("model"), f"{path}.model"),
+            "headers": self.headers(table.get("headers"), f"{path}.headers"),
+            "timeouts": self.timeouts(table.get("timeout"), f"{path}.timeout"),
+        }
+        key = table.get("api_key")
+        if key is not None:
+            secret = key if isinstance(key, Secret) else Secret(self.string(key, f"{path}.api_key") or "")
+            out["api_key"] = secret
+        return {k: v for k, v in out.items() if v not in (None, {})}
+
+    def settings(self, data: object) -> dict[str, Any]:
+        top = self.table(data, "", _TOP_KEYS)
+        defaults = self.table(top.get("defaults", {}), "defaults", _DEFAULT_KEYS)
+        out: dict[str, Any] = {
+            "model": self.string(defaults.get("model"), "defaults.model"),
+            "transport": self.string(defaults.get("transport"), "defaults.transport"),
+            "timeouts": self.timeouts(defaults.get("timeout"), "defaults.timeout"),
+        }
+        providers = top.get("providers", {})
+        table = self.table(providers, "providers", tuple(providers) if isinstance(providers, Mapping) else ())
+        out["providers"] = {str(name): self.provider(str(name), value) for name, value in table.items()}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if key == "providers":
+            providers = into.setdefault("providers", {})
+            for name, table in value.items():
+                providers.setdefault(name, {}).update(table)
+        else:
+            into[key] = value
+
+
+def load_settings(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, **overrides: Any) -> Settings:
+    """Build `Settings` from a file or dict plus keyword overrides.
+
+    ``config`` is a TOML file path, or a dict shaped like the file. With None, the file
+    named by ``$LLMADAPTERS_CONFIG``, else ``./llmadapters.toml`` when it exists.
+    ``overrides`` take ``model``, ``transport``, ``timeout`` and ``providers`` (a dict
+    of provider tables, which may hold ``api_key``); None values are ignored.
+    """
+    merged: dict[str, Any] = {}
+    sources: list[str] = []
+    if config is None:
+        env = os.environ.get(CONFIG_ENV)
+        if env:
+            config = env
+        elif Path(DEFAULT_CONFIG_FILE).is_file():
+            config = DEFAULT_CONFIG_FILE
+    if isinstance(config, Mapping):
+        _merge(merged, _Reader("config dict", from_file=False).settings(config))
+        sources.append("config dict")
+    elif config is not None:
+        path = Path(config)
+        _merge(merged, _Reader(str(path), from_file=True).settings(_read_file(path)))
+        sources.append(str(path))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        unknown = sorted(set(given) - {"model", "transport", "timeout", "providers"})
+        if unknown:
+            raise TypeError(f"unexpected settings: {', '.join(unknown)}")
+        defaults = {k: given[k] for k in ("model", "transport", "timeout") if k in given}
+        data = {"defaults": defaults, "providers": given.get("providers", {})}
+        _merge(merged, _Reader("arguments", from_file=False).settings(data))
+        sources.append("arguments")
+    providers = {name: ProviderSettings(**table) for name, table in merged.pop("providers", {}).items()}
+    return Settings(**merged, providers=providers, sources=tuple(sources))

@@ -1,0 +1,223 @@
+"""The one exception hierarchy of llmadapters.
+
+Every transport maps its native exceptions (httpx2, openai, aiohttp, ...) to these,
+so callers catch one set of classes whatever moves the bytes::
+
+    LLMAdapterError
+     ├── ConfigError                 bad configuration, raised at load time
+     ├── PluginError                 a plugin failed to load or registered badly
+     ├── TransportError              the request did not get a complete HTTP answer
+     │    ├── ConnectError           refused, DNS failure, TLS handshake, ...
+     │    └── TimeoutError           connect, read, write or pool timeout
+     ├── APIStatusError              the server answered with a 4xx/5xx status
+     │    ├── BadRequestError        400, 404, 405, 413, 415, 422
+     │    ├── AuthenticationError    401, 403
+     │    ├── RateLimitError         429 (has ``retry_after``)
+     │    └── ServerError            >= 500
+     ├── MalformedResponseError      a 2xx body that is not the JSON object expected
+     └── StreamError                 a stream that broke: truncated, malformed, or an
+                                     in-band ``{"error": ...}`` event
+
+No message or repr built here contains request headers, so an API key never shows up
+in an error. This module imports nothing of llmadapters.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ConnectError",
+    "LLMAdapterError",
+    "MalformedResponseError",
+    "PluginError",
+    "RateLimitError",
+    "ServerError",
+    "StreamError",
+    "TimeoutError",
+    "TransportError",
+    "parse_retry_after",
+    "status_error",
+]
+
+# Longest piece of a server's body quoted in an error message.
+_BODY_SNIPPET = 300
+
+
+class LLMAdapterError(Exception):
+    """Root of every error llmadapters raises."""
+
+
+class ConfigError(LLMAdapterError):
+    """The configuration is invalid; the message names the source, key path and what is allowed."""
+
+
+class PluginError(LLMAdapterError):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+class TransportError(LLMAdapterError):
+    """The request did not get a complete HTTP response (connection dropped, protocol error)."""
+
+
+class ConnectError(TransportError):
+    """No connection could be made: refused, name resolution failed, TLS handshake failed."""
+
+
+class TimeoutError(TransportError):  # noqa: A001 - the name is part of the public contract
+    """A connect, read, write or pool-wait timeout expired."""
+
+
+class APIStatusError(LLMAdapterError):
+    """The server answered with an error status.
+
+    Attributes:
+        status: the HTTP status code.
+        provider: the name of the provider that answered, when known.
+        request_id: the server's ``x-request-id``, when sent.
+        body: the decoded JSON body (usually ``{"error": {...}}``), or the text when it
+            was not JSON.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        provider: str | None = None,
+        request_id: str | None = None,
+        body: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.provider = provider
+        self.request_id = request_id
+        self.body = body
+
+    @property
+    def code(self) -> str | None:
+        """The provider's error code (``body["error"]["code"]``) as a string, when present."""
+        error = self.body.get("error") if isinstance(self.body, Mapping) else None
+        code = error.get("code") if isinstance(error, Mapping) else None
+        return None if code is None else str(code)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, provider={self.provider!r}, message={str(self)!r})"
+
+
+class BadRequestError(APIStatusError):
+    """The request was rejected as invalid (400, 404, 405, 413, 415, 422)."""
+
+
+class AuthenticationError(APIStatusError):
+    """The credentials were missing, wrong, or not allowed (401, 403)."""
+
+
+class RateLimitError(APIStatusError):
+    """429 Too Many Requests.
+
+    Attributes:
+        retry_after: seconds the server asked to wait (from ``retry-after-ms`` or
+            ``Retry-After``), or None when it did not say.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """The server failed (>= 500)."""
+
+
+class MalformedResponseError(LLMAdapterError):
+    """A successful status, but the body is not the JSON object the API promises."""
+
+
+class StreamError(LLMAdapterError):
+    """A streamed response broke: it ended without ``[DONE]``, carried an event that is not
+    JSON, or carried an in-band ``{"error": ...}`` event (then in ``body``)."""
+
+    def __init__(self, message: str, *, body: object = None) -> None:
+        super().__init__(message)
+        self.body = body
+
+
+_BAD_REQUEST = frozenset({400, 404, 405, 413, 415, 422})
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` first, then ``Retry-After`` (seconds or an
+    HTTP date), as openai-python reads them. None when absent or unparseable.
+
+    ``headers`` must look names up case-insensitively (httpx2/aiohttp header objects do;
+    a plain dict must have lower-case keys).
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def _message_of(body: object) -> str:
+    error = body.get("error") if isinstance(body, Mapping) else None
+    if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    text = body if isinstance(body, str) else repr(body)
+    return " ".join(text.split())[:_BODY_SNIPPET]
+
+
+def status_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: object,
+    *,
+    provider: str | None = None,
+) -> APIStatusError:
+    """Build the APIStatusError subclass for an error response.
+
+    ``body`` is the decoded JSON when the server sent JSON, else its text. Every transport
+    calls this, so the same bytes give the same class, message and fields.
+    """
+    where = f" from {provider}" if provider else ""
+    message = f"HTTP {status}{where}: {_message_of(body)}".rstrip(": ")
+    common: dict[str, Any] = {
+        "status": status,
+        "provider": provider,
+        "request_id": headers.get("x-request-id"),
+        "body": body,
+    }
+    if status == 429:
+        return RateLimitError(message, retry_after=parse_retry_after(headers), **common)
+    if status in (401, 403):
+        return AuthenticationError(message, **common)
+    if status in _BAD_REQUEST:
+        return BadRequestError(message, **common)
+    if status >= 500:
+        return ServerError(message, **common)
+    return APIStatusError(message, **common)

@@ -1,0 +1,69 @@
+"""Providers as data: where a provider lives and which dialect it speaks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+
+from ..types import ChatRequest
+
+__all__ = ["Launched", "ProviderSpec", "bearer_auth", "openai_payload"]
+
+Payload = dict[str, Any]
+
+
+def bearer_auth(key: str) -> dict[str, str]:
+    """``Authorization: Bearer <key>``, the OpenAI style most providers accept."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def openai_payload(request: ChatRequest) -> Payload:
+    """The chat-completions body for ``request``, with no provider quirk applied."""
+    payload: Payload = {"model": request.model, "messages": list(request.messages), **request.params}
+    if request.stream:
+        payload["stream"] = True
+    return payload
+
+
+@attrs.frozen(kw_only=True)
+class Launched:
+    """A server a provider started on demand: its base URL, and how to stop it."""
+
+    base_url: str
+    aclose: Callable[[], Awaitable[None]]
+
+
+@attrs.frozen(kw_only=True)
+class ProviderSpec:
+    """Everything llmadapters needs to know to call one provider.
+
+    Attributes:
+        name: what goes before the ``/`` in ``model="name/model"``.
+        base_url: the API root, e.g. ``https://api.deepseek.com/v1``; None when the
+            provider is launched on demand (see ``launch``) or must be configured.
+        api_key_env: the environment variable holding the key, or None when the
+            provider needs no key.
+        key_required: False for local servers that accept any or no key.
+        default_model: used when the caller names only the provider.
+        headers: extra headers sent with every request.
+        auth: turns the key into headers (Bearer by default; e.g. ``api-key: <key>``).
+        prepare: turns the request into the wire payload; quirks (renamed or dropped
+            parameters) go here.
+        normalize: fixes a reply's JSON (a unary body or one stream event) before it
+            becomes a value.
+        launch: starts a local server when no base_url is configured (the ``fake``
+            provider does); called once per client.
+    """
+
+    name: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    key_required: bool = True
+    default_model: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    auth: Callable[[str], Mapping[str, str]] = bearer_auth
+    prepare: Callable[[ChatRequest], Payload] = openai_payload
+    normalize: Callable[[Payload], Payload] | None = None
+    launch: Callable[[], Awaitable[Launched]] | None = None

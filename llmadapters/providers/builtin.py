@@ -1,0 +1,29 @@
+"""The providers that ship with llmadapters: ``openai``, ``fake`` and ad hoc
+``openai-compatible`` endpoints configured by ``base_url``."""
+
+from __future__ import annotations
+
+from .base import Launched, ProviderSpec
+
+__all__ = ["BUILTIN_PROVIDERS", "openai_compatible"]
+
+
+async def _launch_fake_server() -> Launched:
+    from ..testing.fake_server import FakeServer
+
+    server = await FakeServer().start()
+    return Launched(base_url=server.base_url, aclose=server.aclose)
+
+
+def openai_compatible(name: str, base_url: str | None = None) -> ProviderSpec:
+    """A provider for any OpenAI-compatible server (vLLM, Ollama, a proxy, ...): Bearer
+    auth from ``api_key_env`` when one is configured, no quirks."""
+    return ProviderSpec(name=name, base_url=base_url, key_required=False)
+
+
+BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
+    # https://platform.openai.com/docs/api-reference/chat
+    ProviderSpec(name="openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"),
+    # A real server on loopback, started in-process on first use; see llmadapters.testing.
+    ProviderSpec(name="fake", key_required=False, default_model="echo", launch=_launch_fake_server),
+)

@@ -1,0 +1,450 @@
+"""A real OpenAI-compatible HTTP server on loopback, with fault injection.
+
+HTTP is parsed and framed by ``h11`` (already in the tree through httpx2's stack) over
+asyncio streams; owning the socket is what lets it inject faults that an ASGI server
+cannot, such as a TCP reset or a stall before the status line.
+
+Endpoints: ``POST /v1/chat/completions`` (unary and ``stream: true``) and
+``GET /v1/models``. Replies are deterministic: model ``echo`` repeats the last user
+message; any other model answers a fixed text whose length follows ``max_tokens``.
+Usage counts are whitespace tokens (+4 per message for the prompt).
+
+Behaviours are chosen per request, by the model name (``fail-429``, or several joined
+by ``+``: ``echo+keepalive+crlf``) or by the ``x-fake-behaviour`` header (comma
+separated). See `BEHAVIOURS`.
+
+The latency model (time to first token, tokens per second) comes from the server's
+options, or per request from the ``x-fake-ttft-ms`` and ``x-fake-tps`` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import re
+import socket
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+import h11
+
+__all__ = ["BEHAVIOURS", "FakeServer", "FakeServerOptions"]
+
+BEHAVIOURS: Mapping[str, str] = {
+    "echo": "answer with the last user message (the default answer is a fixed text)",
+    "fail-400": "400 with an OpenAI-style JSON error",
+    "fail-401": "401 with an OpenAI-style JSON error",
+    "fail-429": "429 with Retry-After (seconds, x-fake-retry-after header, default 1)",
+    "fail-500": "500 with an OpenAI-style JSON error",
+    "fail-503": "503 with an OpenAI-style JSON error",
+    "html-502": "502 with an HTML page, as a proxy in front of a provider sends",
+    "reset": "TCP reset before any response byte",
+    "reset-mid-body": "status line and half the body, then a TCP reset",
+    "truncate": "stream: ends cleanly without [DONE]; unary: the JSON cut in half",
+    "malformed": "unary: a body that is not JSON; stream: an event that is not JSON",
+    "empty": "200 with an empty body",
+    "stream-error": "stream: one chunk, then an in-band {\"error\": ...} event",
+    "stall": "accept the request, never answer (x-fake-stall-s header bounds it)",
+    "stall-mid-stream": "stream: one chunk, then silence",
+    "keepalive": "DeepSeek queueing: ': keep-alive' comments in streams, blank lines before unary JSON",
+    "processing": "Xiaomi MiMo: ': PROCESSING' comments in streams",
+    "crlf": "stream lines end with CRLF",
+    "reasoning": "reasoning_content in the message and in stream deltas",
+    "tools": "call the first tool of the request (also on when the request has tools)",
+}
+
+_TEXT = (
+    "The quick brown fox jumps over the lazy dog while a fake server answers every "
+    "request the same way so that tests can compare replies byte for byte across "
+    "transports and runs without any network or key."
+).split()
+_DEFAULT_TOKENS = 16
+_MAX_BODY = 16 * 1024 * 1024
+_TOKEN = re.compile(r"\S+\s*")
+
+
+@attrs.frozen(kw_only=True)
+class FakeServerOptions:
+    """Attributes:
+    ttft: seconds before the first token (for unary: before the reply).
+    tokens_per_s: generation speed; None for instant.
+    api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
+    """
+
+    ttft: float = 0.0
+    tokens_per_s: float | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
+
+
+def _error_body(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+_STATUS_ERRORS: Mapping[str, tuple[int, dict[str, Any]]] = {
+    "fail-400": (400, _error_body("Invalid request (injected)", "invalid_request_error")),
+    "fail-401": (401, _error_body("Incorrect API key provided (injected)", "invalid_request_error", "invalid_api_key")),
+    "fail-429": (429, _error_body("Rate limit reached (injected)", "rate_limit_error", "rate_limit_exceeded")),
+    "fail-500": (500, _error_body("The server had an error (injected)", "server_error")),
+    "fail-503": (503, _error_body("The engine is overloaded (injected)", "server_error")),
+}
+
+_HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+@attrs.frozen
+class _Reply:
+    """What the fake model says to one request."""
+
+    model: str
+    pieces: tuple[str, ...]
+    reasoning: tuple[str, ...]
+    tool_call: dict[str, Any] | None
+    prompt_tokens: int
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.pieces) + len(self.reasoning)
+
+    def usage(self) -> dict[str, int]:
+        p, c = self.prompt_tokens, self.completion_tokens
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
+    model = body.get("model")
+    messages = body.get("messages")
+    if not isinstance(model, str) or not model:
+        raise _BadRequest("'model' is required")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise _BadRequest("'messages' must be a non-empty list of objects")
+    texts = [_text_of(m.get("content")) for m in messages]
+    prompt_tokens = sum(len(t.split()) + 4 for t in texts)
+    last_user = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    if "echo" in behaviours:
+        text = last_user
+    else:
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or _DEFAULT_TOKENS
+        n = max(1, min(int(limit), 4096)) if isinstance(limit, int) else _DEFAULT_TOKENS
+        text = " ".join(itertools.islice(itertools.cycle(_TEXT), n))
+    reasoning = tuple(_TOKEN.findall(f"Thinking about: {last_user}")) if "reasoning" in behaviours else ()
+    tools = body.get("tools")
+    tool_call = None
+    if ("tools" in behaviours or tools) and isinstance(tools, list) and tools:
+        name = (tools[0].get("function") or {}).get("name", "tool") if isinstance(tools[0], dict) else "tool"
+        call_id = "call_" + hashlib.sha256(last_user.encode()).hexdigest()[:24]
+        tool_call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps({"input": last_user})}}
+    pieces = () if tool_call else tuple(_TOKEN.findall(text))
+    return _Reply(model, pieces, reasoning, tool_call, prompt_tokens)
+
+
+class FakeServer:
+    """Serve the fake API on ``host:port`` (port 0: any free port) until closed.
+
+    Use as ``async with FakeServer() as server: server.base_url``. It runs on the event
+    loop that starts it.
+    """
+
+    def __init__(self, options: FakeServerOptions | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.options = options or FakeServerOptions()
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._ids = itertools.count(1)
+        self._connections: set[asyncio.Task[None]] = set()
+        self.requests_served = 0
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL, e.g. ``http://127.0.0.1:PORT/v1``."""
+        if self._server is None:
+            raise RuntimeError("server is not started")
+        host, port = self._server.sockets[0].getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/v1"
+
+    async def start(self) -> FakeServer:
+        self._server = await asyncio.start_server(self._connection, self._host, self._port, backlog=2048)
+        return self
+
+    async def aclose(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def __aenter__(self) -> FakeServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    # -- connection handling ------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request, body = await self._read_request(conn, reader)
+                if request is None:
+                    break
+                keep_open = await self._respond(_Exchange(conn, writer, request), body)
+                if not keep_open or conn.our_state is h11.MUST_CLOSE:
+                    break
+                conn.start_next_cycle()
+        except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # aclose() cancels open connections; end quietly so that asyncio's
+            # start_server callback does not log the cancellation as an error.
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > _MAX_BODY:
+                    raise h11.RemoteProtocolError("request body too large")
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            else:  # ConnectionClosed, or PAUSED after a protocol switch we never agree to
+                return None, b""
+
+    async def _respond(self, ex: _Exchange, raw_body: bytes) -> bool:
+        self.requests_served += 1
+        method, path = ex.request.method.decode(), ex.request.target.decode().split("?")[0]
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in ex.request.headers}
+        if self.options.api_key is not None and headers.get("authorization") != f"Bearer {self.options.api_key}":
+            await ex.send_json(401, _error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key"))
+            return True
+        if method == "GET" and path == "/v1/models":
+            data = [{"id": name, "object": "model", "owned_by": "llmadapters"} for name in BEHAVIOURS]
+            await ex.send_json(200, {"object": "list", "data": data})
+            return True
+        if path != "/v1/chat/completions":
+            await ex.send_json(404, _error_body(f"no route {method} {path}", "invalid_request_error"))
+            return True
+        if method != "POST":
+            await ex.send_json(405, _error_body(f"{method} not allowed", "invalid_request_error"))
+            return True
+        try:
+            body = json.loads(raw_body)
+            if not isinstance(body, dict):
+                raise _BadRequest("the body must be a JSON object")
+            behaviours = set(str(body.get("model", "")).split("+"))
+            behaviours.update(b.strip() for b in headers.get("x-fake-behaviour", "").split(",") if b.strip())
+            reply = _compose(body, behaviours)
+        except (ValueError, _BadRequest) as exc:
+            await ex.send_json(400, _error_body(f"invalid request: {exc}", "invalid_request_error"))
+            return True
+        return await self._chat(ex, body, reply, behaviours, headers)
+
+    async def _chat(
+        self, ex: _Exchange, body: dict[str, Any], reply: _Reply, behaviours: set[str], headers: dict[str, str]
+    ) -> bool:
+        for name, (status, error) in _STATUS_ERRORS.items():
+            if name in behaviours:
+                extra = [("retry-after", headers.get("x-fake-retry-after", "1"))] if status == 429 else []
+                await ex.send_json(status, error, extra)
+                return True
+        if "html-502" in behaviours:
+            await ex.send_bytes(502, _HTML_502, "text/html")
+            return True
+        if "reset" in behaviours:
+            ex.reset()
+            return False
+        if "stall" in behaviours:
+            await asyncio.sleep(float(headers.get("x-fake-stall-s", "3600")))
+            return False
+        ttft = float(headers["x-fake-ttft-ms"]) / 1000 if "x-fake-ttft-ms" in headers else self.options.ttft
+        tps_header = headers.get("x-fake-tps")
+        tps = float(tps_header) if tps_header else self.options.tokens_per_s
+        completion_id = f"chatcmpl-{next(self._ids)}"
+        if body.get("stream"):
+            await self._stream(ex, body, reply, behaviours, completion_id, ttft, tps)
+            return "stall-mid-stream" not in behaviours
+        await asyncio.sleep(ttft + (reply.completion_tokens / tps if tps else 0.0))
+        return await self._unary(ex, reply, behaviours, completion_id)
+
+    async def _unary(self, ex: _Exchange, reply: _Reply, behaviours: set[str], completion_id: str) -> bool:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.pieces) or None}
+        if reply.reasoning:
+            message["reasoning_content"] = "".join(reply.reasoning)
+        if reply.tool_call:
+            message["tool_calls"] = [reply.tool_call]
+        finish = "tool_calls" if reply.tool_call else "stop"
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": reply.model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": reply.usage(),
+        }
+        data = json.dumps(payload).encode()
+        if "empty" in behaviours:
+            data = b""
+        elif "malformed" in behaviours:
+            data = b"{this is not json"
+        elif "truncate" in behaviours:
+            data = data[: len(data) // 2]
+        elif "keepalive" in behaviours:
+            data = b"\n\n\n" + data
+        if "reset-mid-body" in behaviours:
+            await ex.start(200, "application/json", [("content-length", str(len(data)))])
+            await ex.write(data[: len(data) // 2])
+            ex.reset()
+            return False
+        await ex.send_bytes(200, data, "application/json")
+        return True
+
+    async def _stream(
+        self,
+        ex: _Exchange,
+        body: dict[str, Any],
+        reply: _Reply,
+        behaviours: set[str],
+        completion_id: str,
+        ttft: float,
+        tps: float | None,
+    ) -> None:
+        eol = "\r\n" if "crlf" in behaviours else "\n"
+        comment = ": keep-alive" if "keepalive" in behaviours else ": PROCESSING" if "processing" in behaviours else None
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": reply.model}
+
+        def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            chunk: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            if include_usage:
+                chunk["usage"] = None
+            return f"data: {json.dumps(chunk)}{eol}{eol}".encode()
+
+        await ex.start(200, "text/event-stream", [("cache-control", "no-cache")])
+        if comment:
+            await ex.write(f"{comment}{eol}{eol}".encode())
+        await asyncio.sleep(ttft)
+        await ex.write(event({"role": "assistant", "content": ""}))
+        if "stream-error" in behaviours:
+            error = _error_body("The server had an error while streaming (injected)", "server_error")
+            await ex.write(f"data: {json.dumps(error)}{eol}{eol}".encode())
+            await ex.end()
+            return
+        if "stall-mid-stream" in behaviours:
+            await asyncio.sleep(float(ex.request_header("x-fake-stall-s", "3600")))
+            ex.reset()
+            return
+        if "malformed" in behaviours:
+            await ex.write(f"data: {{this is not json{eol}{eol}".encode())
+            await ex.end()
+            return
+        delay = 1.0 / tps if tps else 0.0
+        for field, pieces in (("reasoning_content", reply.reasoning), ("content", reply.pieces)):
+            for piece in pieces:
+                if delay:
+                    await asyncio.sleep(delay)
+                await ex.write(event({field: piece}))
+                if comment:
+                    await ex.write(f"{comment}{eol}{eol}".encode())
+        if reply.tool_call:
+            call, args = reply.tool_call, reply.tool_call["function"]["arguments"]
+            head = {"index": 0, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+            await ex.write(event({"tool_calls": [head]}))
+            for part in (args[: len(args) // 2], args[len(args) // 2 :]):
+                await ex.write(event({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
+        if "reset-mid-body" in behaviours:
+            ex.reset()
+            return
+        await ex.write(event({}, "tool_calls" if reply.tool_call else "stop"))
+        if include_usage:
+            await ex.write(f"data: {json.dumps({**base, 'choices': [], 'usage': reply.usage()})}{eol}{eol}".encode())
+        if "truncate" not in behaviours:
+            await ex.write(f"data: [DONE]{eol}{eol}".encode())
+        await ex.end()
+
+
+class _Exchange:
+    """One request/response on a connection."""
+
+    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request) -> None:
+        self.conn = conn
+        self.writer = writer
+        self.request = request
+        self.request_id = f"req_{id(request):x}"
+
+    def request_header(self, name: str, default: str) -> str:
+        wanted = name.encode().lower()
+        return next((v.decode("latin-1") for k, v in self.request.headers if k.lower() == wanted), default)
+
+    async def start(self, status: int, content_type: str, extra: Iterable[tuple[str, str]] = ()) -> None:
+        headers = [("content-type", content_type), ("x-request-id", self.request_id), *extra]
+        await self.write_raw(self.conn.send(h11.Response(status_code=status, headers=headers)))
+
+    async def write(self, data: bytes) -> None:
+        await self.write_raw(self.conn.send(h11.Data(data=data)))
+
+    async def write_raw(self, data: bytes | None) -> None:
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def end(self) -> None:
+        await self.write_raw(self.conn.send(h11.EndOfMessage()))
+
+    async def send_bytes(self, status: int, data: bytes, content_type: str, extra: Iterable[tuple[str, str]] = ()) -> None:
+        await self.start(status, content_type, [("content-length", str(len(data))), *extra])
+        await self.write(data)
+        await self.end()
+
+    async def send_json(self, status: int, obj: object, extra: Iterable[tuple[str, str]] = ()) -> None:
+        await self.send_bytes(status, json.dumps(obj).encode(), "application/json", extra)
+
+    def reset(self) -> None:
+        """Drop the connection with a TCP RST (SO_LINGER 0), not a clean FIN."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()

@@ -1,0 +1,168 @@
+"""The Transport protocol, and the byte-level decoding every transport shares.
+
+A transport has one job: move a JSON payload to an endpoint and bring back the JSON
+reply, or the stream of JSON events. It knows no provider, middleware or config; the
+route hands it an `Endpoint` with auth already in the headers. It maps its native
+exceptions to `llmadapters.errors` and lets none escape.
+
+Decoding lives here, not in each transport, so that the same bytes on the wire give
+equal values and equal errors whichever transport carried them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from ..errors import MalformedResponseError, StreamError, status_error
+from ..sse import SSEDecoder
+
+__all__ = [
+    "Endpoint",
+    "Timeouts",
+    "Transport",
+    "decode_error_body",
+    "decode_json_body",
+    "decode_sse_json",
+    "raise_for_status",
+]
+
+_SENSITIVE_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization", "cookie"})
+_SNIPPET = 200
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    """Per-attempt timeouts in seconds (None: no limit).
+
+    Attributes:
+        connect: to establish a connection (TCP + TLS).
+        read: between two reads of the response; it bounds a stalled stream.
+        write: between two writes of the request.
+        pool: waiting for a free connection from the pool.
+    """
+
+    connect: float | None = 5.0
+    read: float | None = 600.0
+    write: float | None = 600.0
+    pool: float | None = None
+
+
+def _redacted_repr(headers: Mapping[str, str]) -> str:
+    return repr({k: ("<redacted>" if k.lower() in _SENSITIVE_HEADERS else v) for k, v in headers.items()})
+
+
+@attrs.frozen(kw_only=True)
+class Endpoint:
+    """Where and how to send one call.
+
+    Attributes:
+        base_url: e.g. ``https://api.deepseek.com/v1`` (no trailing slash needed).
+        path: e.g. ``/chat/completions``.
+        headers: sent with the request, auth included; redacted in repr.
+        timeouts: per-attempt timeouts.
+        provider: the provider's name, used only to label errors.
+    """
+
+    base_url: str
+    path: str = "/chat/completions"
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=_redacted_repr)
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    provider: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + "/" + self.path.lstrip("/")
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Moves JSON to an OpenAI-compatible endpoint and back.
+
+    - ``send`` POSTs ``payload`` and returns the decoded JSON object of a 2xx reply.
+    - ``stream`` POSTs ``payload`` (which asks for ``"stream": true``) and yields each
+      SSE event's JSON object until ``[DONE]``. Status errors are raised before the
+      first event.
+    - ``aclose`` releases connections; the transport is unusable afterwards.
+
+    Failures raise `llmadapters.errors` classes only: `ConnectError`, `TimeoutError`,
+    `TransportError`, `APIStatusError` subclasses (via `decode_error_body` and
+    `errors.status_error`), `MalformedResponseError` and `StreamError`.
+    """
+
+    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:_SNIPPET].decode("utf-8", errors="replace")
+    return " ".join(text.split()) or "<empty>"
+
+
+def decode_json_body(body: bytes) -> dict[str, Any]:
+    """Decode a 2xx non-streamed body. Leading blank lines are allowed: DeepSeek sends
+    them while a request waits in its queue."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise MalformedResponseError(f"response body is not JSON: {_snippet(body)!r}") from exc
+    if not isinstance(data, dict):
+        raise MalformedResponseError(f"response body is not a JSON object: {_snippet(body)!r}")
+    return data
+
+
+def decode_error_body(body: bytes) -> object:
+    """The body of an error response: its JSON when it is JSON, else its text."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", errors="replace")
+
+
+def _in_band_error(data: dict[str, Any]) -> StreamError | None:
+    error = data.get("error")
+    if not error:
+        return None
+    message = error.get("message") if isinstance(error, Mapping) else error
+    return StreamError(f"error event in stream: {message}", body=data)
+
+
+async def decode_sse_json(chunks: AsyncIterator[bytes], *, provider: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Turn the body of a 2xx streamed reply into JSON events, up to ``[DONE]``.
+
+    Events whose data is empty or a re-wrapped comment (``data: : keepalive``, sent by
+    some proxies) are skipped. Anything else that is not a JSON object, an in-band
+    ``{"error": ...}`` event, or an end of body before ``[DONE]`` raises `StreamError`.
+    """
+    decoder = SSEDecoder()
+    where = f" from {provider}" if provider else ""
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
+            data = event.data
+            if data == "[DONE]":
+                return
+            if not data.strip() or data[0] == ":":
+                continue
+            try:
+                obj = json.loads(data)
+            except ValueError as exc:
+                raise StreamError(f"stream event{where} is not JSON: {data[:_SNIPPET]!r}") from exc
+            if not isinstance(obj, dict):
+                raise StreamError(f"stream event{where} is not a JSON object: {data[:_SNIPPET]!r}")
+            error = _in_band_error(obj)
+            if error is not None:
+                raise error
+            yield obj
+    raise StreamError(f"stream{where} ended before [DONE]")
+
+
+def raise_for_status(status: int, headers: Mapping[str, str], body: bytes, provider: str | None) -> None:
+    """Raise the `APIStatusError` subclass for a non-2xx status; do nothing for 2xx."""
+    if status >= 300:
+        raise status_error(status, headers, decode_error_body(body), provider=provider)

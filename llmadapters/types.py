@@ -1,0 +1,267 @@
+"""Value types mirroring the OpenAI chat-completions shapes.
+
+Frozen ``attrs`` classes, built from the provider's JSON with ``from_dict``. Every value
+keeps ``raw`` (the provider's own JSON) and ``provider`` (the name of the provider that
+answered), so nothing a provider sends is lost even when it has no field here. Fields that
+the provider did not send are ``None``.
+
+This module imports nothing of llmadapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatRequest",
+    "Choice",
+    "ChunkChoice",
+    "Delta",
+    "FunctionCall",
+    "Message",
+    "ToolCall",
+    "Usage",
+]
+
+JSON = dict[str, Any]
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dicts(value: object) -> list[Mapping[str, Any]]:
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        return []
+    return [item for item in value if isinstance(item, Mapping)]
+
+
+@attrs.frozen(kw_only=True)
+class FunctionCall:
+    """The function part of a tool call. In stream deltas both fields arrive in pieces."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FunctionCall:
+        return cls(name=_opt_str(data.get("name")), arguments=_opt_str(data.get("arguments")))
+
+
+@attrs.frozen(kw_only=True)
+class ToolCall:
+    """A tool call in a message, or a piece of one in a stream delta (then ``index`` is set)."""
+
+    id: str | None = None
+    type: str | None = None
+    function: FunctionCall | None = None
+    index: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToolCall:
+        function = data.get("function")
+        return cls(
+            id=_opt_str(data.get("id")),
+            type=_opt_str(data.get("type")),
+            function=FunctionCall.from_dict(function) if isinstance(function, Mapping) else None,
+            index=_opt_int(data.get("index")),
+        )
+
+
+def _tool_calls(value: object) -> tuple[ToolCall, ...] | None:
+    if value is None:
+        return None
+    return tuple(ToolCall.from_dict(item) for item in _dicts(value))
+
+
+def _message_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "role": _opt_str(data.get("role")),
+        "content": _opt_str(data.get("content")),
+        "reasoning_content": _opt_str(data.get("reasoning_content")),
+        "tool_calls": _tool_calls(data.get("tool_calls")),
+        "refusal": _opt_str(data.get("refusal")),
+    }
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """An assistant message.
+
+    Attributes:
+        role: usually ``"assistant"``.
+        content: the text, or None (e.g. when the model only called tools).
+        reasoning_content: the model's reasoning, for providers that send it
+            (DeepSeek, Zhipu GLM, Qwen, MiMo, vLLM reasoning parsers).
+        tool_calls: the tools the model asked to call, or None.
+        refusal: OpenAI's refusal text, when sent.
+    """
+
+    role: str | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
+    refusal: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        return cls(**_message_fields(data))
+
+
+@attrs.frozen(kw_only=True)
+class Delta:
+    """The change a stream chunk carries for one choice; the fields are those of `Message`."""
+
+    role: str | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
+    refusal: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Delta:
+        return cls(**_message_fields(data))
+
+
+@attrs.frozen(kw_only=True)
+class Usage:
+    """Token counts; ``None`` where the provider did not report one."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
+        return cls(
+            prompt_tokens=_opt_int(data.get("prompt_tokens")),
+            completion_tokens=_opt_int(data.get("completion_tokens")),
+            total_tokens=_opt_int(data.get("total_tokens")),
+        )
+
+
+def _usage(value: object) -> Usage | None:
+    return Usage.from_dict(value) if isinstance(value, Mapping) else None
+
+
+@attrs.frozen(kw_only=True)
+class Choice:
+    index: int = 0
+    message: Message = attrs.field(factory=Message)
+    finish_reason: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Choice:
+        message = data.get("message")
+        return cls(
+            index=_opt_int(data.get("index")) or 0,
+            message=Message.from_dict(message) if isinstance(message, Mapping) else Message(),
+            finish_reason=_opt_str(data.get("finish_reason")),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ChunkChoice:
+    index: int = 0
+    delta: Delta = attrs.field(factory=Delta)
+    finish_reason: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChunkChoice:
+        delta = data.get("delta")
+        return cls(
+            index=_opt_int(data.get("index")) or 0,
+            delta=Delta.from_dict(delta) if isinstance(delta, Mapping) else Delta(),
+            finish_reason=_opt_str(data.get("finish_reason")),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ChatCompletion:
+    """A whole (non-streamed) reply.
+
+    Attributes:
+        provider: name of the provider that answered.
+        raw: the provider's JSON, as received.
+    """
+
+    id: str | None = None
+    model: str | None = None
+    created: int | None = None
+    choices: tuple[Choice, ...] = ()
+    usage: Usage | None = None
+    provider: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: JSON, *, provider: str | None = None) -> ChatCompletion:
+        return cls(
+            id=_opt_str(data.get("id")),
+            model=_opt_str(data.get("model")),
+            created=_opt_int(data.get("created")),
+            choices=tuple(Choice.from_dict(c) for c in _dicts(data.get("choices"))),
+            usage=_usage(data.get("usage")),
+            provider=provider,
+            raw=data,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ChatCompletionChunk:
+    """One event of a streamed reply. The last chunk may carry only ``usage`` (no choices)."""
+
+    id: str | None = None
+    model: str | None = None
+    created: int | None = None
+    choices: tuple[ChunkChoice, ...] = ()
+    usage: Usage | None = None
+    provider: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: JSON, *, provider: str | None = None) -> ChatCompletionChunk:
+        return cls(
+            id=_opt_str(data.get("id")),
+            model=_opt_str(data.get("model")),
+            created=_opt_int(data.get("created")),
+            choices=tuple(ChunkChoice.from_dict(c) for c in _dicts(data.get("choices"))),
+            usage=_usage(data.get("usage")),
+            provider=provider,
+            raw=data,
+        )
+
+
+def _messages(value: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
+    return tuple(value)
+
+
+def _params(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class ChatRequest:
+    """One chat call, as the caller asked for it, before any provider quirk is applied.
+
+    Attributes:
+        provider: the provider's name (``"deepseek"`` for ``model="deepseek/deepseek-chat"``).
+        model: the model name as the provider knows it (``"deepseek-chat"``).
+        messages: the chat messages, as OpenAI-shaped dicts.
+        params: every other body parameter (``temperature``, ``tools``, ...), passed through.
+        stream: whether the reply is streamed.
+    """
+
+    provider: str
+    model: str
+    messages: tuple[Mapping[str, Any], ...] = attrs.field(converter=_messages)
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
+    stream: bool = False
