@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator, Mapping
-from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .config import Settings, load_settings
 from .errors import ConfigError
 from .plugins import Registry
 from .routes import Route, build_route
 from .types import ChatCompletion, ChatCompletionChunk, ChatRequest
+
+if TYPE_CHECKING:
+    import os
+    from types import TracebackType
 
 __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream"]
 
@@ -69,7 +71,13 @@ class _Completions:
 
     @overload
     async def create(
-        self, *, messages: Messages, model: str | None = ..., provider: str | None = ..., stream: Literal[True], **params: Any
+        self,
+        *,
+        messages: Messages,
+        model: str | None = ...,
+        provider: str | None = ...,
+        stream: Literal[True],
+        **params: Any,
     ) -> ChatCompletionStream: ...
 
     @overload
@@ -151,7 +159,9 @@ class AsyncClient:
     def _check_transports(self) -> None:
         available = ", ".join(sorted(self.registry.transports))
         if self.settings.transport not in self.registry.transports:
-            raise ConfigError(f"defaults.transport: unknown transport {self.settings.transport!r}; available: {available}")
+            raise ConfigError(
+                f"defaults.transport: unknown transport {self.settings.transport!r}; available: {available}"
+            )
         for name, provider in self.settings.providers.items():
             if provider.transport is not None and provider.transport not in self.registry.transports:
                 raise ConfigError(
@@ -280,12 +290,24 @@ class _SyncCompletions:
 
     @overload
     def create(
-        self, *, messages: Messages, model: str | None = ..., provider: str | None = ..., stream: Literal[False] = ..., **params: Any
+        self,
+        *,
+        messages: Messages,
+        model: str | None = ...,
+        provider: str | None = ...,
+        stream: Literal[False] = ...,
+        **params: Any,
     ) -> ChatCompletion: ...
 
     @overload
     def create(
-        self, *, messages: Messages, model: str | None = ..., provider: str | None = ..., stream: Literal[True], **params: Any
+        self,
+        *,
+        messages: Messages,
+        model: str | None = ...,
+        provider: str | None = ...,
+        stream: Literal[True],
+        **params: Any,
     ) -> SyncChatCompletionStream: ...
 
     def create(self, *, stream: bool = False, **kwargs: Any) -> ChatCompletion | SyncChatCompletionStream:
@@ -328,5 +350,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

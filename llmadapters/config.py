@@ -121,7 +121,9 @@ class _Reader:
                 hint = ""
                 if key == "api_key" and self.from_file:
                     hint = " (keys never live in config files: set api_key_env to the name of a variable)"
-                raise self.fail(f"{path}.{key}" if path else str(key), f"unknown key{hint}; allowed: {', '.join(allowed)}")
+                raise self.fail(
+                    f"{path}.{key}" if path else str(key), f"unknown key{hint}; allowed: {', '.join(allowed)}"
+                )
         return value
 
     def string(self, value: object, path: str) -> str | None:

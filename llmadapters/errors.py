@@ -71,7 +71,7 @@ class ConnectError(TransportError):
     """No connection could be made: refused, name resolution failed, TLS handshake failed."""
 
 
-class TimeoutError(TransportError):  # noqa: A001 - the name is part of the public contract
+class TimeoutError(TransportError):
     """A connect, read, write or pool-wait timeout expired."""
 
 

@@ -9,11 +9,14 @@ light.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from .errors import PluginError
-from .providers.base import ProviderSpec
 from .providers.builtin import BUILTIN_PROVIDERS
 from .transports.base import Transport
+
+if TYPE_CHECKING:
+    from .providers.base import ProviderSpec
 
 __all__ = ["Registry", "TransportFactory"]
 

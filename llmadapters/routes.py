@@ -6,17 +6,21 @@ The per-call path is plain function calls: provider.prepare -> transport -> valu
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 import attrs
 
-from .config import Settings
 from .errors import AuthenticationError, ConfigError
-from .plugins import Registry
-from .providers.base import Launched, ProviderSpec
 from .providers.builtin import openai_compatible
 from .transports.base import Endpoint, Transport
 from .types import ChatCompletion, ChatCompletionChunk, ChatRequest
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
+    from .config import Settings
+    from .plugins import Registry
+    from .providers.base import Launched, ProviderSpec
 
 __all__ = ["Route", "build_route", "provider_spec"]
 

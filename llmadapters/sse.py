@@ -87,7 +87,9 @@ class SSEDecoder:
     def _line(self, line: str, events: list[ServerSentEvent]) -> None:
         if not line:
             if self._data:
-                events.append(ServerSentEvent("\n".join(self._data), self._event or "message", self.last_event_id, self._retry))
+                events.append(
+                    ServerSentEvent("\n".join(self._data), self._event or "message", self.last_event_id, self._retry)
+                )
                 self._data = []
             self._event = ""
             return
@@ -103,6 +105,5 @@ class SSEDecoder:
         elif field == "id":
             if "\0" not in value:
                 self.last_event_id = value
-        elif field == "retry":
-            if value.isascii() and value.isdigit():
-                self._retry = int(value)
+        elif field == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)

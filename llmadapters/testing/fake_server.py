@@ -28,11 +28,13 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import h11
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
 
 __all__ = ["BEHAVIOURS", "FakeServer", "FakeServerOptions"]
 
@@ -48,8 +50,8 @@ BEHAVIOURS: Mapping[str, str] = {
     "reset-mid-body": "status line and half the body, then a TCP reset",
     "truncate": "stream: ends cleanly without [DONE]; unary: the JSON cut in half",
     "malformed": "unary: a body that is not JSON; stream: an event that is not JSON",
-    "empty": "200 with an empty body",
-    "stream-error": "stream: one chunk, then an in-band {\"error\": ...} event",
+    "empty": "200 with an empty body (a stream too)",
+    "stream-error": 'stream: one chunk, then an in-band {"error": ...} event',
     "stall": "accept the request, never answer (x-fake-stall-s header bounds it)",
     "stall-mid-stream": "stream: one chunk, then silence",
     "keepalive": "DeepSeek queueing: ': keep-alive' comments in streams, blank lines before unary JSON",
@@ -59,11 +61,45 @@ BEHAVIOURS: Mapping[str, str] = {
     "tools": "call the first tool of the request (also on when the request has tools)",
 }
 
-_TEXT = (
-    "The quick brown fox jumps over the lazy dog while a fake server answers every "
-    "request the same way so that tests can compare replies byte for byte across "
-    "transports and runs without any network or key."
-).split()
+_TEXT = [
+    "The",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "the",
+    "lazy",
+    "dog",
+    "while",
+    "a",
+    "fake",
+    "server",
+    "answers",
+    "every",
+    "request",
+    "the",
+    "same",
+    "way",
+    "so",
+    "that",
+    "tests",
+    "can",
+    "compare",
+    "replies",
+    "byte",
+    "for",
+    "byte",
+    "across",
+    "transports",
+    "and",
+    "runs",
+    "without",
+    "any",
+    "network",
+    "or",
+    "key.",
+]
 _DEFAULT_TOKENS = 16
 _MAX_BODY = 16 * 1024 * 1024
 _TOKEN = re.compile(r"\S+\s*")
@@ -75,11 +111,13 @@ class FakeServerOptions:
     ttft: seconds before the first token (for unary: before the reply).
     tokens_per_s: generation speed; None for instant.
     api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
+    clock: gives ``created`` timestamps; fix it to make replies byte-identical.
     """
 
     ttft: float = 0.0
     tokens_per_s: float | None = None
     api_key: str | None = attrs.field(default=None, repr=False)
+    clock: Callable[[], float] = time.time
 
 
 def _error_body(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
@@ -94,7 +132,9 @@ _STATUS_ERRORS: Mapping[str, tuple[int, dict[str, Any]]] = {
     "fail-503": (503, _error_body("The engine is overloaded (injected)", "server_error")),
 }
 
-_HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+_HTML_502 = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+)
 
 
 class _BadRequest(Exception):
@@ -150,7 +190,11 @@ def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
     if ("tools" in behaviours or tools) and isinstance(tools, list) and tools:
         name = (tools[0].get("function") or {}).get("name", "tool") if isinstance(tools[0], dict) else "tool"
         call_id = "call_" + hashlib.sha256(last_user.encode()).hexdigest()[:24]
-        tool_call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps({"input": last_user})}}
+        tool_call = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps({"input": last_user})},
+        }
     pieces = () if tool_call else tuple(_TOKEN.findall(text))
     return _Reply(model, pieces, reasoning, tool_call, prompt_tokens)
 
@@ -167,7 +211,6 @@ class FakeServer:
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
-        self._ids = itertools.count(1)
         self._connections: set[asyncio.Task[None]] = set()
         self.requests_served = 0
 
@@ -218,7 +261,7 @@ class FakeServer:
                 request, body = await self._read_request(conn, reader)
                 if request is None:
                     break
-                keep_open = await self._respond(_Exchange(conn, writer, request), body)
+                keep_open = await self._respond(_Exchange(conn, writer, request, body), body)
                 if not keep_open or conn.our_state is h11.MUST_CLOSE:
                     break
                 conn.start_next_cycle()
@@ -230,11 +273,11 @@ class FakeServer:
             pass
         finally:
             self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            writer.close()  # no wait_closed(): a cancelled connection must not await again
 
-    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> tuple[h11.Request | None, bytes]:
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> tuple[h11.Request | None, bytes]:
         request: h11.Request | None = None
         body = bytearray()
         while True:
@@ -257,7 +300,9 @@ class FakeServer:
         method, path = ex.request.method.decode(), ex.request.target.decode().split("?")[0]
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in ex.request.headers}
         if self.options.api_key is not None and headers.get("authorization") != f"Bearer {self.options.api_key}":
-            await ex.send_json(401, _error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key"))
+            await ex.send_json(
+                401, _error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+            )
             return True
         if method == "GET" and path == "/v1/models":
             data = [{"id": name, "object": "model", "owned_by": "llmadapters"} for name in BEHAVIOURS]
@@ -301,7 +346,7 @@ class FakeServer:
         ttft = float(headers["x-fake-ttft-ms"]) / 1000 if "x-fake-ttft-ms" in headers else self.options.ttft
         tps_header = headers.get("x-fake-tps")
         tps = float(tps_header) if tps_header else self.options.tokens_per_s
-        completion_id = f"chatcmpl-{next(self._ids)}"
+        completion_id = f"chatcmpl-{ex.digest}"
         if body.get("stream"):
             await self._stream(ex, body, reply, behaviours, completion_id, ttft, tps)
             return "stall-mid-stream" not in behaviours
@@ -318,7 +363,7 @@ class FakeServer:
         payload = {
             "id": completion_id,
             "object": "chat.completion",
-            "created": int(time.time()),
+            "created": int(self.options.clock()),
             "model": reply.model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": reply.usage(),
@@ -351,18 +396,31 @@ class FakeServer:
         tps: float | None,
     ) -> None:
         eol = "\r\n" if "crlf" in behaviours else "\n"
-        comment = ": keep-alive" if "keepalive" in behaviours else ": PROCESSING" if "processing" in behaviours else None
+        comment = (
+            ": keep-alive" if "keepalive" in behaviours else ": PROCESSING" if "processing" in behaviours else None
+        )
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": reply.model}
+        base = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(self.options.clock()),
+            "model": reply.model,
+        }
 
         def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            chunk: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            chunk: dict[str, Any] = {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
             if include_usage:
                 chunk["usage"] = None
             return f"data: {json.dumps(chunk)}{eol}{eol}".encode()
 
         await ex.start(200, "text/event-stream", [("cache-control", "no-cache")])
+        if "empty" in behaviours:
+            await ex.end()
+            return
         if comment:
             await ex.write(f"{comment}{eol}{eol}".encode())
         await asyncio.sleep(ttft)
@@ -390,7 +448,12 @@ class FakeServer:
                     await ex.write(f"{comment}{eol}{eol}".encode())
         if reply.tool_call:
             call, args = reply.tool_call, reply.tool_call["function"]["arguments"]
-            head = {"index": 0, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+            head = {
+                "index": 0,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
             await ex.write(event({"tool_calls": [head]}))
             for part in (args[: len(args) // 2], args[len(args) // 2 :]):
                 await ex.write(event({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
@@ -408,11 +471,13 @@ class FakeServer:
 class _Exchange:
     """One request/response on a connection."""
 
-    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request) -> None:
+    def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, body: bytes) -> None:
         self.conn = conn
         self.writer = writer
         self.request = request
-        self.request_id = f"req_{id(request):x}"
+        # Derived from the request, so that the same request gets the same reply.
+        self.digest = hashlib.sha256(body).hexdigest()[:24]
+        self.request_id = f"req_{self.digest}"
 
     def request_header(self, name: str, default: str) -> str:
         wanted = name.encode().lower()
@@ -433,7 +498,9 @@ class _Exchange:
     async def end(self) -> None:
         await self.write_raw(self.conn.send(h11.EndOfMessage()))
 
-    async def send_bytes(self, status: int, data: bytes, content_type: str, extra: Iterable[tuple[str, str]] = ()) -> None:
+    async def send_bytes(
+        self, status: int, data: bytes, content_type: str, extra: Iterable[tuple[str, str]] = ()
+    ) -> None:
         await self.start(status, content_type, [("content-length", str(len(data))), *extra])
         await self.write(data)
         await self.end()

@@ -133,7 +133,9 @@ def _in_band_error(data: dict[str, Any]) -> StreamError | None:
     return StreamError(f"error event in stream: {message}", body=data)
 
 
-async def decode_sse_json(chunks: AsyncIterator[bytes], *, provider: str | None = None) -> AsyncIterator[dict[str, Any]]:
+async def decode_sse_json(
+    chunks: AsyncIterator[bytes], *, provider: str | None = None
+) -> AsyncIterator[dict[str, Any]]:
     """Turn the body of a 2xx streamed reply into JSON events, up to ``[DONE]``.
 
     Events whose data is empty or a re-wrapped comment (``data: : keepalive``, sent by

@@ -12,14 +12,16 @@ request stays flat.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx2
 
 from .base import Endpoint, decode_json_body, decode_sse_json, raise_for_status
 from .httpx2_base import httpx_timeout, map_httpx_errors
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Mapping
 
 __all__ = ["HttpxTransport"]
 

@@ -14,16 +14,18 @@ httpx2 client at concurrency 64-256.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 import openai
 
 from .. import errors
 from .base import Endpoint, decode_error_body, decode_json_body, decode_sse_json, raise_for_status
-from .httpx2_base import httpx_timeout, map_httpx_errors
+from .httpx2_base import httpx_timeout, map_httpx_errors, transport_error
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Iterator, Mapping
 
 __all__ = ["OpenAITransport"]
 
@@ -40,13 +42,8 @@ def _map_sdk_errors(endpoint: Endpoint) -> Iterator[None]:
         raise errors.status_error(
             response.status_code, response.headers, decode_error_body(response.content), provider=endpoint.provider
         ) from None
-    except openai.APITimeoutError as exc:
-        raise errors.TimeoutError(f"timed out on {endpoint.url}: {exc.__cause__ or exc}") from exc
-    except openai.APIConnectionError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, (httpx2.ConnectError, httpx2.ProxyError, httpx2.UnsupportedProtocol)):
-            raise errors.ConnectError(f"cannot connect to {endpoint.url}: {cause}") from exc
-        raise errors.TransportError(f"{type(cause).__name__} on {endpoint.url}: {cause}") from exc
+    except openai.APIConnectionError as exc:  # APITimeoutError included
+        raise transport_error(exc, endpoint.url) from exc
     except openai.OpenAIError as exc:
         raise errors.TransportError(f"openai SDK error on {endpoint.url}: {exc}") from exc
 

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+import llmadapters as la
+from llmadapters.plugins import Registry
+from llmadapters.testing import FakeServer, FakeServerOptions
+from llmadapters.transports.openai_sdk import OpenAITransport
+
+# Every transport a test can run through: the two built-ins, and the openai SDK on its
+# default httpx2 client as well as on its aiohttp client.
+TRANSPORTS = ("httpx", "openai", "openai-httpx")
+
+
+def test_registry() -> Registry:
+    registry = Registry.builtin()
+    registry.add_transport("openai-httpx", lambda: OpenAITransport(http_client="httpx"))
+    return registry
+
+
+test_registry.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[FakeServer]:
+    async with FakeServer(FakeServerOptions(clock=lambda: 1_700_000_000.0)) as server:
+        yield server
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_client(fake_server: FakeServer) -> AsyncIterator[Callable[..., la.AsyncClient]]:
+    """Builds AsyncClients whose ``local`` provider is the test's fake server."""
+    clients: list[la.AsyncClient] = []
+
+    def make(transport: str = "httpx", base_url: str | None = None, **local: Any) -> la.AsyncClient:
+        providers = {"local": {"base_url": base_url or fake_server.base_url, **local}}
+        client = la.AsyncClient({}, transport=transport, providers=providers, registry=test_registry())
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def failing_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A host name whose resolution fails in-process: no lookup leaves the machine."""
+    name = "no-such-host.invalid"
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in (name, name.encode()):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        if host not in ("127.0.0.1", "::1", "localhost", b"127.0.0.1", b"::1", b"localhost"):
+            raise AssertionError(f"test tried to resolve {host!r}: only loopback is allowed")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield name

@@ -1,0 +1,209 @@
+"""Differential tests: the same bytes on the wire give equal values and equal errors
+through every transport, over real loopback HTTP to the fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import llmadapters as la
+from tests.conftest import TRANSPORTS
+
+MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello fake world"}]
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+
+MakeClient = Callable[..., la.AsyncClient]
+
+
+async def _collect(client: la.AsyncClient, model: str, stream: bool, **params: Any) -> Any:
+    if not stream:
+        return await client.chat.completions.create(model=f"local/{model}", messages=MESSAGES, **params)
+    chunks = await client.chat.completions.create(model=f"local/{model}", messages=MESSAGES, stream=True, **params)
+    return [chunk async for chunk in chunks]
+
+
+async def _outcome(client: la.AsyncClient, model: str, stream: bool, **params: Any) -> Any:
+    """The value, or a comparable description of the error."""
+    try:
+        return await _collect(client, model, stream, **params)
+    except la.LLMAdapterError as exc:
+        fields = {k: getattr(exc, k) for k in ("status", "provider", "body", "retry_after") if hasattr(exc, k)}
+        return type(exc), str(exc), fields
+
+
+async def _across_transports(make_client: MakeClient, model: str, stream: bool, **params: Any) -> list[Any]:
+    return [await _outcome(make_client(t), model, stream, **params) for t in TRANSPORTS]
+
+
+SUCCESS_CASES = [
+    ("echo", {}),
+    ("lorem", {"max_tokens": 40}),
+    ("echo+reasoning", {}),
+    ("echo+keepalive", {}),
+    ("echo+processing", {}),
+    ("echo+crlf", {}),
+    ("echo", {"tools": TOOLS}),
+    ("echo", {"stream_options": {"include_usage": True}}),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+@pytest.mark.parametrize(("model", "params"), SUCCESS_CASES, ids=[f"{m}-{sorted(p)}" for m, p in SUCCESS_CASES])
+async def test_transports_yield_equal_values(make_client: MakeClient, model: str, params: Any, stream: bool) -> None:
+    first, *others = await _across_transports(make_client, model, stream, **params)
+    assert not isinstance(first, tuple), first
+    for other in others:
+        assert other == first
+
+
+async def test_values_carry_what_the_server_sent(make_client: MakeClient, transport: str) -> None:
+    client = make_client(transport)
+    reply = await client.chat.completions.create(model="local/echo+reasoning", messages=MESSAGES)
+    assert reply.provider == "local"
+    assert reply.choices[0].message.content == "hello fake world"
+    assert reply.choices[0].message.reasoning_content == "Thinking about: hello fake world"
+    assert reply.usage == la.Usage(prompt_tokens=13, completion_tokens=8, total_tokens=21)
+    assert reply.raw["choices"][0]["message"]["content"] == "hello fake world"
+
+    tool = await client.chat.completions.create(model="local/echo", messages=MESSAGES, tools=TOOLS)
+    assert tool.choices[0].finish_reason == "tool_calls"
+    calls = tool.choices[0].message.tool_calls
+    assert calls is not None and calls[0].function == la.FunctionCall(
+        name="lookup", arguments='{"input": "hello fake world"}'
+    )
+
+
+async def test_stream_pieces_add_up(make_client: MakeClient, transport: str) -> None:
+    client = make_client(transport)
+    stream = await client.chat.completions.create(
+        model="local/echo+reasoning+keepalive",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reasoning = "".join(c.choices[0].delta.reasoning_content or "" for c in chunks if c.choices)
+    assert (content, reasoning) == ("hello fake world", "Thinking about: hello fake world")
+    assert chunks[-1].choices == () and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 21
+    assert all(c.provider == "local" for c in chunks)
+
+    tools = await client.chat.completions.create(model="local/echo", messages=MESSAGES, tools=TOOLS, stream=True)
+    args = "".join(
+        [
+            call.function.arguments or ""
+            async for c in tools
+            for call in (c.choices[0].delta.tool_calls or ())
+            if call.function is not None
+        ]
+    )
+    assert args == '{"input": "hello fake world"}'
+
+
+FAULTS = [
+    ("fail-400", la.BadRequestError),
+    ("fail-401", la.AuthenticationError),
+    ("fail-429", la.RateLimitError),
+    ("fail-500", la.ServerError),
+    ("fail-503", la.ServerError),
+    ("html-502", la.ServerError),
+    ("reset", la.TransportError),
+    ("reset-mid-body", la.TransportError),
+    ("truncate", None),  # unary: MalformedResponseError; stream: StreamError
+    ("malformed", None),
+    ("empty", None),
+    ("stream-error", None),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+@pytest.mark.parametrize(("fault", "expected"), FAULTS, ids=[f for f, _ in FAULTS])
+async def test_transports_raise_equal_errors(
+    make_client: MakeClient, fault: str, expected: type[Exception] | None, stream: bool
+) -> None:
+    outcomes = await _across_transports(make_client, f"echo+{fault}", stream)
+    if fault == "stream-error" and not stream:  # a unary reply has no in-band events
+        assert all(isinstance(o, la.ChatCompletion) for o in outcomes)
+        return
+    if expected is None:
+        expected = la.StreamError if stream else la.MalformedResponseError
+    kind, _, fields = outcomes[0]
+    assert issubclass(kind, expected), outcomes[0]
+    if issubclass(kind, la.TransportError):
+        # The native messages differ by HTTP client; the class must not.
+        assert {o[0] for o in outcomes} == {kind}, outcomes
+    else:
+        assert outcomes == [outcomes[0]] * len(outcomes)
+    if issubclass(kind, la.APIStatusError):
+        assert fields["provider"] == "local"
+        assert fields["status"] == int(fault.split("-")[1])
+
+
+async def test_rate_limit_error_fields(make_client: MakeClient, transport: str) -> None:
+    client = make_client(transport, headers={"x-fake-retry-after": "2.5"})
+    with pytest.raises(la.RateLimitError) as info:
+        await client.chat.completions.create(model="local/fail-429", messages=MESSAGES)
+    err = info.value
+    assert (err.status, err.retry_after, err.code) == (429, 2.5, "rate_limit_exceeded")
+    assert err.request_id is not None and err.request_id.startswith("req_")
+    assert err.body == {
+        "error": {
+            "message": "Rate limit reached (injected)",
+            "type": "rate_limit_error",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+
+
+async def test_html_error_page_becomes_text_body(make_client: MakeClient, transport: str) -> None:
+    with pytest.raises(la.ServerError) as info:
+        await make_client(transport).chat.completions.create(model="local/html-502", messages=MESSAGES)
+    assert isinstance(info.value.body, str) and "502 Bad Gateway" in info.value.body
+    assert "502 Bad Gateway" in str(info.value)
+
+
+async def test_connect_refused(make_client: MakeClient, transport: str) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = make_client(transport, base_url=f"http://127.0.0.1:{port}/v1")
+    for stream in (False, True):
+        with pytest.raises(la.ConnectError, match=f"127.0.0.1:{port}"):
+            await client.chat.completions.create(model="local/echo", messages=MESSAGES, stream=stream)
+
+
+async def test_dns_failure(make_client: MakeClient, transport: str, failing_dns: str) -> None:
+    client = make_client(transport, base_url=f"http://{failing_dns}/v1")
+    with pytest.raises(la.ConnectError, match=failing_dns):
+        await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+
+
+@pytest.mark.parametrize("fault", ["stall", "stall-mid-stream"])
+async def test_read_timeout(make_client: MakeClient, transport: str, fault: str) -> None:
+    client = make_client(transport, timeout={"read": 0.3}, headers={"x-fake-stall-s": "5"})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(la.TimeoutError):
+        await _collect(client, f"echo+{fault}", stream=True)
+    assert loop.time() - started < 4
+
+
+async def test_thousand_concurrent_requests(make_client: MakeClient, transport: str) -> None:
+    client = make_client(transport)
+    n = 1000
+
+    async def one(i: int) -> str | None:
+        messages = [{"role": "user", "content": f"request {i}"}]
+        if i % 2:
+            reply = await client.chat.completions.create(model="local/echo", messages=messages)
+            return reply.choices[0].message.content
+        stream = await client.chat.completions.create(model="local/echo", messages=messages, stream=True)
+        return "".join([c.choices[0].delta.content or "" async for c in stream])
+
+    results = await asyncio.gather(*(one(i) for i in range(n)))
+    assert results == [f"request {i}" for i in range(n)]
