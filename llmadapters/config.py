@@ -145,6 +145,8 @@ class _Reader:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             seconds = self._seconds(value, path)
             return Timeouts(connect=seconds, read=seconds, write=seconds, pool=seconds)
+        if not isinstance(value, Mapping):
+            raise self.fail(path, f"expected seconds or a table of {', '.join(_TIMEOUT_KEYS)}; got {value!r}")
         table = self.table(value, path, _TIMEOUT_KEYS)
         given = {key: self._seconds(table[key], f"{path}.{key}") for key in table}
         return attrs.evolve(Timeouts(), **given)

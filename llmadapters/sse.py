@@ -56,6 +56,8 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []
+        if not chunk:  # an empty read must not end a pending CR's wait for its LF
+            return events
         if not self._bom_checked:
             chunk = self._head + chunk
             if len(chunk) < len(_BOM) and _BOM.startswith(chunk):

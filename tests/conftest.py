@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -10,6 +9,9 @@ import llmadapters as la
 from llmadapters.plugins import Registry
 from llmadapters.testing import FakeServer, FakeServerOptions
 from llmadapters.transports.openai_sdk import OpenAITransport
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
 
 # Every transport a test can run through: the two built-ins, and the openai SDK on its
 # default httpx2 client as well as on its aiohttp client.
@@ -53,7 +55,7 @@ async def make_client(fake_server: FakeServer) -> AsyncIterator[Callable[..., la
 
 
 @pytest.fixture
-def failing_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def failing_dns(monkeypatch: pytest.MonkeyPatch) -> str:
     """A host name whose resolution fails in-process: no lookup leaves the machine."""
     name = "no-such-host.invalid"
     real = socket.getaddrinfo
@@ -66,4 +68,4 @@ def failing_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield name
+    return name

@@ -72,9 +72,8 @@ async def test_values_carry_what_the_server_sent(make_client: MakeClient, transp
     tool = await client.chat.completions.create(model="local/echo", messages=MESSAGES, tools=TOOLS)
     assert tool.choices[0].finish_reason == "tool_calls"
     calls = tool.choices[0].message.tool_calls
-    assert calls is not None and calls[0].function == la.FunctionCall(
-        name="lookup", arguments='{"input": "hello fake world"}'
-    )
+    assert calls is not None
+    assert calls[0].function == la.FunctionCall(name="lookup", arguments='{"input": "hello fake world"}')
 
 
 async def test_stream_pieces_add_up(make_client: MakeClient, transport: str) -> None:
@@ -89,7 +88,8 @@ async def test_stream_pieces_add_up(make_client: MakeClient, transport: str) -> 
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     reasoning = "".join(c.choices[0].delta.reasoning_content or "" for c in chunks if c.choices)
     assert (content, reasoning) == ("hello fake world", "Thinking about: hello fake world")
-    assert chunks[-1].choices == () and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 21
+    assert chunks[-1].choices == ()
+    assert chunks[-1].usage == la.Usage(prompt_tokens=13, completion_tokens=8, total_tokens=21)
     assert all(c.provider == "local" for c in chunks)
 
     tools = await client.chat.completions.create(model="local/echo", messages=MESSAGES, tools=TOOLS, stream=True)
@@ -149,7 +149,8 @@ async def test_rate_limit_error_fields(make_client: MakeClient, transport: str) 
         await client.chat.completions.create(model="local/fail-429", messages=MESSAGES)
     err = info.value
     assert (err.status, err.retry_after, err.code) == (429, 2.5, "rate_limit_exceeded")
-    assert err.request_id is not None and err.request_id.startswith("req_")
+    assert err.request_id is not None
+    assert err.request_id.startswith("req_")
     assert err.body == {
         "error": {
             "message": "Rate limit reached (injected)",
@@ -163,7 +164,8 @@ async def test_rate_limit_error_fields(make_client: MakeClient, transport: str) 
 async def test_html_error_page_becomes_text_body(make_client: MakeClient, transport: str) -> None:
     with pytest.raises(la.ServerError) as info:
         await make_client(transport).chat.completions.create(model="local/html-502", messages=MESSAGES)
-    assert isinstance(info.value.body, str) and "502 Bad Gateway" in info.value.body
+    assert isinstance(info.value.body, str)
+    assert "502 Bad Gateway" in info.value.body
     assert "502 Bad Gateway" in str(info.value)
 
 

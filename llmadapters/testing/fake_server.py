@@ -20,6 +20,7 @@ options, or per request from the ``x-fake-ttft-ms`` and ``x-fake-tps`` headers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -213,6 +214,8 @@ class FakeServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.requests_served = 0
+        # The headers of the latest requests, for tests that check what was sent.
+        self.seen_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=256)
 
     @property
     def base_url(self) -> str:
@@ -299,6 +302,7 @@ class FakeServer:
         self.requests_served += 1
         method, path = ex.request.method.decode(), ex.request.target.decode().split("?")[0]
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in ex.request.headers}
+        self.seen_headers.append(headers)
         if self.options.api_key is not None and headers.get("authorization") != f"Bearer {self.options.api_key}":
             await ex.send_json(
                 401, _error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key")

@@ -125,12 +125,12 @@ def decode_error_body(body: bytes) -> object:
         return body.decode("utf-8", errors="replace")
 
 
-def _in_band_error(data: dict[str, Any]) -> StreamError | None:
+def _in_band_error(data: dict[str, Any], where: str) -> StreamError | None:
     error = data.get("error")
     if not error:
         return None
     message = error.get("message") if isinstance(error, Mapping) else error
-    return StreamError(f"error event in stream: {message}", body=data)
+    return StreamError(f"error event in stream{where}: {message}", body=data)
 
 
 async def decode_sse_json(
@@ -157,7 +157,7 @@ async def decode_sse_json(
                 raise StreamError(f"stream event{where} is not JSON: {data[:_SNIPPET]!r}") from exc
             if not isinstance(obj, dict):
                 raise StreamError(f"stream event{where} is not a JSON object: {data[:_SNIPPET]!r}")
-            error = _in_band_error(obj)
+            error = _in_band_error(obj, where)
             if error is not None:
                 raise error
             yield obj

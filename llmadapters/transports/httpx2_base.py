@@ -11,14 +11,18 @@ disconnect) into ``httpx2.ConnectTimeout``, which would make them timeouts here.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import httpx2
 
 from .. import errors
-from .base import Timeouts
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .base import Timeouts
 
 __all__ = ["httpx_timeout", "map_httpx_errors", "transport_error"]
 

@@ -1,0 +1,99 @@
+"""The ``llmadapters`` command line.
+
+llmadapters chat "Say hi" [--model fake/echo] [--no-stream] [--transport httpx]
+llmadapters fake-server [--port 8000] [--ttft-ms 300] [--tps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmadapters", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    chat = commands.add_parser("chat", help="send one prompt and print the reply (streamed by default)")
+    chat.add_argument("prompt", help="the user message; '-' reads it from stdin")
+    chat.add_argument("-m", "--model", default=None, help="provider/model (default: defaults.model, else fake/echo)")
+    chat.add_argument("--system", default=None, help="a system message")
+    chat.add_argument("--transport", default=None, help="httpx, openai, or a plugin's")
+    chat.add_argument(
+        "--config", default=None, help="a TOML config file (default: $LLMADAPTERS_CONFIG, ./llmadapters.toml)"
+    )
+    chat.add_argument("--no-stream", dest="stream", action="store_false", help="wait for the whole reply")
+    chat.add_argument("--usage", action="store_true", help="print token usage to stderr at the end")
+
+    fake = commands.add_parser("fake-server", help="run the fake OpenAI-compatible server until interrupted")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    fake.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token, in milliseconds")
+    fake.add_argument("--tps", type=float, default=None, help="tokens per second (default: instant)")
+    return parser
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from .client import AsyncClient
+    from .types import Usage
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": prompt})
+    async with AsyncClient(args.config, transport=args.transport) as client:
+        model = args.model or client.settings.model or "fake/echo"
+        usage: Usage | None
+        if args.stream:
+            stream = await client.chat.completions.create(
+                model=model, messages=messages, stream=True, stream_options={"include_usage": True}
+            )
+            usage = None
+            async with stream:
+                async for chunk in stream:
+                    for choice in chunk.choices:
+                        sys.stdout.write(choice.delta.content or "")
+                    sys.stdout.flush()
+                    usage = chunk.usage or usage
+        else:
+            reply = await client.chat.completions.create(model=model, messages=messages)
+            sys.stdout.write(reply.choices[0].message.content or "" if reply.choices else "")
+            usage = reply.usage
+        sys.stdout.write("\n")
+    if args.usage and usage is not None:
+        print(f"tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out", file=sys.stderr)
+    return 0
+
+
+async def _fake_server(args: argparse.Namespace) -> int:
+    from .testing.fake_server import FakeServer, FakeServerOptions
+
+    options = FakeServerOptions(ttft=args.ttft_ms / 1000, tokens_per_s=args.tps)
+    server = await FakeServer(options, host=args.host, port=args.port).start()
+    print(f"fake server listening on {server.base_url}", flush=True)
+    try:
+        await server.serve_forever()
+    finally:
+        await server.aclose()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .errors import LLMAdapterError
+
+    command = _chat if args.command == "chat" else _fake_server
+    try:
+        return asyncio.run(command(args))
+    except LLMAdapterError as exc:
+        print(f"llmadapters: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

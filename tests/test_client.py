@@ -1,0 +1,212 @@
+"""The client surface: model names, settings, keys, sync facade, stream lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+import llmadapters as la
+from llmadapters.testing import FakeServer, FakeServerOptions
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+MESSAGES = [{"role": "user", "content": "ping"}]
+MakeClient = Callable[..., la.AsyncClient]
+
+
+async def test_fake_provider_starts_on_demand_and_stops_with_the_client() -> None:
+    async with la.AsyncClient({}) as client:
+        reply = await client.chat.completions.create(model="fake", messages=MESSAGES)
+        assert (reply.provider, reply.model, reply.choices[0].message.content) == ("fake", "echo", "ping")
+        base_url = (await client.route("fake")).endpoint.base_url
+        assert base_url.startswith("http://127.0.0.1:")
+    with pytest.raises(la.ConnectError):
+        async with la.AsyncClient({}, providers={"gone": {"base_url": base_url}}) as other:
+            await other.chat.completions.create(model="gone/echo", messages=MESSAGES)
+
+
+async def test_model_splits_on_the_first_slash_only(make_client: MakeClient) -> None:
+    client = make_client()
+    reply = await client.chat.completions.create(model="local/Qwen/Qwen2.5-7B", messages=MESSAGES)
+    assert (reply.provider, reply.model) == ("local", "Qwen/Qwen2.5-7B")
+    explicit = await client.chat.completions.create(provider="local", model="org/echo", messages=MESSAGES)
+    assert explicit.model == "org/echo"
+
+
+async def test_default_model_and_provider_default(fake_server: FakeServer) -> None:
+    providers = {"local": {"base_url": fake_server.base_url, "model": "echo"}}
+    async with la.AsyncClient({}, model="local/lorem", providers=providers) as client:
+        assert (await client.chat.completions.create(messages=MESSAGES)).model == "lorem"
+        assert (await client.chat.completions.create(model="local", messages=MESSAGES)).model == "echo"
+        # A bare model name goes to the default model's provider.
+        assert (await client.chat.completions.create(model="echo", messages=MESSAGES)).provider == "local"
+    async with la.AsyncClient({}) as client:
+        with pytest.raises(ValueError, match="names no provider"):
+            await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        with pytest.raises(TypeError, match="messages must be a list"):
+            await client.chat.completions.create(model="fake/echo", messages="hi")  # type: ignore[arg-type]
+
+
+async def test_transport_per_client_and_per_provider(fake_server: FakeServer) -> None:
+    providers = {
+        "a": {"base_url": fake_server.base_url},
+        "b": {"base_url": fake_server.base_url, "transport": "openai"},
+    }
+    async with la.AsyncClient({}, transport="httpx", providers=providers) as client:
+        for name in ("a", "b"):
+            await client.chat.completions.create(model=f"{name}/echo", messages=MESSAGES)
+        assert (await client.route("a")).transport_name == "httpx"
+        assert (await client.route("b")).transport_name == "openai"
+
+
+async def test_unknown_provider_and_transport_are_config_errors() -> None:
+    with pytest.raises(
+        la.ConfigError, match=r"defaults.transport: unknown transport 'carrier-pigeon'; available: httpx, openai"
+    ):
+        la.AsyncClient({}, transport="carrier-pigeon")
+    with pytest.raises(la.ConfigError, match=r"providers.x.transport: unknown transport 'nope'"):
+        la.AsyncClient({}, providers={"x": {"base_url": "http://127.0.0.1:1/v1", "transport": "nope"}})
+    async with la.AsyncClient({}) as client:
+        with pytest.raises(la.ConfigError, match=r"unknown provider 'deepseek'; known: fake, openai"):
+            await client.chat.completions.create(model="deepseek/deepseek-chat", messages=MESSAGES)
+
+
+@pytest.mark.parametrize("transport", ["httpx", "openai"])
+async def test_key_from_env_is_sent_and_never_shown(monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
+    key = "sk-test-SECRET-0123456789"
+    monkeypatch.setenv("LOCAL_TEST_KEY", key)
+    async with FakeServer(FakeServerOptions(api_key=key)) as server:
+        providers = {"local": {"base_url": server.base_url, "api_key_env": "LOCAL_TEST_KEY"}}
+        async with la.AsyncClient({}, transport=transport, providers=providers) as client:
+            reply = await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+            assert reply.choices[0].message.content == "ping"
+            route = await client.route("local")
+            shown = [repr(client), repr(route), repr(route.endpoint), str(route.endpoint), repr(client.settings)]
+            assert all(key not in text for text in shown)
+        assert server.seen_headers[-1]["authorization"] == f"Bearer {key}"
+
+        # A wrong key: the 401's message and repr must not carry what was sent.
+        monkeypatch.setenv("LOCAL_TEST_KEY", "sk-wrong-SECRET-987")
+        async with la.AsyncClient({}, transport=transport, providers=providers) as client:
+            with pytest.raises(la.AuthenticationError) as info:
+                await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+        assert "sk-wrong" not in str(info.value) + repr(info.value)
+
+
+@pytest.mark.parametrize("transport", ["httpx", "openai"])
+async def test_no_key_sends_no_authorization(fake_server: FakeServer, make_client: MakeClient, transport: str) -> None:
+    await make_client(transport).chat.completions.create(model="local/echo", messages=MESSAGES)
+    assert "authorization" not in fake_server.seen_headers[-1]
+
+
+async def test_key_given_in_code_is_kept_secret(fake_server: FakeServer) -> None:
+    providers = {"local": {"base_url": fake_server.base_url, "api_key": "sk-in-code-SECRET"}}
+    async with la.AsyncClient({}, providers=providers) as client:
+        await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+        assert "sk-in-code" not in repr(client.settings) + str(client.settings.providers["local"].api_key)
+    assert fake_server.seen_headers[-1]["authorization"] == "Bearer sk-in-code-SECRET"
+
+
+async def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    async with la.AsyncClient({}) as client:
+        with pytest.raises(la.AuthenticationError, match="no API key for provider 'openai': set OPENAI_API_KEY"):
+            await client.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES)
+
+
+async def test_closing_a_stream_early_frees_its_connection(make_client: MakeClient, transport: str) -> None:
+    client = make_client(transport)
+    for _ in range(20):  # more than a shard's pool: leaked connections would exhaust it
+        stream = await client.chat.completions.create(
+            model="local/lorem", messages=MESSAGES, stream=True, max_tokens=50
+        )
+        async with stream:
+            first = await stream.__anext__()
+            assert first.choices[0].delta.role == "assistant"
+    reply = await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+    assert reply.choices[0].message.content == "ping"
+
+
+def test_sync_client(fake_server_url: str) -> None:
+    with la.Client({}, providers={"local": {"base_url": fake_server_url}}) as client:
+        reply = client.chat.completions.create(model="local/echo", messages=MESSAGES)
+        assert reply.choices[0].message.content == "ping"
+        with client.chat.completions.create(
+            model="local/echo", messages=[{"role": "user", "content": "a b c"}], stream=True
+        ) as stream:
+            assert "".join(c.choices[0].delta.content or "" for c in stream) == "a b c"
+        with pytest.raises(la.RateLimitError):
+            client.chat.completions.create(model="local/fail-429", messages=MESSAGES)
+
+
+async def test_sync_client_inside_a_running_event_loop() -> None:
+    # As in Jupyter: the calling thread runs a loop; the sync client must not deadlock.
+    with la.Client({}) as client:
+        reply = client.chat.completions.create(model="fake/echo", messages=MESSAGES)
+    assert reply.choices[0].message.content == "ping"
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+def fake_server_url() -> Callable[[], str]:
+    """A fake server in its own thread, for the sync client's tests."""
+    import threading
+
+    loop = asyncio.new_event_loop()
+    server = FakeServer()
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield server.base_url  # type: ignore[misc]
+    asyncio.run_coroutine_threadsafe(server.aclose(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, llmadapters as la; la.AsyncClient; la.Client; la.RateLimitError; la.ChatCompletion\n"
+        "heavy = sorted(m for m in ('openai', 'httpx2', 'httpx', 'aiohttp', 'h11') if m in sys.modules)\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_exported_members() -> None:
+    assert la.__all__ == sorted(la.__all__)
+    for name in la.__all__:
+        assert getattr(la, name).__name__ == name
+    with pytest.raises(AttributeError):
+        la.NoSuchThing  # noqa: B018
+
+
+def test_cli_chat_streams_the_fake_reply(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "llmadapters.cli", "chat", "hello cli", "--usage"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert (run.returncode, run.stdout) == (0, "hello cli\n")
+    assert "tokens: 6 in, 2 out" in run.stderr
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "llmadapters.cli", "chat", "x", "-m", "fake/fail-500"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stderr == "llmadapters: error: HTTP 500 from fake: The server had an error (injected)\n"

@@ -1,0 +1,112 @@
+"""Bad configuration fails at load with the source, the key path and what is allowed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+import llmadapters as la
+from llmadapters.config import load_settings
+from llmadapters.transports.base import Timeouts
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "llmadapters.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_full_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[defaults]
+model = "fake/echo"
+transport = "openai"
+timeout = 30
+
+[providers.deepseek]
+transport = "httpx"
+timeout = { connect = 2, read = 120 }
+headers = { "x-trace" = "on" }
+
+[providers.local]
+base_url = "http://127.0.0.1:8000/v1"
+api_key_env = "LOCAL_KEY"
+model = "qwen"
+""",
+    )
+    settings = load_settings(path)
+    assert (settings.model, settings.transport) == ("fake/echo", "openai")
+    assert settings.timeouts == Timeouts(connect=30, read=30, write=30, pool=30)
+    assert settings.transport_of("deepseek") == "httpx"
+    assert settings.transport_of("local") == "openai"
+    assert settings.timeouts_of("deepseek") == Timeouts(connect=2, read=120)
+    assert settings.provider("deepseek").headers == {"x-trace": "on"}
+    assert settings.provider("local").api_key_env == "LOCAL_KEY"
+    assert settings.sources == (str(path),)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[defaults\nmodel = 1", "invalid TOML"),
+        ("[defualts]\nmodel = 'fake/echo'", "defualts: unknown key; allowed: defaults, providers"),
+        ("[defaults]\nmodle = 'x'", "defaults.modle: unknown key; allowed: model, transport, timeout"),
+        ("[defaults]\nmodel = 3", "defaults.model: expected a non-empty string, got 3"),
+        ("[defaults]\ntimeout = -1", "defaults.timeout: expected a positive number of seconds, got -1"),
+        (
+            "[defaults]\ntimeout = { conect = 1 }",
+            "defaults.timeout.conect: unknown key; allowed: connect, read, write, pool",
+        ),
+        (
+            "[providers.x]\nbase_url = 'ftp://h'",
+            "providers.x.base_url: expected an http:// or https:// URL, got 'ftp://h'",
+        ),
+        ("[providers.x]\napi_key = 'sk-123'", "providers.x.api_key: unknown key (keys never live in config files"),
+        ("[providers.x]\nheaders = { a = 1 }", "providers.x.headers.a: expected a string, got 1"),
+        ("providers = 3", "providers: expected a table, got int"),
+    ],
+)
+def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(la.ConfigError) as info:
+        load_settings(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+    assert "sk-123" not in str(info.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(la.ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_file_from_env_then_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().sources == ()
+    write(tmp_path, "[defaults]\nmodel = 'fake/from-cwd'")
+    assert load_settings().model == "fake/from-cwd"
+    other = tmp_path / "other.toml"
+    other.write_text("[defaults]\nmodel = 'fake/from-env'")
+    monkeypatch.setenv("LLMADAPTERS_CONFIG", str(other))
+    assert load_settings().model == "fake/from-env"
+
+
+def test_arguments_override_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[defaults]\ntransport = 'openai'\n[providers.local]\nbase_url = 'http://127.0.0.1:1/v1'")
+    settings = load_settings(path, transport="httpx", providers={"local": {"model": "m", "api_key": "sk-x"}})
+    assert settings.transport == "httpx"
+    local = settings.provider("local")
+    assert (local.base_url, local.model) == ("http://127.0.0.1:1/v1", "m")
+    assert local.api_key is not None
+    assert local.api_key.get() == "sk-x"
+    with pytest.raises(
+        la.ConfigError,
+        match=r"arguments: providers.local.timeout: expected seconds or a table of connect, read, write, pool; got",
+    ):
+        load_settings({}, providers={"local": {"timeout": "fast"}})
