@@ -1,0 +1,197 @@
+"""Requests/s and client CPU per 1,000 requests, each llmadapters transport side by side
+with plain httpx2 and plain AsyncOpenAI, against the fake server in its own process.
+
+    .venv/bin/python bench/transports.py                      # C=64 and 256, 3 rounds
+    .venv/bin/python bench/transports.py -c 64 -n 3000 -r 5
+
+Every contender makes the same non-streamed call; rounds interleave the contenders so
+that drift in the machine hits all of them alike; figures are medians over rounds.
+Client CPU is getrusage(RUSAGE_SELF) of this process, which holds no server.
+The server's own capacity is measured first with plain aiohttp at C=256, so a reader can
+see that the server is not what limits the clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+BODY = {"model": "echo", "messages": [{"role": "user", "content": "benchmark request"}]}
+Call = Callable[[], Awaitable[object]]
+Setup = Callable[[str], Awaitable[tuple[Call, Callable[[], Awaitable[None]]]]]
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _drive(call: Call, n: int, concurrency: int) -> tuple[float, float]:
+    """Run ``n`` calls with at most ``concurrency`` in flight; return (req/s, CPU-ms per 1,000)."""
+    remaining = iter(range(n))
+
+    async def worker() -> None:
+        for _ in remaining:
+            await call()
+
+    cpu, start = _cpu(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - start, _cpu() - cpu
+    return n / wall, cpu * 1000 * 1000 / n
+
+
+async def _llmadapters(transport: str, http_client: str | None = None) -> Setup:
+    async def setup(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+        import llmadapters as la
+        from llmadapters.plugins import Registry
+        from llmadapters.transports.openai_sdk import OpenAITransport
+
+        registry = Registry.builtin()
+        name = transport
+        if http_client is not None:
+            name = f"openai-{http_client}"
+            registry.add_transport(name, lambda: OpenAITransport(http_client=http_client))  # type: ignore[arg-type]
+        client = la.AsyncClient({}, transport=name, providers={"bench": {"base_url": base_url}}, registry=registry)
+        messages = BODY["messages"]
+
+        async def call() -> object:
+            return await client.chat.completions.create(model="bench/echo", messages=messages)
+
+        return call, client.aclose
+
+    return setup
+
+
+async def _plain_httpx2(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    import httpx2
+
+    client = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=1024))
+    url = base_url + "/chat/completions"
+
+    async def call() -> object:
+        response = await client.post(url, json=BODY)
+        response.raise_for_status()
+        return response.json()
+
+    return call, client.aclose
+
+
+def _plain_openai(http_client: str) -> Setup:
+    async def setup(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+        import openai
+
+        http = openai.DefaultAioHttpClient() if http_client == "aiohttp" else None
+        client = openai.AsyncOpenAI(api_key="unused", base_url=base_url, max_retries=0, http_client=http)
+
+        async def call() -> object:
+            return await client.chat.completions.create(model="echo", messages=BODY["messages"])  # type: ignore[arg-type]
+
+        return call, client.close
+
+    return setup
+
+
+async def _plain_aiohttp(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    import aiohttp
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024))
+    url = base_url + "/chat/completions"
+
+    async def call() -> object:
+        async with session.post(url, json=BODY) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    return call, session.close
+
+
+def _start_server() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmadapters.cli", "fake-server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return proc, line.rsplit(" ", 1)[-1].strip()
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    contenders: dict[str, Setup] = {
+        "llmadapters httpx": await _llmadapters("httpx"),
+        "llmadapters openai (aiohttp)": await _llmadapters("openai", "aiohttp"),
+        "llmadapters openai (httpx2)": await _llmadapters("openai", "httpx"),
+        "plain httpx2.AsyncClient": _plain_httpx2,
+        "plain AsyncOpenAI (httpx2)": _plain_openai("httpx"),
+        "plain AsyncOpenAI (aiohttp)": _plain_openai("aiohttp"),
+    }
+    proc, base_url = _start_server()
+    results: dict[str, Any] = {"n": args.n, "rounds": args.rounds, "cpus": os.cpu_count()}
+    try:
+        call, close = await _plain_aiohttp(base_url)
+        await _drive(call, 200, 64)
+        server_runs = [(await _drive(call, args.n, 256))[0] for _ in range(3)]
+        results["server_req_s_c256"] = round(statistics.median(server_runs))
+        await close()
+        for concurrency in args.concurrency:
+            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+            for _ in range(args.rounds):
+                for name, setup in contenders.items():
+                    call, close = await setup(base_url)
+                    await _drive(call, min(200, args.n), concurrency)  # warm up connections and imports
+                    samples[name].append(await _drive(call, args.n, concurrency))
+                    await close()
+            results[f"c{concurrency}"] = {
+                name: {
+                    "req_s": round(statistics.median(s[0] for s in runs)),
+                    "cpu_ms_per_1000": round(statistics.median(s[1] for s in runs)),
+                }
+                for name, runs in samples.items()
+            }
+    finally:
+        proc.terminate()
+        proc.wait()
+    return results
+
+
+def _import_ms(statement: str, repeat: int = 5) -> float:
+    code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+    runs = [float(subprocess.check_output([sys.executable, "-c", code], text=True)) for _ in range(repeat)]
+    return round(statistics.median(runs) * 1000, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=2000, help="requests per contender and round")
+    parser.add_argument("-c", "--concurrency", type=int, action="append", help="repeatable; default 64 and 256")
+    parser.add_argument("-r", "--rounds", type=int, default=3)
+    args = parser.parse_args()
+    args.concurrency = args.concurrency or [64, 256]
+    results = asyncio.run(_run(args))
+    results["import_ms"] = {
+        "import llmadapters": _import_ms("import llmadapters"),
+        "llmadapters.AsyncClient (no transport yet)": _import_ms("import llmadapters; llmadapters.AsyncClient"),
+        "import openai": _import_ms("import openai"),
+        "import httpx2": _import_ms("import httpx2"),
+    }
+    print(json.dumps(results, indent=2))
+    for key, table in results.items():
+        if key.startswith("c") and isinstance(table, dict):
+            print(f"\nconcurrency {key[1:]}  (fake server alone: {results['server_req_s_c256']:.0f} req/s at C=256)")
+            base = table["plain httpx2.AsyncClient"]["req_s"]
+            for name, row in table.items():
+                ratio = row["req_s"] / base
+                print(f"  {name:32} {row['req_s']:>6} req/s  {row['cpu_ms_per_1000']:>6} CPU-ms/1000  {ratio:4.2f}x httpx2")
+
+
+if __name__ == "__main__":
+    main()
