@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .types import Usage
 
 __all__ = ["main"]
 
@@ -39,7 +44,6 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _chat(args: argparse.Namespace) -> int:
     from .client import AsyncClient
-    from .types import Usage
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     messages = [{"role": "system", "content": args.system}] if args.system else []

@@ -24,7 +24,9 @@ in an error. This module imports nothing of llmadapters.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -153,6 +155,15 @@ class StreamError(LLMAdapterError):
 _BAD_REQUEST = frozenset({400, 404, 405, 413, 415, 422})
 
 
+def _finite(value: str | None) -> float | None:
+    """``float(value)`` when it is a finite number ("nan" and "inf" are not)."""
+    try:
+        number = float(value) if value is not None else math.nan
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Seconds to wait, from ``retry-after-ms`` first, then ``Retry-After`` (seconds or an
     HTTP date), as openai-python reads them. None when absent or unparseable.
@@ -160,23 +171,21 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     ``headers`` must look names up case-insensitively (httpx2/aiohttp header objects do;
     a plain dict must have lower-case keys).
     """
-    ms = headers.get("retry-after-ms")
+    ms = _finite(headers.get("retry-after-ms"))
     if ms is not None:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+        return max(ms / 1000.0, 0.0)
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # HTTP dates are always GMT, even when they fail to say so
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
@@ -205,7 +214,8 @@ def status_error(
     calls this, so the same bytes give the same class, message and fields.
     """
     where = f" from {provider}" if provider else ""
-    message = f"HTTP {status}{where}: {_message_of(body)}".rstrip(": ")
+    detail = _message_of(body)
+    message = f"HTTP {status}{where}: {detail}" if detail else f"HTTP {status}{where}"
     common: dict[str, Any] = {
         "status": status,
         "provider": provider,
