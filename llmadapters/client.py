@@ -332,8 +332,19 @@ class Client:
     `close` or ``with Client() as client:``.
     """
 
-    def __init__(self, config: str | os.PathLike[str] | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        self._async = AsyncClient(config, **kwargs)
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        transport: str | None = None,
+        timeout: float | Mapping[str, float] | None = None,
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self._async = AsyncClient(
+            config, model=model, transport=transport, timeout=timeout, providers=providers, registry=registry
+        )
         self._runner = _LoopThread()
         self.settings = self._async.settings
         self.chat = _SyncChat(self)
