@@ -79,7 +79,7 @@ _MODULE_OF = {
     "BadRequestError": "errors",
     "ChatCompletion": "types",
     "ChatCompletionChunk": "types",
-    "ChatCompletionStream": "client",
+    "ChatCompletionStream": "streaming",
     "ChatRequest": "types",
     "Choice": "types",
     "ChunkChoice": "types",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .config import Settings, load_settings
 from .errors import ConfigError
+from .middleware.base import Call
 from .plugins import Registry
-from .routes import Route, build_route
+from .routes import MiddlewareChoice, Route, build_route
+from .streaming import ChatCompletionStream
 from .types import ChatCompletion, ChatCompletionChunk, ChatRequest
 
 if TYPE_CHECKING:
@@ -21,37 +23,6 @@ __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionS
 
 T = TypeVar("T")
 Messages = Iterable[Mapping[str, Any]]
-
-
-class ChatCompletionStream:
-    """The chunks of a streamed reply: ``async for chunk in stream``.
-
-    The HTTP response is open until the stream is exhausted or closed; use
-    ``async with`` or `aclose` when stopping early.
-    """
-
-    def __init__(self, first: ChatCompletionChunk | None, rest: AsyncGenerator[ChatCompletionChunk, None]) -> None:
-        self._first = first
-        self._rest = rest
-
-    def __aiter__(self) -> ChatCompletionStream:
-        return self
-
-    async def __anext__(self) -> ChatCompletionChunk:
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        return await self._rest.__anext__()
-
-    async def aclose(self) -> None:
-        self._first = None
-        await self._rest.aclose()
-
-    async def __aenter__(self) -> ChatCompletionStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 class _Completions:
@@ -104,17 +75,7 @@ class _Completions:
         """
         request = self._client.request(messages=messages, model=model, provider=provider, stream=stream, **params)
         route = await self._client.route(request.provider)
-        if not stream:
-            return await route.complete(request)
-        chunks = route.stream(request)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:  # a stream with no chunk before [DONE]
-            first = None
-        except BaseException:
-            await chunks.aclose()
-            raise
-        return ChatCompletionStream(first, chunks)
+        return await route.handle(Call(request=request, spec=route.spec, endpoint=route.endpoint))
 
 
 class _Chat:
@@ -132,7 +93,12 @@ class AsyncClient:
         transport: the default transport (``"httpx"`` or ``"openai"``).
         timeout: default per-attempt timeout in seconds, or a dict of connect/read/write/pool.
         providers: per-provider settings, e.g. ``{"local": {"base_url": ..., "transport": "openai"}}``.
-        registry: the providers and transports to choose from (the built-ins by default).
+        middleware: the middleware of every route, outermost first: names (``"logging"``,
+            ``"retry"``, ``"timeout"``, a plugin's) or your own async callables
+            ``(call, call_next) -> reply``; replaces the configured chain. ``[]`` for none.
+            Auth is always added innermost.
+        registry: the providers, transports and middleware to choose from (the built-ins
+            by default).
 
     Use ``async with AsyncClient() as client:`` or call `aclose`.
     """
@@ -145,28 +111,36 @@ class AsyncClient:
         transport: str | None = None,
         timeout: float | Mapping[str, float] | None = None,
         providers: Mapping[str, Mapping[str, Any]] | None = None,
+        middleware: Sequence[MiddlewareChoice] | None = None,
         registry: Registry | None = None,
     ) -> None:
         self.settings: Settings = load_settings(
             config, model=model, transport=transport, timeout=timeout, providers=providers
         )
         self.registry = registry or Registry.builtin()
-        self._check_transports()
+        self._middleware = None if middleware is None else tuple(middleware)
+        self._check_names()
         self._routes: dict[str, Route] = {}
         self._route_lock: asyncio.Lock | None = None
         self.chat = _Chat(self)
 
-    def _check_transports(self) -> None:
-        available = ", ".join(sorted(self.registry.transports))
-        if self.settings.transport not in self.registry.transports:
-            raise ConfigError(
-                f"defaults.transport: unknown transport {self.settings.transport!r}; available: {available}"
-            )
-        for name, provider in self.settings.providers.items():
-            if provider.transport is not None and provider.transport not in self.registry.transports:
-                raise ConfigError(
-                    f"providers.{name}.transport: unknown transport {provider.transport!r}; available: {available}"
-                )
+    def _check_names(self) -> None:
+        """Fail now, not at the first call, on a transport or middleware nobody registered."""
+        settings, registry = self.settings, self.registry
+        places: list[tuple[str, str | None, tuple[str, ...] | None]] = [
+            ("defaults", settings.transport, settings.middleware)
+        ]
+        places += [(f"providers.{n}", p.transport, p.middleware) for n, p in settings.providers.items()]
+        if self._middleware is not None:
+            places.append(("middleware", None, tuple(m for m in self._middleware if isinstance(m, str))))
+        for where, transport, middleware in places:
+            if transport is not None and transport not in registry.transports:
+                known = ", ".join(sorted(registry.transports))
+                raise ConfigError(f"{where}.transport: unknown transport {transport!r}; available: {known}")
+            for name in middleware or ():
+                if name not in registry.middleware:
+                    known = ", ".join(sorted(registry.middleware))
+                    raise ConfigError(f"{where}.middleware: unknown middleware {name!r}; available: {known}")
 
     def __repr__(self) -> str:
         return f"AsyncClient(transport={self.settings.transport!r}, routes={sorted(self._routes)})"
@@ -220,7 +194,8 @@ class AsyncClient:
         async with self._route_lock:
             route = self._routes.get(provider)
             if route is None:
-                route = self._routes[provider] = await build_route(provider, self.settings, self.registry)
+                route = await build_route(provider, self.settings, self.registry, self._middleware)
+                self._routes[provider] = route
         return route
 
     async def aclose(self) -> None:
@@ -340,10 +315,17 @@ class Client:
         transport: str | None = None,
         timeout: float | Mapping[str, float] | None = None,
         providers: Mapping[str, Mapping[str, Any]] | None = None,
+        middleware: Sequence[MiddlewareChoice] | None = None,
         registry: Registry | None = None,
     ) -> None:
         self._async = AsyncClient(
-            config, model=model, transport=transport, timeout=timeout, providers=providers, registry=registry
+            config,
+            model=model,
+            transport=transport,
+            timeout=timeout,
+            providers=providers,
+            middleware=middleware,
+            registry=registry,
         )
         self._runner = _LoopThread()
         self.settings = self._async.settings

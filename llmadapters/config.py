@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError
+from .middleware.retry import RetryPolicy
 from .transports.base import Timeouts
 
 if sys.version_info >= (3, 11):
@@ -27,9 +28,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["DEFAULT_TRANSPORT", "ProviderSettings", "Secret", "Settings", "load_settings"]
+__all__ = ["DEFAULT_MIDDLEWARE", "DEFAULT_TRANSPORT", "ProviderSettings", "Secret", "Settings", "load_settings"]
 
 DEFAULT_TRANSPORT = "httpx"
+# Outermost first; auth is always added innermost.
+DEFAULT_MIDDLEWARE = ("logging", "retry", "timeout")
 CONFIG_ENV = "LLMADAPTERS_CONFIG"
 DEFAULT_CONFIG_FILE = "llmadapters.toml"
 
@@ -60,6 +63,8 @@ class ProviderSettings:
         model: the model used when a call names only the provider.
         headers: extra headers for every request.
         timeouts: per-attempt timeouts.
+        middleware: the middleware names, outermost first (auth is added innermost).
+        retry: the retry middleware's policy.
     """
 
     base_url: str | None = None
@@ -69,6 +74,8 @@ class ProviderSettings:
     model: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
     timeouts: Timeouts | None = None
+    middleware: tuple[str, ...] | None = None
+    retry: RetryPolicy | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -77,6 +84,8 @@ class Settings:
     model: the default ``"provider/model"`` when a call names none.
     transport: the default transport of every provider.
     timeouts: the default per-attempt timeouts.
+    middleware: the default middleware names, outermost first.
+    retry: the default retry policy.
     providers: per-provider settings, by provider name.
     sources: where the settings came from, for messages.
     """
@@ -84,6 +93,8 @@ class Settings:
     model: str | None = None
     transport: str = DEFAULT_TRANSPORT
     timeouts: Timeouts = attrs.field(factory=Timeouts)
+    middleware: tuple[str, ...] = DEFAULT_MIDDLEWARE
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     providers: Mapping[str, ProviderSettings] = attrs.field(factory=dict)
     sources: tuple[str, ...] = ()
 
@@ -96,11 +107,19 @@ class Settings:
     def timeouts_of(self, name: str) -> Timeouts:
         return self.provider(name).timeouts or self.timeouts
 
+    def middleware_of(self, name: str) -> tuple[str, ...]:
+        own = self.provider(name).middleware
+        return self.middleware if own is None else own
+
+    def retry_of(self, name: str) -> RetryPolicy:
+        return self.provider(name).retry or self.retry
+
 
 _TOP_KEYS = ("defaults", "providers")
-_DEFAULT_KEYS = ("model", "transport", "timeout")
-_PROVIDER_KEYS = ("base_url", "api_key_env", "transport", "model", "headers", "timeout")
-_TIMEOUT_KEYS = ("connect", "read", "write", "pool")
+_DEFAULT_KEYS = ("model", "transport", "timeout", "middleware", "retry")
+_PROVIDER_KEYS = ("base_url", "api_key_env", "transport", "model", "headers", "timeout", "middleware", "retry")
+_TIMEOUT_KEYS = ("connect", "read", "write", "pool", "total", "first_token")
+_RETRY_KEYS = ("max_attempts", "deadline", "initial_delay", "max_delay", "max_retry_after")
 
 
 class _Reader:
@@ -151,6 +170,27 @@ class _Reader:
         given = {key: self._seconds(table[key], f"{path}.{key}") for key in table}
         return attrs.evolve(Timeouts(), **given)
 
+    def retry(self, value: object, path: str) -> RetryPolicy | None:
+        if value is None:
+            return None
+        table = self.table(value, path, _RETRY_KEYS)
+        given: dict[str, float | int] = {
+            key: self._seconds(table[key], f"{path}.{key}") for key in table if key != "max_attempts"
+        }
+        if "max_attempts" in table:
+            attempts = table["max_attempts"]
+            if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+                raise self.fail(f"{path}.max_attempts", f"expected a whole number >= 1, got {attempts!r}")
+            given["max_attempts"] = attempts
+        return RetryPolicy(**given)  # type: ignore[arg-type]
+
+    def names(self, value: object, path: str) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(path, f"expected a list of names, got {value!r}")
+        return tuple(value)
+
     def _seconds(self, value: object, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise self.fail(path, f"expected a positive number of seconds, got {value!r}")
@@ -176,6 +216,8 @@ class _Reader:
             "model": self.string(table.get("model"), f"{path}.model"),
             "headers": self.headers(table.get("headers"), f"{path}.headers"),
             "timeouts": self.timeouts(table.get("timeout"), f"{path}.timeout"),
+            "middleware": self.names(table.get("middleware"), f"{path}.middleware"),
+            "retry": self.retry(table.get("retry"), f"{path}.retry"),
         }
         key = table.get("api_key")
         if key is not None:
@@ -190,6 +232,8 @@ class _Reader:
             "model": self.string(defaults.get("model"), "defaults.model"),
             "transport": self.string(defaults.get("transport"), "defaults.transport"),
             "timeouts": self.timeouts(defaults.get("timeout"), "defaults.timeout"),
+            "middleware": self.names(defaults.get("middleware"), "defaults.middleware"),
+            "retry": self.retry(defaults.get("retry"), "defaults.retry"),
         }
         providers = top.get("providers", {})
         table = self.table(providers, "providers", tuple(providers) if isinstance(providers, Mapping) else ())
@@ -222,8 +266,9 @@ def load_settings(config: str | os.PathLike[str] | Mapping[str, Any] | None = No
 
     ``config`` is a TOML file path, or a dict shaped like the file. With None, the file
     named by ``$LLMADAPTERS_CONFIG``, else ``./llmadapters.toml`` when it exists.
-    ``overrides`` take ``model``, ``transport``, ``timeout`` and ``providers`` (a dict
-    of provider tables, which may hold ``api_key``); None values are ignored.
+    ``overrides`` take the keys of ``[defaults]`` (``model``, ``transport``,
+    ``timeout``, ``middleware``, ``retry``) and ``providers`` (a dict of provider tables,
+    which may hold ``api_key``); None values are ignored.
     """
     merged: dict[str, Any] = {}
     sources: list[str] = []
@@ -242,10 +287,10 @@ def load_settings(config: str | os.PathLike[str] | Mapping[str, Any] | None = No
         sources.append(str(path))
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:
-        unknown = sorted(set(given) - {"model", "transport", "timeout", "providers"})
+        unknown = sorted(set(given) - {*_DEFAULT_KEYS, "providers"})
         if unknown:
             raise TypeError(f"unexpected settings: {', '.join(unknown)}")
-        defaults = {k: given[k] for k in ("model", "transport", "timeout") if k in given}
+        defaults = {k: given[k] for k in _DEFAULT_KEYS if k in given}
         data = {"defaults": defaults, "providers": given.get("providers", {})}
         _merge(merged, _Reader("arguments", from_file=False).settings(data))
         sources.append("arguments")

@@ -86,6 +86,8 @@ class APIStatusError(LLMAdapterError):
         request_id: the server's ``x-request-id``, when sent.
         body: the decoded JSON body (usually ``{"error": {...}}``), or the text when it
             was not JSON.
+        headers: the response headers, names in lower case (``set-cookie`` left out);
+            the retry middleware reads ``x-should-retry`` and ``retry-after`` here.
     """
 
     def __init__(
@@ -96,12 +98,16 @@ class APIStatusError(LLMAdapterError):
         provider: str | None = None,
         request_id: str | None = None,
         body: object = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.provider = provider
         self.request_id = request_id
         self.body = body
+        self.headers: dict[str, str] = {
+            k.lower(): v for k, v in (headers or {}).items() if k.lower() not in _PRIVATE_HEADERS
+        }
 
     @property
     def code(self) -> str | None:
@@ -153,6 +159,7 @@ class StreamError(LLMAdapterError):
 
 
 _BAD_REQUEST = frozenset({400, 404, 405, 413, 415, 422})
+_PRIVATE_HEADERS = frozenset({"set-cookie", "authorization", "proxy-authorization"})
 
 
 def _finite(value: str | None) -> float | None:
@@ -221,6 +228,7 @@ def status_error(
         "provider": provider,
         "request_id": headers.get("x-request-id"),
         "body": body,
+        "headers": headers,
     }
     if status == 429:
         return RateLimitError(message, retry_after=parse_retry_after(headers), **common)

@@ -1,6 +1,8 @@
-"""A route: one provider + one transport instance, built once per provider and cached.
+"""A route: one provider + one transport instance + a composed middleware chain, built
+once per provider and cached by the client.
 
-The per-call path is plain function calls: provider.prepare -> transport -> value types.
+The per-call path is plain function calls: middleware -> provider.prepare -> transport
+-> value types. No lookup, config parsing or plugin dispatch happens in it.
 """
 
 from __future__ import annotations
@@ -11,42 +13,43 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .errors import AuthenticationError, ConfigError
+from .middleware.auth import AuthMiddleware
+from .middleware.base import Call, CallNext, Middleware, Reply, compose
 from .providers.builtin import openai_compatible
-from .transports.base import Endpoint, Transport
-from .types import ChatCompletion, ChatCompletionChunk, ChatRequest
+from .streaming import ChatCompletionStream, prefetched
+from .transports.base import Endpoint
+from .types import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Sequence
 
     from .config import Settings
     from .plugins import Registry
     from .providers.base import Launched, ProviderSpec
+    from .transports.base import Transport
 
 __all__ = ["Route", "build_route", "provider_spec"]
+
+MiddlewareChoice = str | Middleware
 
 
 @attrs.define
 class Route:
+    """Attributes:
+    spec: the provider.
+    transport: this route's own transport instance.
+    endpoint: the provider's endpoint, before auth.
+    handle: the composed chain; ``await route.handle(call)`` makes one call.
+    middleware: the chain's middleware, outermost first (auth last when a key is set).
+    """
+
     spec: ProviderSpec
     transport: Transport
-    endpoint: Endpoint
     transport_name: str
+    endpoint: Endpoint
+    handle: CallNext
+    middleware: tuple[Middleware, ...]
     launched: Launched | None = None
-
-    async def complete(self, request: ChatRequest) -> ChatCompletion:
-        data = await self.transport.send(self.endpoint, self.spec.prepare(request))
-        if self.spec.normalize is not None:
-            data = self.spec.normalize(data)
-        return ChatCompletion.from_dict(data, provider=self.spec.name)
-
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatCompletionChunk, None]:
-        normalize, name = self.spec.normalize, self.spec.name
-        events = self.transport.stream(self.endpoint, self.spec.prepare(request))
-        try:
-            async for data in events:
-                yield ChatCompletionChunk.from_dict(normalize(data) if normalize else data, provider=name)
-        finally:
-            await events.aclose()
 
     async def aclose(self) -> None:
         try:
@@ -54,6 +57,37 @@ class Route:
         finally:
             if self.launched is not None:
                 await self.launched.aclose()
+
+
+def _terminal(spec: ProviderSpec, transport: Transport) -> CallNext:
+    """The innermost handler: provider quirks, the transport, the value types."""
+    name, prepare, normalize = spec.name, spec.prepare, spec.normalize
+
+    async def chunks(events: AsyncGenerator[dict[str, object], None]) -> AsyncGenerator[ChatCompletionChunk, None]:
+        try:
+            async for data in events:
+                yield ChatCompletionChunk.from_dict(normalize(data) if normalize else data, provider=name)
+        finally:
+            await events.aclose()
+
+    async def send(call: Call) -> Reply:
+        payload = prepare(call.request)
+        if not call.request.stream:
+            data = await transport.send(call.endpoint, payload)
+            return ChatCompletion.from_dict(normalize(data) if normalize else data, provider=name)
+        # Wait for the first chunk, so that errors before it raise here, where the
+        # middleware (retry above all) can still act on them.
+        rest = chunks(transport.stream(call.endpoint, payload))
+        try:
+            first: ChatCompletionChunk | None = await rest.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await rest.aclose()
+            raise
+        return ChatCompletionStream(prefetched(first, rest))
+
+    return send
 
 
 def provider_spec(name: str, settings: Settings, registry: Registry) -> ProviderSpec:
@@ -84,7 +118,28 @@ def _api_key(spec: ProviderSpec, settings: Settings) -> str | None:
     return None
 
 
-async def build_route(name: str, settings: Settings, registry: Registry) -> Route:
+def _middleware(
+    spec: ProviderSpec, settings: Settings, registry: Registry, chosen: Sequence[MiddlewareChoice] | None
+) -> list[Middleware]:
+    names: Sequence[MiddlewareChoice] = settings.middleware_of(spec.name) if chosen is None else chosen
+    chain: list[Middleware] = []
+    for item in names:
+        if not isinstance(item, str):
+            chain.append(item)
+            continue
+        factory = registry.middleware.get(item)
+        if factory is None:
+            known = ", ".join(sorted(registry.middleware))
+            raise ConfigError(f"providers.{spec.name}.middleware: unknown middleware {item!r}; available: {known}")
+        chain.append(factory(spec, settings))
+    return chain
+
+
+async def build_route(
+    name: str, settings: Settings, registry: Registry, middleware: Sequence[MiddlewareChoice] | None = None
+) -> Route:
+    """Build the route of provider ``name``. ``middleware`` (names or callables,
+    outermost first) replaces the configured chain; auth is always added innermost."""
     spec = provider_spec(name, settings, registry)
     own = settings.provider(name)
     transport_name = settings.transport_of(name)
@@ -92,8 +147,10 @@ async def build_route(name: str, settings: Settings, registry: Registry) -> Rout
     if factory is None:
         known = ", ".join(sorted(registry.transports))
         raise ConfigError(f"providers.{name}.transport: unknown transport {transport_name!r}; available: {known}")
+    chain = _middleware(spec, settings, registry, middleware)
     key = _api_key(spec, settings)
-    headers = {**spec.headers, **own.headers, **(spec.auth(key) if key else {})}
+    if key:
+        chain.append(AuthMiddleware(spec.auth(key)))
     launched = None
     base_url = own.base_url or spec.base_url
     if base_url is None:
@@ -101,5 +158,16 @@ async def build_route(name: str, settings: Settings, registry: Registry) -> Rout
             raise ConfigError(f"provider {name!r} has no base_url: set providers.{name}.base_url")
         launched = await spec.launch()
         base_url = launched.base_url
-    endpoint = Endpoint(base_url=base_url, headers=headers, timeouts=settings.timeouts_of(name), provider=name)
-    return Route(spec=spec, transport=factory(), endpoint=endpoint, transport_name=transport_name, launched=launched)
+    endpoint = Endpoint(
+        base_url=base_url, headers={**spec.headers, **own.headers}, timeouts=settings.timeouts_of(name), provider=name
+    )
+    transport = factory()
+    return Route(
+        spec=spec,
+        transport=transport,
+        transport_name=transport_name,
+        endpoint=endpoint,
+        handle=compose(chain, _terminal(spec, transport)),
+        middleware=tuple(chain),
+        launched=launched,
+    )

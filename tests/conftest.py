@@ -43,9 +43,14 @@ async def make_client(fake_server: FakeServer) -> AsyncIterator[Callable[..., la
     """Builds AsyncClients whose ``local`` provider is the test's fake server."""
     clients: list[la.AsyncClient] = []
 
-    def make(transport: str = "httpx", base_url: str | None = None, **local: Any) -> la.AsyncClient:
+    def make(
+        transport: str = "httpx", base_url: str | None = None, middleware: Any = (), **local: Any
+    ) -> la.AsyncClient:
+        """No middleware unless asked: these clients test the bare transports."""
         providers = {"local": {"base_url": base_url or fake_server.base_url, **local}}
-        client = la.AsyncClient({}, transport=transport, providers=providers, registry=test_registry())
+        client = la.AsyncClient(
+            {}, transport=transport, providers=providers, middleware=middleware, registry=test_registry()
+        )
         clients.append(client)
         return client
 

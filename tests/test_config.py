@@ -56,12 +56,12 @@ model = "qwen"
     [
         ("[defaults\nmodel = 1", "invalid TOML"),
         ("[defualts]\nmodel = 'fake/echo'", "defualts: unknown key; allowed: defaults, providers"),
-        ("[defaults]\nmodle = 'x'", "defaults.modle: unknown key; allowed: model, transport, timeout"),
+        ("[defaults]\nmodle = 'x'", "defaults.modle: unknown key; allowed: model, transport, timeout, middleware, retry"),
         ("[defaults]\nmodel = 3", "defaults.model: expected a non-empty string, got 3"),
         ("[defaults]\ntimeout = -1", "defaults.timeout: expected a positive number of seconds, got -1"),
         (
             "[defaults]\ntimeout = { conect = 1 }",
-            "defaults.timeout.conect: unknown key; allowed: connect, read, write, pool",
+            "defaults.timeout.conect: unknown key; allowed: connect, read, write, pool, total, first_token",
         ),
         (
             "[providers.x]\nbase_url = 'ftp://h'",
@@ -107,6 +107,6 @@ def test_arguments_override_the_file(tmp_path: Path) -> None:
     assert local.api_key.get() == "sk-x"
     with pytest.raises(
         la.ConfigError,
-        match=r"arguments: providers.local.timeout: expected seconds or a table of connect, read, write, pool; got",
+        match=r"arguments: providers.local.timeout: expected seconds or a table of connect, read, write, pool, total, first_token",
     ):
         load_settings({}, providers={"local": {"timeout": "fast"}})

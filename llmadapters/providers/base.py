@@ -9,6 +9,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
+    from ..errors import LLMAdapterError
     from ..types import ChatRequest
 
 __all__ = ["Launched", "ProviderSpec", "bearer_auth", "openai_payload"]
@@ -57,6 +58,9 @@ class ProviderSpec:
             becomes a value.
         launch: starts a local server when no base_url is configured (the ``fake``
             provider does); called once per client.
+        retryable: the provider's verdict on an error: False for "never retry" (an
+            insufficient balance, an exhausted quota), True for "retry", None to leave
+            it to the general rules of the retry middleware.
     """
 
     name: str
@@ -69,3 +73,4 @@ class ProviderSpec:
     prepare: Callable[[ChatRequest], Payload] = openai_payload
     normalize: Callable[[Payload], Payload] | None = None
     launch: Callable[[], Awaitable[Launched]] | None = None
+    retryable: Callable[[LLMAdapterError], bool | None] | None = None

@@ -11,7 +11,8 @@ Usage counts are whitespace tokens (+4 per message for the prompt).
 
 Behaviours are chosen per request, by the model name (``fail-429``, or several joined
 by ``+``: ``echo+keepalive+crlf``) or by the ``x-fake-behaviour`` header (comma
-separated). See `BEHAVIOURS`.
+separated). See `BEHAVIOURS`. With ``x-fake-fail-times: N`` the faults apply only to the
+first N attempts of a call (attempts share an ``Idempotency-Key``), then it succeeds.
 
 The latency model (time to first token, tokens per second) comes from the server's
 options, or per request from the ``x-fake-ttft-ms`` and ``x-fake-tps`` headers.
@@ -61,6 +62,8 @@ BEHAVIOURS: Mapping[str, str] = {
     "reasoning": "reasoning_content in the message and in stream deltas",
     "tools": "call the first tool of the request (also on when the request has tools)",
 }
+_QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools"})
+_MAX_TRACKED_CALLS = 100_000
 
 _TEXT = [
     "The",
@@ -216,6 +219,7 @@ class FakeServer:
         self.requests_served = 0
         # The headers of the latest requests, for tests that check what was sent.
         self.seen_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=256)
+        self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     @property
     def base_url(self) -> str:
@@ -324,11 +328,22 @@ class FakeServer:
                 raise _BadRequest("the body must be a JSON object")
             behaviours = set(str(body.get("model", "")).split("+"))
             behaviours.update(b.strip() for b in headers.get("x-fake-behaviour", "").split(",") if b.strip())
+            if "x-fake-fail-times" in headers and self._attempt(headers) > int(headers["x-fake-fail-times"]):
+                behaviours &= _QUIRKS
             reply = _compose(body, behaviours)
         except (ValueError, _BadRequest) as exc:
             await ex.send_json(400, _error_body(f"invalid request: {exc}", "invalid_request_error"))
             return True
         return await self._chat(ex, body, reply, behaviours, headers)
+
+    def _attempt(self, headers: Mapping[str, str]) -> int:
+        """Which attempt of its call this request is, by its Idempotency-Key."""
+        key = headers.get("idempotency-key", "")
+        count = self._attempts.pop(key, 0) + 1
+        self._attempts[key] = count
+        if len(self._attempts) > _MAX_TRACKED_CALLS:
+            self._attempts.popitem(last=False)
+        return count
 
     async def _chat(
         self, ex: _Exchange, body: dict[str, Any], reply: _Reply, behaviours: set[str], headers: dict[str, str]

@@ -43,12 +43,17 @@ class Timeouts:
         read: between two reads of the response; it bounds a stalled stream.
         write: between two writes of the request.
         pool: waiting for a free connection from the pool.
+        total: the whole attempt, a stream's last chunk included (enforced by the
+            timeout middleware, not the transport).
+        first_token: until a stream's first chunk or a unary reply (timeout middleware).
     """
 
     connect: float | None = 5.0
     read: float | None = 600.0
     write: float | None = 600.0
     pool: float | None = None
+    total: float | None = None
+    first_token: float | None = None
 
 
 def _redacted_repr(headers: Mapping[str, str]) -> str:
@@ -76,6 +81,10 @@ class Endpoint:
     @property
     def url(self) -> str:
         return self.base_url.rstrip("/") + "/" + self.path.lstrip("/")
+
+    def with_headers(self, headers: Mapping[str, str]) -> Endpoint:
+        """A copy that also sends ``headers`` (which win over existing ones)."""
+        return attrs.evolve(self, headers={**self.headers, **headers})
 
 
 @runtime_checkable

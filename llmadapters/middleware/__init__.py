@@ -1,0 +1,24 @@
+"""Per-call policies, composed once per route, outermost first.
+
+The default stack is ``logging -> retry -> timeout -> auth``; auth is always innermost.
+See `llmadapters.middleware.base` for the protocol.
+"""
+
+from .auth import AuthMiddleware
+from .base import Call, CallNext, Middleware, Reply, compose
+from .logging import LoggingMiddleware
+from .retry import RetryMiddleware, RetryPolicy
+from .timeout import TimeoutMiddleware
+
+__all__ = [
+    "AuthMiddleware",
+    "Call",
+    "CallNext",
+    "LoggingMiddleware",
+    "Middleware",
+    "Reply",
+    "RetryMiddleware",
+    "RetryPolicy",
+    "TimeoutMiddleware",
+    "compose",
+]

@@ -1,0 +1,80 @@
+"""The middleware protocol.
+
+A middleware is any async callable ``(call, call_next) -> reply``: a plain function or an
+object with ``async def __call__``. It may change the call (a header, a parameter), act
+before and after ``await call_next(call)`` (time it, retry it, wait for a rate limit),
+or wrap a streamed reply to observe or rewrite its chunks.
+
+For a streamed request, ``call_next`` returns once the first chunk has arrived: an error
+before that raises from ``call_next`` and may be retried; an error after it surfaces
+while the caller iterates, and is never retried, since the caller has seen output.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import attrs
+
+from ..streaming import ChatCompletionStream
+from ..types import ChatCompletion
+
+if TYPE_CHECKING:
+    from ..providers.base import ProviderSpec
+    from ..transports.base import Endpoint
+    from ..types import ChatRequest
+
+__all__ = ["Call", "CallNext", "Middleware", "Reply", "compose"]
+
+Reply: TypeAlias = ChatCompletion | ChatCompletionStream
+CallNext: TypeAlias = Callable[["Call"], Awaitable[Reply]]
+Middleware: TypeAlias = Callable[["Call", CallNext], Awaitable[Reply]]
+
+
+def _new_key() -> str:
+    return f"llmadapters-{uuid.uuid4().hex}"
+
+
+@attrs.define(kw_only=True)
+class Call:
+    """One call on its way through a route's middleware.
+
+    Attributes:
+        request: what the caller asked for.
+        spec: the provider that will answer (``spec.name`` is the provider's name).
+        endpoint: where the transport sends it; a middleware may replace it, e.g. with
+            ``call.endpoint = call.endpoint.with_headers({...})``.
+        attempt: 1 for the first attempt; the retry middleware counts up.
+        deadline: ``loop.time()`` after which no new attempt starts, or None.
+        idempotency_key: the same for every attempt of this call.
+        metadata: free for middleware to share state along the chain.
+    """
+
+    request: ChatRequest
+    spec: ProviderSpec
+    endpoint: Endpoint
+    attempt: int = 1
+    deadline: float | None = None
+    idempotency_key: str = attrs.field(factory=_new_key)
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def provider(self) -> str:
+        return self.spec.name
+
+
+def compose(middleware: Sequence[Middleware], terminal: CallNext) -> CallNext:
+    """Chain ``middleware`` (outermost first) around ``terminal``, once, at route build."""
+    handler = terminal
+    for outer in reversed(middleware):
+
+        def bind(mw: Middleware, call_next: CallNext) -> CallNext:
+            async def handle(call: Call) -> Reply:
+                return await mw(call, call_next)
+
+            return handle
+
+        handler = bind(outer, handler)
+    return handler

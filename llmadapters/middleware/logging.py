@@ -1,0 +1,95 @@
+"""Logging: one line per call on the ``llmadapters`` logger, with no key in it.
+
+Fields: provider, model, outcome (``ok`` or the error class), status, attempts,
+latency_ms, tokens_in, tokens_out (a stream's are logged when it ends). The same fields
+go to the record as ``record.llmadapters`` (a dict) for JSON formatters, and to an
+optional ``on_record`` callback, e.g. to feed OpenTelemetry without depending on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import APIStatusError, LLMAdapterError
+from ..streaming import ChatCompletionStream
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable
+
+    from ..types import ChatCompletionChunk, Usage
+    from .base import Call, CallNext, Reply
+
+__all__ = ["LoggingMiddleware"]
+
+logger = logging.getLogger("llmadapters")
+# A library configures no output: without this, Python's last-resort handler would print
+# every failed call's WARNING to stderr of applications that set up no logging.
+logger.addHandler(logging.NullHandler())
+
+CallRecord = dict[str, Any]
+
+
+class LoggingMiddleware:
+    """Args:
+    on_record: called with each call's fields, whether or not the logger is enabled.
+    level: the level of successful calls (failures log at WARNING).
+    """
+
+    def __init__(self, *, on_record: Callable[[CallRecord], object] | None = None, level: int = logging.INFO) -> None:
+        self._on_record = on_record
+        self._level = level
+
+    def __repr__(self) -> str:
+        return f"LoggingMiddleware(level={logging.getLevelName(self._level)})"
+
+    def _emit(self, call: Call, start: float, outcome: str, status: int | None, usage: Usage | None) -> None:
+        level = self._level if outcome == "ok" else logging.WARNING
+        if self._on_record is None and not logger.isEnabledFor(level):
+            return
+        record: CallRecord = {
+            "provider": call.provider,
+            "model": call.request.model,
+            "stream": call.request.stream,
+            "outcome": outcome,
+            "status": status,
+            "attempts": call.metadata.get("attempts", 1),
+            "latency_ms": round((time.perf_counter() - start) * 1000, 1),
+            "tokens_in": usage.prompt_tokens if usage else None,
+            "tokens_out": usage.completion_tokens if usage else None,
+        }
+        if self._on_record is not None:
+            self._on_record(record)
+        if logger.isEnabledFor(level):
+            text = " ".join(f"{key}={value}" for key, value in record.items())
+            logger.log(level, "llmadapters call %s", text, extra={"llmadapters": record})
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Reply:
+        start = time.perf_counter()
+        try:
+            reply = await call_next(call)
+        except LLMAdapterError as exc:
+            self._emit(call, start, type(exc).__name__, exc.status if isinstance(exc, APIStatusError) else None, None)
+            raise
+        if isinstance(reply, ChatCompletionStream):
+            return ChatCompletionStream(self._observed(reply, call, start))
+        self._emit(call, start, "ok", 200, reply.usage)
+        return reply
+
+    async def _observed(
+        self, stream: ChatCompletionStream, call: Call, start: float
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        usage = None
+        outcome = "closed early"
+        try:
+            async with stream:
+                async for chunk in stream:
+                    usage = chunk.usage or usage
+                    yield chunk
+            outcome = "ok"
+        except LLMAdapterError as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self._emit(call, start, outcome, 200, usage)

@@ -1,0 +1,117 @@
+"""Retry: openai-python's rules, made provider-aware, with a total deadline.
+
+What is retried, in order:
+
+1. the provider's own verdict (``ProviderSpec.retryable``), when it gives one: e.g.
+   DeepSeek's 402 insufficient balance is never retried;
+2. an ``x-should-retry: true|false`` response header;
+3. statuses 408, 409, 429 and >= 500; connection errors, timeouts, a dropped or
+   malformed response, a stream that broke before its first chunk.
+
+The delay is the server's ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date)
+when it is in (0, ``max_retry_after``]; a longer one is not waited for, the error is
+raised. Otherwise ``min(initial_delay * 2**(attempt-1), max_delay)`` less up to 25%
+jitter. No attempt starts that could not begin before the call's deadline. Every attempt
+carries the same ``Idempotency-Key`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..errors import APIStatusError, LLMAdapterError, MalformedResponseError, StreamError, TransportError
+from ..errors import parse_retry_after as _parse_retry_after
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .base import Call, CallNext, Reply
+
+__all__ = ["RetryMiddleware", "RetryPolicy"]
+
+_RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """Attributes:
+    max_attempts: attempts in all, the first included (openai-python: 3).
+    deadline: seconds from the first attempt after which no attempt starts; None: no limit.
+    initial_delay, max_delay: the exponential backoff, in seconds.
+    max_retry_after: the longest server-requested wait honoured; longer ones fail at once.
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    deadline: float | None = None
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 120.0
+
+
+class RetryMiddleware:
+    """Retries a call according to a `RetryPolicy`.
+
+    ``sleep`` and ``random`` are there for tests that drive time themselves.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._random = random
+
+    def __repr__(self) -> str:
+        return f"RetryMiddleware({self.policy!r})"
+
+    def delay(self, call: Call, exc: LLMAdapterError, attempt: int) -> float | None:
+        """Seconds to wait before retrying after ``exc`` on ``attempt``, or None to give up."""
+        verdict = call.spec.retryable(exc) if call.spec.retryable is not None else None
+        if verdict is False:
+            return None
+        if isinstance(exc, APIStatusError):
+            retry_after = _parse_retry_after(exc.headers)
+            if retry_after is not None and retry_after > self.policy.max_retry_after:
+                return None
+            should = exc.headers.get("x-should-retry")
+            if should == "false" or (
+                verdict is None and should != "true" and exc.status not in _RETRY_STATUSES and exc.status < 500
+            ):
+                return None
+            if retry_after is not None and retry_after > 0:
+                return retry_after
+        elif verdict is None and not isinstance(exc, (TransportError, MalformedResponseError, StreamError)):
+            return None
+        backoff = min(self.policy.initial_delay * 2.0 ** (attempt - 1), self.policy.max_delay)
+        return backoff * (1 - 0.25 * self._random())
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Reply:
+        loop = asyncio.get_running_loop()
+        deadline = call.deadline
+        if self.policy.deadline is not None:
+            own = loop.time() + self.policy.deadline
+            deadline = own if deadline is None else min(deadline, own)
+        call.endpoint = call.endpoint.with_headers({"Idempotency-Key": call.idempotency_key})
+        attempt = 1
+        while True:
+            try:
+                reply = await call_next(attrs.evolve(call, attempt=attempt, deadline=deadline))
+            except LLMAdapterError as exc:
+                call.metadata["attempts"] = attempt
+                wait = self.delay(call, exc, attempt) if attempt < self.policy.max_attempts else None
+                if wait is None or (deadline is not None and loop.time() + wait >= deadline):
+                    raise
+                call.metadata["retries"] = attempt
+                await self._sleep(wait)
+                attempt += 1
+            else:
+                call.metadata["attempts"] = attempt
+                return reply

@@ -1,0 +1,86 @@
+"""Timeouts per attempt that the transport's own (connect, read, write, pool) cannot
+express: the whole attempt (``total``) and the wait for a stream's first chunk
+(``first_token``), both also bounded by the call's deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, TypeVar
+
+from .. import errors
+from ..streaming import ChatCompletionStream
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Awaitable
+
+    from ..types import ChatCompletionChunk
+    from .base import Call, CallNext, Reply
+
+__all__ = ["TimeoutMiddleware"]
+
+T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+        return await asyncio.wait_for(awaitable, seconds)
+
+
+def _least(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+class TimeoutMiddleware:
+    """Args:
+    total: seconds for one attempt, a stream's last chunk included.
+    first_token: seconds until a stream's first chunk (or a unary reply).
+    """
+
+    def __init__(self, *, total: float | None = None, first_token: float | None = None) -> None:
+        self.total = total
+        self.first_token = first_token
+
+    def __repr__(self) -> str:
+        return f"TimeoutMiddleware(total={self.total}, first_token={self.first_token})"
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Reply:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        left = None if call.deadline is None else call.deadline - start
+        budget = _least(self.total, left)
+        first = _least(self.first_token, budget)
+        if first is None:
+            return await call_next(call)
+        try:
+            reply = await _within(call_next(call), first)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            kind = "first token" if first == self.first_token else "total"
+            raise errors.TimeoutError(
+                f"no reply from {call.provider} within {first:g}s ({kind} timeout of the attempt)"
+            ) from exc
+        if budget is None or not isinstance(reply, ChatCompletionStream):
+            return reply
+        return ChatCompletionStream(self._bounded(reply, start + budget, budget, call.provider))
+
+    @staticmethod
+    async def _bounded(
+        stream: ChatCompletionStream, end: float, budget: float, provider: str
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        loop = asyncio.get_running_loop()
+        async with stream:
+            while True:
+                try:
+                    chunk = await _within(stream.__anext__(), max(end - loop.time(), 0.0))
+                except StopAsyncIteration:
+                    return
+                except (asyncio.TimeoutError, TimeoutError) as exc:
+                    raise errors.TimeoutError(f"stream from {provider} exceeded {budget:g}s (total timeout)") from exc
+                yield chunk
