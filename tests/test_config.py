@@ -56,7 +56,10 @@ model = "qwen"
     [
         ("[defaults\nmodel = 1", "invalid TOML"),
         ("[defualts]\nmodel = 'fake/echo'", "defualts: unknown key; allowed: defaults, providers"),
-        ("[defaults]\nmodle = 'x'", "defaults.modle: unknown key; allowed: model, transport, timeout, middleware, retry"),
+        (
+            "[defaults]\nmodle = 'x'",
+            "defaults.modle: unknown key; allowed: model, transport, timeout, middleware, retry",
+        ),
         ("[defaults]\nmodel = 3", "defaults.model: expected a non-empty string, got 3"),
         ("[defaults]\ntimeout = -1", "defaults.timeout: expected a positive number of seconds, got -1"),
         (

@@ -13,6 +13,8 @@ Behaviours are chosen per request, by the model name (``fail-429``, or several j
 by ``+``: ``echo+keepalive+crlf``) or by the ``x-fake-behaviour`` header (comma
 separated). See `BEHAVIOURS`. With ``x-fake-fail-times: N`` the faults apply only to the
 first N attempts of a call (attempts share an ``Idempotency-Key``), then it succeeds.
+Each ``x-fake-reply-NAME: VALUE`` request header comes back as a ``NAME: VALUE``
+response header (e.g. ``x-fake-reply-retry-after-ms: 1500``).
 
 The latency model (time to first token, tokens per second) comes from the server's
 options, or per request from the ``x-fake-ttft-ms`` and ``x-fake-tps`` headers.
@@ -44,6 +46,7 @@ BEHAVIOURS: Mapping[str, str] = {
     "echo": "answer with the last user message (the default answer is a fixed text)",
     "fail-400": "400 with an OpenAI-style JSON error",
     "fail-401": "401 with an OpenAI-style JSON error",
+    "fail-402": "402 insufficient balance, as DeepSeek sends it",
     "fail-429": "429 with Retry-After (seconds, x-fake-retry-after header, default 1)",
     "fail-500": "500 with an OpenAI-style JSON error",
     "fail-503": "503 with an OpenAI-style JSON error",
@@ -131,6 +134,7 @@ def _error_body(message: str, type_: str, code: str | None = None) -> dict[str, 
 _STATUS_ERRORS: Mapping[str, tuple[int, dict[str, Any]]] = {
     "fail-400": (400, _error_body("Invalid request (injected)", "invalid_request_error")),
     "fail-401": (401, _error_body("Incorrect API key provided (injected)", "invalid_request_error", "invalid_api_key")),
+    "fail-402": (402, _error_body("Insufficient Balance (injected)", "unknown_error", "invalid_request_error")),
     "fail-429": (429, _error_body("Rate limit reached (injected)", "rate_limit_error", "rate_limit_exceeded")),
     "fail-500": (500, _error_body("The server had an error (injected)", "server_error")),
     "fail-503": (503, _error_body("The engine is overloaded (injected)", "server_error")),
@@ -503,7 +507,14 @@ class _Exchange:
         return next((v.decode("latin-1") for k, v in self.request.headers if k.lower() == wanted), default)
 
     async def start(self, status: int, content_type: str, extra: Iterable[tuple[str, str]] = ()) -> None:
-        headers = [("content-type", content_type), ("x-request-id", self.request_id), *extra]
+        prefix = b"x-fake-reply-"
+        echoed = [(k[len(prefix) :].decode(), v.decode()) for k, v in self.request.headers if k.startswith(prefix)]
+        headers: list[tuple[str, str]] = [
+            ("content-type", content_type),
+            ("x-request-id", self.request_id),
+            *extra,
+            *echoed,
+        ]
         await self.write_raw(self.conn.send(h11.Response(status_code=status, headers=headers)))
 
     async def write(self, data: bytes) -> None:
