@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .config import Settings, load_settings
@@ -122,6 +123,7 @@ class AsyncClient:
         self._check_names()
         self._routes: dict[str, Route] = {}
         self._route_lock: asyncio.Lock | None = None
+        self._closed = False
         self.chat = _Chat(self)
 
     def _check_names(self) -> None:
@@ -189,6 +191,8 @@ class AsyncClient:
         route = self._routes.get(provider)
         if route is not None:
             return route
+        if self._closed:
+            raise RuntimeError("the client is closed")
         if self._route_lock is None:
             self._route_lock = asyncio.Lock()
         async with self._route_lock:
@@ -199,15 +203,27 @@ class AsyncClient:
         return route
 
     async def aclose(self) -> None:
+        """Close every route (its connections, its launched server); idempotent."""
+        self._closed = True
         routes, self._routes = self._routes, {}
-        for route in routes.values():
-            await route.aclose()
+        results = [await _capture(route.aclose()) for route in routes.values()]
+        for error in results:
+            if error is not None:
+                raise error
 
     async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _capture(awaitable: Awaitable[None]) -> BaseException | None:
+    try:
+        await awaitable
+    except Exception as exc:
+        return exc
+    return None
 
 
 class _LoopThread:
@@ -220,6 +236,12 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a sync Client cannot be called from its own event loop (e.g. from a middleware)")
+        if self.loop.is_closed():
+            coro.close()
+            raise RuntimeError("the client is closed")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()
@@ -228,9 +250,28 @@ class _LoopThread:
             raise
 
     def stop(self) -> None:
+        """Cancel what is left, finalise async generators, stop and close the loop."""
+        if self.loop.is_closed():
+            return
+
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+def _shut_down(runner: _LoopThread, client: AsyncClient) -> None:
+    try:
+        runner.run(client.aclose())
+    finally:
+        runner.stop()
 
 
 class SyncChatCompletionStream:
@@ -328,6 +369,9 @@ class Client:
             registry=registry,
         )
         self._runner = _LoopThread()
+        # An unclosed Client must not leave its routes, thread and loop behind when it is
+        # collected or the interpreter exits; close() runs the same, once.
+        self._finalizer = weakref.finalize(self, _shut_down, self._runner, self._async)
         self.settings = self._async.settings
         self.chat = _SyncChat(self)
 
@@ -335,10 +379,8 @@ class Client:
         return f"Client(transport={self.settings.transport!r})"
 
     def close(self) -> None:
-        try:
-            self._runner.run(self._async.aclose())
-        finally:
-            self._runner.stop()
+        """Close the routes and stop the background loop; idempotent."""
+        self._finalizer()
 
     def __enter__(self) -> Client:
         return self

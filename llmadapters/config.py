@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import attrs
 
 from .errors import ConfigError
 from .middleware.retry import RetryPolicy
-from .transports.base import Timeouts
+from .transports.base import Timeouts, redacted_repr
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,7 +73,7 @@ class ProviderSettings:
     api_key: Secret | None = None
     transport: str | None = None
     model: str | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
     timeouts: Timeouts | None = None
     middleware: tuple[str, ...] | None = None
     retry: RetryPolicy | None = None
@@ -154,8 +155,21 @@ class _Reader:
 
     def url(self, value: object, path: str) -> str | None:
         url = self.string(value, path)
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise self.fail(path, f"expected an http:// or https:// URL, got {url!r}")
+        if url is None:
+            return None
+        problem = None
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError when out of range
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                problem = "expected an http:// or https:// URL with a host"
+        if problem is None and not (url.isascii() and url.isprintable() and " " not in url):
+            problem = "spaces or control characters"
+        if problem is not None:
+            raise self.fail(path, f"invalid URL {url!r}: {problem}")
         return url
 
     def timeouts(self, value: object, path: str) -> Timeouts | None:

@@ -146,7 +146,16 @@ class ServerError(APIStatusError):
 
 
 class MalformedResponseError(LLMAdapterError):
-    """A successful status, but the body is not the JSON object the API promises."""
+    """A successful status, but the body is not the chat completion the API promises.
+
+    Attributes:
+        body: the decoded body when it was JSON (e.g. an ``{"error": ...}`` object sent
+            with status 200), else None.
+    """
+
+    def __init__(self, message: str, *, body: object = None) -> None:
+        super().__init__(message)
+        self.body = body
 
 
 class StreamError(LLMAdapterError):

@@ -21,7 +21,7 @@ from .transports.base import Endpoint
 from .types import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Sequence
+    from collections.abc import AsyncGenerator, Mapping, Sequence
 
     from .config import Settings
     from .plugins import Registry
@@ -109,13 +109,21 @@ def _api_key(spec: ProviderSpec, settings: Settings) -> str | None:
     if own.api_key is not None:
         return own.api_key.get()
     env = own.api_key_env or spec.api_key_env
-    key = os.environ.get(env) if env else None
+    key = (os.environ.get(env) or "").strip() if env else None
     if key:
         return key
     if spec.key_required:
         where = f"set {env}" if env else f"set providers.{spec.name}.api_key_env"
         raise AuthenticationError(f"no API key for provider {spec.name!r}: {where}", status=401, provider=spec.name)
     return None
+
+
+def _check_headers(headers: Mapping[str, str], what: str) -> None:
+    """Refuse header values HTTP cannot carry, before a transport quotes them in an error
+    (the value may be a key): printable ASCII only."""
+    for name, value in headers.items():
+        if not (value.isascii() and value.isprintable()) or not (name.isascii() and name.isprintable()):
+            raise ConfigError(f"{what}: header {name!r} has a value HTTP cannot send (non-ASCII or control characters)")
 
 
 def _middleware(
@@ -148,20 +156,27 @@ async def build_route(
         known = ", ".join(sorted(registry.transports))
         raise ConfigError(f"providers.{name}.transport: unknown transport {transport_name!r}; available: {known}")
     chain = _middleware(spec, settings, registry, middleware)
+    headers = {**spec.headers, **own.headers}
+    _check_headers(headers, f"providers.{name}.headers")
     key = _api_key(spec, settings)
     if key:
-        chain.append(AuthMiddleware(spec.auth(key)))
-    launched = None
+        auth = spec.auth(key)
+        _check_headers(auth, f"the API key of provider {name!r}")
+        chain.append(AuthMiddleware(auth))
     base_url = own.base_url or spec.base_url
-    if base_url is None:
-        if spec.launch is None:
-            raise ConfigError(f"provider {name!r} has no base_url: set providers.{name}.base_url")
-        launched = await spec.launch()
-        base_url = launched.base_url
-    endpoint = Endpoint(
-        base_url=base_url, headers={**spec.headers, **own.headers}, timeouts=settings.timeouts_of(name), provider=name
-    )
+    if base_url is None and spec.launch is None:
+        raise ConfigError(f"provider {name!r} has no base_url: set providers.{name}.base_url")
     transport = factory()
+    launched = None
+    if base_url is None:
+        assert spec.launch is not None
+        try:
+            launched = await spec.launch()
+        except BaseException:
+            await transport.aclose()
+            raise
+        base_url = launched.base_url
+    endpoint = Endpoint(base_url=base_url, headers=headers, timeouts=settings.timeouts_of(name), provider=name)
     return Route(
         spec=spec,
         transport=transport,

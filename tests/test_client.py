@@ -210,3 +210,70 @@ def test_cli_reports_errors_without_a_traceback(tmp_path: Path) -> None:
     )
     assert run.returncode == 1
     assert run.stderr == "llmadapters: error: HTTP 500 from fake: The server had an error (injected)\n"
+
+
+async def test_key_read_from_a_file_with_a_newline_works(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCAL_TEST_KEY", "sk-from-dotenv\n")
+    providers = {"local": {"base_url": fake_server.base_url, "api_key_env": "LOCAL_TEST_KEY"}}
+    async with la.AsyncClient({}, providers=providers) as client:
+        await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+    assert fake_server.seen_headers[-1]["authorization"] == "Bearer sk-from-dotenv"
+
+
+@pytest.mark.parametrize("key", ["sk-SECRET\x07bell", "sk-SECRETé", "sk-SECRET\nmiddle"])
+async def test_a_key_http_cannot_carry_is_refused_without_showing_it(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv("LOCAL_TEST_KEY", key)
+    providers = {"local": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "LOCAL_TEST_KEY"}}
+    async with la.AsyncClient({}, providers=providers) as client:
+        with pytest.raises(la.ConfigError, match="the API key of provider 'local': header 'Authorization'") as info:
+            await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+    assert "SECRET" not in str(info.value) + repr(info.value)
+
+
+async def test_a_closed_client_refuses_calls() -> None:
+    client = la.AsyncClient({})
+    await client.chat.completions.create(model="fake/echo", messages=MESSAGES)
+    await client.aclose()
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.chat.completions.create(model="fake/echo", messages=MESSAGES)
+
+
+def test_sync_client_close_is_idempotent_and_final() -> None:
+    import threading
+
+    before = {t for t in threading.enumerate() if t.name == "llmadapters-client"}
+    client = la.Client({})
+    assert client.chat.completions.create(model="fake/echo", messages=MESSAGES).choices[0].message.content == "ping"
+    client.close()
+    client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.chat.completions.create(model="fake/echo", messages=MESSAGES)
+    assert {t for t in threading.enumerate() if t.name == "llmadapters-client"} == before
+
+
+def test_an_unclosed_sync_client_stops_its_thread_when_collected() -> None:
+    import gc
+    import threading
+
+    def threads() -> int:
+        return sum(t.name == "llmadapters-client" for t in threading.enumerate())
+
+    before = threads()
+    client = la.Client({})
+    client.chat.completions.create(model="fake/echo", messages=MESSAGES)
+    assert threads() == before + 1
+    del client
+    gc.collect()
+    assert threads() == before
+
+
+async def test_fake_server_answers_bad_test_input_with_400(make_client: MakeClient) -> None:
+    client = make_client(headers={"x-fake-ttft-ms": "soon"})
+    with pytest.raises(la.BadRequestError, match="header x-fake-ttft-ms must be a non-negative number"):
+        await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+    client = make_client()
+    with pytest.raises(la.BadRequestError, match=r"tools\[0\].function.name must be a string"):
+        await client.chat.completions.create(model="local/echo", messages=MESSAGES, tools=[{"function": "x"}])

@@ -66,9 +66,18 @@ model = "qwen"
             "[defaults]\ntimeout = { conect = 1 }",
             "defaults.timeout.conect: unknown key; allowed: connect, read, write, pool, total, first_token",
         ),
+        ("[providers.x]\nbase_url = 'ftp://h'", "providers.x.base_url: invalid URL 'ftp://h': expected an http://"),
         (
-            "[providers.x]\nbase_url = 'ftp://h'",
-            "providers.x.base_url: expected an http:// or https:// URL, got 'ftp://h'",
+            "[providers.x]\nbase_url = 'http://h:99999/v1'",
+            "base_url: invalid URL 'http://h:99999/v1': Port out of range",
+        ),
+        (
+            "[providers.x]\nbase_url = 'http://[::1/v1'",
+            "providers.x.base_url: invalid URL 'http://[::1/v1': Invalid IPv6",
+        ),
+        (
+            "[providers.x]\nbase_url = 'http://h/v 1'",
+            "providers.x.base_url: invalid URL 'http://h/v 1': spaces or control",
         ),
         ("[providers.x]\napi_key = 'sk-123'", "providers.x.api_key: unknown key (keys never live in config files"),
         ("[providers.x]\nheaders = { a = 1 }", "providers.x.headers.a: expected a string, got 1"),

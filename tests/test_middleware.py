@@ -11,7 +11,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -27,7 +27,9 @@ from llmadapters.middleware import (
     TimeoutMiddleware,
 )
 from llmadapters.streaming import ChatCompletionStream
-from llmadapters.testing import FakeServer
+
+if TYPE_CHECKING:
+    from llmadapters.testing import FakeServer
 
 MESSAGES = [{"role": "user", "content": "retry me"}]
 MakeClient = Callable[..., la.AsyncClient]

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import llmadapters as la
 from tests.conftest import TRANSPORTS
+
+if TYPE_CHECKING:
+    from llmadapters.testing import FakeServer
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello fake world"}]
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
@@ -209,3 +212,39 @@ async def test_thousand_concurrent_requests(make_client: MakeClient, transport: 
 
     results = await asyncio.gather(*(one(i) for i in range(n)))
     assert results == [f"request {i}" for i in range(n)]
+
+
+async def test_streams_reuse_their_connection(make_client: MakeClient, fake_server: FakeServer, transport: str) -> None:
+    client = make_client(transport)
+    before = fake_server.connections_opened
+    for _ in range(20):
+        await _collect(client, "echo", stream=True)
+    # Read to the end of the chunked body after [DONE], so HTTP/1.1 keeps the connection.
+    assert fake_server.connections_opened - before == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_an_error_sent_with_status_200_is_an_error(make_client: MakeClient, stream: bool) -> None:
+    outcomes = await _across_transports(make_client, "echo+error-200", stream)
+    kind, message, fields = outcomes[0]
+    assert kind is (la.StreamError if stream else la.MalformedResponseError)
+    assert "Quota exceeded (injected, with status 200)" in message
+    assert fields["body"]["error"]["type"] == "insufficient_quota"
+    assert outcomes == [outcomes[0]] * len(outcomes)
+
+
+async def test_environment_does_not_leak_into_requests(
+    make_client: MakeClient, fake_server: FakeServer, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK reads these from the environment; they belong to OpenAI, not to every provider.
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-should-not-be-sent")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-should-not-be-sent")
+    # Proxies are not taken from the environment (yet): a proxy on a closed port would fail.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{sock.getsockname()[1]}")
+    monkeypatch.setenv("NO_PROXY", "")
+    await _collect(make_client(transport), "echo", stream=False)
+    sent = fake_server.seen_headers[-1]
+    assert "openai-organization" not in sent
+    assert "openai-project" not in sent

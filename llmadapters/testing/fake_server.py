@@ -56,6 +56,7 @@ BEHAVIOURS: Mapping[str, str] = {
     "truncate": "stream: ends cleanly without [DONE]; unary: the JSON cut in half",
     "malformed": "unary: a body that is not JSON; stream: an event that is not JSON",
     "empty": "200 with an empty body (a stream too)",
+    "error-200": "200 with a JSON error object as the body, as some providers send errors (a stream too)",
     "stream-error": 'stream: one chunk, then an in-band {"error": ...} event',
     "stall": "accept the request, never answer (x-fake-stall-s header bounds it)",
     "stall-mid-stream": "stream: one chunk, then silence",
@@ -149,6 +150,19 @@ class _BadRequest(Exception):
     pass
 
 
+def _number(headers: Mapping[str, str], name: str, default: float) -> float:
+    value = headers.get(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise _BadRequest(f"header {name} must be a non-negative number, got {value!r}")
+    return number
+
+
 def _text_of(content: object) -> str:
     if isinstance(content, str):
         return content
@@ -196,7 +210,10 @@ def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
     tools = body.get("tools")
     tool_call = None
     if ("tools" in behaviours or tools) and isinstance(tools, list) and tools:
-        name = (tools[0].get("function") or {}).get("name", "tool") if isinstance(tools[0], dict) else "tool"
+        function = tools[0].get("function") if isinstance(tools[0], dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            raise _BadRequest("tools[0].function.name must be a string")
         call_id = "call_" + hashlib.sha256(last_user.encode()).hexdigest()[:24]
         tool_call = {
             "id": call_id,
@@ -221,6 +238,7 @@ class FakeServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.requests_served = 0
+        self.connections_opened = 0
         # The headers of the latest requests, for tests that check what was sent.
         self.seen_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=256)
         self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
@@ -266,13 +284,21 @@ class FakeServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self.connections_opened += 1
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
                 request, body = await self._read_request(conn, reader)
                 if request is None:
                     break
-                keep_open = await self._respond(_Exchange(conn, writer, request, body), body)
+                exchange = _Exchange(conn, writer, request, body)
+                try:
+                    keep_open = await self._respond(exchange, body)
+                except Exception as exc:  # a fault of the fake itself: answer 500, never just hang up
+                    if conn.our_state is not h11.SEND_RESPONSE:
+                        raise
+                    await exchange.send_json(500, _error_body(f"fake server failed: {exc!r}", "server_error"))
+                    break
                 if not keep_open or conn.our_state is h11.MUST_CLOSE:
                     break
                 conn.start_next_cycle()
@@ -332,9 +358,12 @@ class FakeServer:
                 raise _BadRequest("the body must be a JSON object")
             behaviours = set(str(body.get("model", "")).split("+"))
             behaviours.update(b.strip() for b in headers.get("x-fake-behaviour", "").split(",") if b.strip())
-            if "x-fake-fail-times" in headers and self._attempt(headers) > int(headers["x-fake-fail-times"]):
+            if "x-fake-fail-times" in headers and self._attempt(headers) > _number(headers, "x-fake-fail-times", 0):
                 behaviours &= _QUIRKS
             reply = _compose(body, behaviours)
+            ex.stall = _number(headers, "x-fake-stall-s", 3600)
+            ex.ttft = _number(headers, "x-fake-ttft-ms", self.options.ttft * 1000) / 1000
+            ex.tps = _number(headers, "x-fake-tps", self.options.tokens_per_s or 0.0) or None
         except (ValueError, _BadRequest) as exc:
             await ex.send_json(400, _error_body(f"invalid request: {exc}", "invalid_request_error"))
             return True
@@ -357,6 +386,9 @@ class FakeServer:
                 extra = [("retry-after", headers.get("x-fake-retry-after", "1"))] if status == 429 else []
                 await ex.send_json(status, error, extra)
                 return True
+        if "error-200" in behaviours:
+            await ex.send_json(200, _error_body("Quota exceeded (injected, with status 200)", "insufficient_quota"))
+            return True
         if "html-502" in behaviours:
             await ex.send_bytes(502, _HTML_502, "text/html")
             return True
@@ -364,11 +396,9 @@ class FakeServer:
             ex.reset()
             return False
         if "stall" in behaviours:
-            await asyncio.sleep(float(headers.get("x-fake-stall-s", "3600")))
+            await asyncio.sleep(ex.stall)
             return False
-        ttft = float(headers["x-fake-ttft-ms"]) / 1000 if "x-fake-ttft-ms" in headers else self.options.ttft
-        tps_header = headers.get("x-fake-tps")
-        tps = float(tps_header) if tps_header else self.options.tokens_per_s
+        ttft, tps = ex.ttft, ex.tps
         completion_id = f"chatcmpl-{ex.digest}"
         if body.get("stream"):
             await self._stream(ex, body, reply, behaviours, completion_id, ttft, tps)
@@ -454,7 +484,7 @@ class FakeServer:
             await ex.end()
             return
         if "stall-mid-stream" in behaviours:
-            await asyncio.sleep(float(ex.request_header("x-fake-stall-s", "3600")))
+            await asyncio.sleep(ex.stall)
             ex.reset()
             return
         if "malformed" in behaviours:
@@ -501,10 +531,10 @@ class _Exchange:
         # Derived from the request, so that the same request gets the same reply.
         self.digest = hashlib.sha256(body).hexdigest()[:24]
         self.request_id = f"req_{self.digest}"
-
-    def request_header(self, name: str, default: str) -> str:
-        wanted = name.encode().lower()
-        return next((v.decode("latin-1") for k, v in self.request.headers if k.lower() == wanted), default)
+        # The latency model and stall of this request, from its headers.
+        self.ttft = 0.0
+        self.tps: float | None = None
+        self.stall = 3600.0
 
     async def start(self, status: int, content_type: str, extra: Iterable[tuple[str, str]] = ()) -> None:
         prefix = b"x-fake-reply-"

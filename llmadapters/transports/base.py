@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ..errors import MalformedResponseError, StreamError, status_error
+from ..errors import MalformedResponseError, StreamError, TransportError, status_error
 from ..sse import SSEDecoder
 
 __all__ = [
@@ -27,11 +27,15 @@ __all__ = [
     "decode_error_body",
     "decode_json_body",
     "decode_sse_json",
+    "drain",
     "raise_for_status",
+    "redacted_repr",
 ]
 
 _SENSITIVE_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization", "cookie"})
 _SNIPPET = 200
+_MAX_PLAIN_BODY = 64 * 1024
+_MAX_DRAIN = 64 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -56,7 +60,8 @@ class Timeouts:
     first_token: float | None = None
 
 
-def _redacted_repr(headers: Mapping[str, str]) -> str:
+def redacted_repr(headers: Mapping[str, str]) -> str:
+    """The repr of ``headers`` with the values of credential headers hidden."""
     return repr({k: ("<redacted>" if k.lower() in _SENSITIVE_HEADERS else v) for k, v in headers.items()})
 
 
@@ -74,7 +79,7 @@ class Endpoint:
 
     base_url: str
     path: str = "/chat/completions"
-    headers: Mapping[str, str] = attrs.field(factory=dict, repr=_redacted_repr)
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     provider: str | None = None
 
@@ -114,15 +119,23 @@ def _snippet(body: bytes) -> str:
     return " ".join(text.split()) or "<empty>"
 
 
+def _error_message(data: Mapping[str, Any]) -> object:
+    error = data.get("error")
+    return error.get("message", error) if isinstance(error, Mapping) else error
+
+
 def decode_json_body(body: bytes) -> dict[str, Any]:
     """Decode a 2xx non-streamed body. Leading blank lines are allowed: DeepSeek sends
-    them while a request waits in its queue."""
+    them while a request waits in its queue. An ``{"error": ...}`` object without
+    ``choices`` (some providers send errors with status 200) raises."""
     try:
         data = json.loads(body)
     except ValueError as exc:
         raise MalformedResponseError(f"response body is not JSON: {_snippet(body)!r}") from exc
     if not isinstance(data, dict):
         raise MalformedResponseError(f"response body is not a JSON object: {_snippet(body)!r}")
+    if data.get("error") and "choices" not in data:
+        raise MalformedResponseError(f"error in a 2xx response: {_error_message(data)}", body=data)
     return data
 
 
@@ -134,27 +147,25 @@ def decode_error_body(body: bytes) -> object:
         return body.decode("utf-8", errors="replace")
 
 
-def _in_band_error(data: dict[str, Any], where: str) -> StreamError | None:
-    error = data.get("error")
-    if not error:
-        return None
-    message = error.get("message") if isinstance(error, Mapping) else error
-    return StreamError(f"error event in stream{where}: {message}", body=data)
-
-
 async def decode_sse_json(
     chunks: AsyncIterator[bytes], *, provider: str | None = None
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Turn the body of a 2xx streamed reply into JSON events, up to ``[DONE]``.
 
     Events whose data is empty or a re-wrapped comment (``data: : keepalive``, sent by
     some proxies) are skipped. Anything else that is not a JSON object, an in-band
-    ``{"error": ...}`` event, or an end of body before ``[DONE]`` raises `StreamError`.
+    ``{"error": ...}`` event, or an end of body before ``[DONE]`` raises `StreamError`;
+    a body that was one JSON object instead of a stream is kept in its ``body``.
     """
     decoder = SSEDecoder()
     where = f" from {provider}" if provider else ""
+    head = bytearray()  # the start of the body, while it may be plain JSON, not SSE
+    events = 0
     async for chunk in chunks:
+        if not events and len(head) < _MAX_PLAIN_BODY:
+            head += chunk
         for event in decoder.feed(chunk):
+            events += 1
             data = event.data
             if data == "[DONE]":
                 return
@@ -166,14 +177,32 @@ async def decode_sse_json(
                 raise StreamError(f"stream event{where} is not JSON: {data[:_SNIPPET]!r}") from exc
             if not isinstance(obj, dict):
                 raise StreamError(f"stream event{where} is not a JSON object: {data[:_SNIPPET]!r}")
-            error = _in_band_error(obj, where)
-            if error is not None:
-                raise error
+            if obj.get("error"):
+                raise StreamError(f"error event in stream{where}: {_error_message(obj)}", body=obj)
             yield obj
+    if not events and head.strip():
+        try:
+            plain = json.loads(head)
+        except ValueError:
+            plain = None
+        if isinstance(plain, dict):
+            raise StreamError(f"a JSON body{where} instead of a stream: {_error_message(plain)}", body=plain)
     raise StreamError(f"stream{where} ended before [DONE]")
+
+
+async def drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` (at most the chunked terminator, normally), so that
+    HTTP/1.1 can reuse the connection instead of dropping it."""
+    left = _MAX_DRAIN
+    async for chunk in chunks:
+        left -= len(chunk)
+        if left <= 0:
+            return
 
 
 def raise_for_status(status: int, headers: Mapping[str, str], body: bytes, provider: str | None) -> None:
     """Raise the `APIStatusError` subclass for a non-2xx status; do nothing for 2xx."""
     if status >= 300:
         raise status_error(status, headers, decode_error_body(body), provider=provider)
+    if status < 200:
+        raise TransportError(f"unexpected HTTP status {status}" + (f" from {provider}" if provider else ""))

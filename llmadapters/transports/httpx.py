@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httpx2
 
-from .base import Endpoint, decode_json_body, decode_sse_json, raise_for_status
+from .base import Endpoint, decode_json_body, decode_sse_json, drain, raise_for_status
 from .httpx2_base import httpx_timeout, map_httpx_errors
 
 if TYPE_CHECKING:
@@ -105,10 +105,12 @@ class HttpxTransport:
                 response = await shard.client.send(self._request(shard, endpoint, payload), stream=True)
                 try:
                     if response.status_code >= 300:
-                        body = await response.aread()
-                        raise_for_status(response.status_code, response.headers, body, endpoint.provider)
-                    async for event in decode_sse_json(response.aiter_bytes(), provider=endpoint.provider):
+                        error_body = await response.aread()
+                        raise_for_status(response.status_code, response.headers, error_body, endpoint.provider)
+                    body = response.aiter_bytes()
+                    async for event in decode_sse_json(body, provider=endpoint.provider):
                         yield event
+                    await drain(body)
                 finally:
                     await response.aclose()
         finally:

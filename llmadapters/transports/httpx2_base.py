@@ -45,7 +45,7 @@ def _kind(exc: BaseException) -> type[errors.TransportError] | None:
         return errors.TransportError
     if isinstance(exc, builtins.TimeoutError):
         return errors.TimeoutError
-    if isinstance(exc, httpx2.HTTPError):
+    if isinstance(exc, (httpx2.HTTPError, httpx2.InvalidURL)):
         return errors.TransportError
     return None
 
@@ -73,7 +73,7 @@ def transport_error(exc: BaseException, url: str) -> errors.TransportError:
 def map_httpx_errors(url: str) -> Iterator[None]:
     try:
         yield
-    except httpx2.HTTPError as exc:
+    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
         raise transport_error(exc, url) from exc
 
 

@@ -21,7 +21,7 @@ import httpx2
 import openai
 
 from .. import errors
-from .base import Endpoint, decode_error_body, decode_json_body, decode_sse_json, raise_for_status
+from .base import Endpoint, decode_json_body, decode_sse_json, drain, raise_for_status
 from .httpx2_base import httpx_timeout, map_httpx_errors, transport_error
 
 if TYPE_CHECKING:
@@ -37,15 +37,16 @@ def _map_sdk_errors(endpoint: Endpoint) -> Iterator[None]:
     try:
         with map_httpx_errors(endpoint.url):
             yield
-    except openai.APIStatusError as exc:
-        response = exc.response
-        raise errors.status_error(
-            response.status_code, response.headers, decode_error_body(response.content), provider=endpoint.provider
-        ) from None
     except openai.APIConnectionError as exc:  # APITimeoutError included
         raise transport_error(exc, endpoint.url) from exc
     except openai.OpenAIError as exc:
         raise errors.TransportError(f"openai SDK error on {endpoint.url}: {exc}") from exc
+    except Exception as exc:
+        # The SDK's vendored aiohttp client re-raises aiohttp errors it has no mapping for
+        # (a bad status line, an invalid chunk size, an oversized header).
+        if type(exc).__module__.startswith("aiohttp"):
+            raise transport_error(exc, endpoint.url) from exc
+        raise
 
 
 class OpenAITransport:
@@ -73,7 +74,7 @@ class OpenAITransport:
             limits = httpx2.Limits(max_connections=self._max_connections, max_keepalive_connections=100)
             http: httpx2.AsyncClient
             if self.http_client_kind == "aiohttp":
-                http = openai.DefaultAioHttpClient(limits=limits, follow_redirects=False)
+                http = openai.DefaultAioHttpClient(limits=limits, follow_redirects=False, trust_env=False)
             else:
                 http = openai.DefaultAsyncHttpxClient(limits=limits, follow_redirects=False, trust_env=False)
             # The key travels in the endpoint's headers; the SDK's own is a placeholder
@@ -83,27 +84,47 @@ class OpenAITransport:
         return client
 
     def _options(self, endpoint: Endpoint) -> Any:
-        headers: dict[str, Any] = {"Authorization": openai.Omit(), **endpoint.headers}
+        # No header of the SDK's own making reaches the server: not its placeholder key,
+        # nor OpenAI-Organization/-Project read from the environment.
+        headers: dict[str, Any] = {
+            "Authorization": openai.Omit(),
+            "OpenAI-Organization": openai.Omit(),
+            "OpenAI-Project": openai.Omit(),
+            **endpoint.headers,
+        }
         return {"headers": headers, "timeout": httpx_timeout(endpoint.timeouts)}
 
-    async def _post(self, endpoint: Endpoint, payload: Mapping[str, Any], *, stream: bool) -> httpx2.Response:
-        return await self._client(endpoint.base_url).post(
-            endpoint.path, cast_to=httpx2.Response, body=payload, options=self._options(endpoint), stream=stream
-        )
+    async def _open(self, endpoint: Endpoint, payload: Mapping[str, Any], *, stream: bool) -> httpx2.Response:
+        """The response, an error status included: the SDK raises those, and we take the
+        response back from its exception so that the shared code maps it, outside of any
+        ``except`` (no SDK exception, holding the request's headers, in the chain)."""
+        client = self._client(endpoint.base_url)
+        with _map_sdk_errors(endpoint):
+            try:
+                return await client.post(
+                    endpoint.path, cast_to=httpx2.Response, body=payload, options=self._options(endpoint), stream=stream
+                )
+            except openai.APIStatusError as exc:
+                error_response = exc.response
+        return error_response
 
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
-        with _map_sdk_errors(endpoint):
-            response = await self._post(endpoint, payload, stream=False)
+        response = await self._open(endpoint, payload, stream=False)
         raise_for_status(response.status_code, response.headers, response.content, endpoint.provider)
         return decode_json_body(response.content)
 
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        with _map_sdk_errors(endpoint):
-            response = await self._post(endpoint, payload, stream=True)
-            try:
-                async for event in decode_sse_json(response.aiter_bytes(), provider=endpoint.provider):
+        response = await self._open(endpoint, payload, stream=True)
+        try:
+            if response.status_code >= 300:  # the SDK has read an error's body
+                raise_for_status(response.status_code, response.headers, response.content, endpoint.provider)
+            with _map_sdk_errors(endpoint):
+                body = response.aiter_bytes()
+                async for event in decode_sse_json(body, provider=endpoint.provider):
                     yield event
-            finally:
+                await drain(body)
+        finally:
+            with _map_sdk_errors(endpoint):
                 await response.aclose()
 
     async def aclose(self) -> None:
