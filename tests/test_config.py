@@ -119,6 +119,6 @@ def test_arguments_override_the_file(tmp_path: Path) -> None:
     assert local.api_key.get() == "sk-x"
     with pytest.raises(
         la.ConfigError,
-        match=r"arguments: providers.local.timeout: expected seconds or a table of connect, read, write, pool, total, first_token",
+        match=r"arguments: providers.local.timeout: expected seconds or a table of connect, read, write, pool, total",
     ):
         load_settings({}, providers={"local": {"timeout": "fast"}})

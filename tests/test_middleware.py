@@ -215,11 +215,15 @@ async def test_first_token_and_total_timeouts_on_a_slow_stream(make_client: Make
 
     client = make_client(middleware=[TimeoutMiddleware(total=0.8)], headers=slow)
     stream = await client.chat.completions.create(model="local/lorem", messages=MESSAGES, stream=True, max_tokens=40)
-    received = 0
+    received: list[la.ChatCompletionChunk] = []
+
+    async def consume() -> None:
+        async for chunk in stream:
+            received.append(chunk)
+
     with pytest.raises(la.TimeoutError, match=r"exceeded 0.8s \(total timeout\)"):
-        async for _ in stream:
-            received += 1
-    assert 1 < received < 40
+        await consume()
+    assert 1 < len(received) < 40
 
 
 async def test_user_middleware_sees_the_wire_and_the_chunks(make_client: MakeClient, fake_server: FakeServer) -> None:
