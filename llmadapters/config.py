@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError
+from .middleware.ratelimit import Limits
 from .middleware.retry import RetryPolicy
 from .transports.base import Timeouts, redacted_repr
 
@@ -33,7 +34,7 @@ __all__ = ["DEFAULT_MIDDLEWARE", "DEFAULT_TRANSPORT", "ProviderSettings", "Secre
 
 DEFAULT_TRANSPORT = "httpx"
 # Outermost first; auth is always added innermost.
-DEFAULT_MIDDLEWARE = ("logging", "retry", "timeout")
+DEFAULT_MIDDLEWARE = ("logging", "retry", "ratelimit", "timeout")
 CONFIG_ENV = "LLMADAPTERS_CONFIG"
 DEFAULT_CONFIG_FILE = "llmadapters.toml"
 
@@ -66,6 +67,7 @@ class ProviderSettings:
         timeouts: per-attempt timeouts.
         middleware: the middleware names, outermost first (auth is added innermost).
         retry: the retry middleware's policy.
+        limits: the ratelimit middleware's limits.
     """
 
     base_url: str | None = None
@@ -77,6 +79,7 @@ class ProviderSettings:
     timeouts: Timeouts | None = None
     middleware: tuple[str, ...] | None = None
     retry: RetryPolicy | None = None
+    limits: Limits | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +90,7 @@ class Settings:
     timeouts: the default per-attempt timeouts.
     middleware: the default middleware names, outermost first.
     retry: the default retry policy.
+    limits: the default rate limits (each provider gets its own budget of them).
     providers: per-provider settings, by provider name.
     sources: where the settings came from, for messages.
     """
@@ -96,6 +100,7 @@ class Settings:
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     middleware: tuple[str, ...] = DEFAULT_MIDDLEWARE
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    limits: Limits = attrs.field(factory=Limits)
     providers: Mapping[str, ProviderSettings] = attrs.field(factory=dict)
     sources: tuple[str, ...] = ()
 
@@ -115,10 +120,24 @@ class Settings:
     def retry_of(self, name: str) -> RetryPolicy:
         return self.provider(name).retry or self.retry
 
+    def limits_of(self, name: str) -> Limits:
+        return self.provider(name).limits or self.limits
+
 
 _TOP_KEYS = ("defaults", "providers")
-_DEFAULT_KEYS = ("model", "transport", "timeout", "middleware", "retry")
-_PROVIDER_KEYS = ("base_url", "api_key_env", "transport", "model", "headers", "timeout", "middleware", "retry")
+_DEFAULT_KEYS = ("model", "transport", "timeout", "middleware", "retry", "limits")
+_PROVIDER_KEYS = (
+    "base_url",
+    "api_key_env",
+    "transport",
+    "model",
+    "headers",
+    "timeout",
+    "middleware",
+    "retry",
+    "limits",
+)
+_LIMIT_KEYS = ("max_concurrency", "rpm", "tpm", "adaptive", "per_model")
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool", "total", "first_token")
 _RETRY_KEYS = ("max_attempts", "deadline", "initial_delay", "max_delay", "max_retry_after")
 
@@ -198,6 +217,24 @@ class _Reader:
             given["max_attempts"] = attempts
         return RetryPolicy(**given)  # type: ignore[arg-type]
 
+    def limits(self, value: object, path: str) -> Limits | None:
+        if value is None:
+            return None
+        table = self.table(value, path, _LIMIT_KEYS)
+        given: dict[str, object] = {}
+        for key, item in table.items():
+            where = f"{path}.{key}"
+            if key in ("adaptive", "per_model"):
+                if not isinstance(item, bool):
+                    raise self.fail(where, f"expected true or false, got {item!r}")
+            elif key == "max_concurrency":
+                if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                    raise self.fail(where, f"expected a whole number >= 1, got {item!r}")
+            elif isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item < float("inf"):
+                raise self.fail(where, f"expected a positive number per minute, got {item!r}")
+            given[key] = item
+        return Limits(**given)  # type: ignore[arg-type]
+
     def names(self, value: object, path: str) -> tuple[str, ...] | None:
         if value is None:
             return None
@@ -232,6 +269,7 @@ class _Reader:
             "timeouts": self.timeouts(table.get("timeout"), f"{path}.timeout"),
             "middleware": self.names(table.get("middleware"), f"{path}.middleware"),
             "retry": self.retry(table.get("retry"), f"{path}.retry"),
+            "limits": self.limits(table.get("limits"), f"{path}.limits"),
         }
         key = table.get("api_key")
         if key is not None:
@@ -248,6 +286,7 @@ class _Reader:
             "timeouts": self.timeouts(defaults.get("timeout"), "defaults.timeout"),
             "middleware": self.names(defaults.get("middleware"), "defaults.middleware"),
             "retry": self.retry(defaults.get("retry"), "defaults.retry"),
+            "limits": self.limits(defaults.get("limits"), "defaults.limits"),
         }
         providers = top.get("providers", {})
         table = self.table(providers, "providers", tuple(providers) if isinstance(providers, Mapping) else ())
@@ -281,7 +320,7 @@ def load_settings(config: str | os.PathLike[str] | Mapping[str, Any] | None = No
     ``config`` is a TOML file path, or a dict shaped like the file. With None, the file
     named by ``$LLMADAPTERS_CONFIG``, else ``./llmadapters.toml`` when it exists.
     ``overrides`` take the keys of ``[defaults]`` (``model``, ``transport``,
-    ``timeout``, ``middleware``, ``retry``) and ``providers`` (a dict of provider tables,
+    ``timeout``, ``middleware``, ``retry``, ``limits``) and ``providers`` (a dict of provider tables,
     which may hold ``api_key``); None values are ignored.
     """
     merged: dict[str, Any] = {}

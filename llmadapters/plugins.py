@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from .errors import PluginError
 from .middleware.logging import LoggingMiddleware
+from .middleware.ratelimit import RateLimitMiddleware
 from .middleware.retry import RetryMiddleware
 from .middleware.timeout import TimeoutMiddleware
 from .providers.builtin import BUILTIN_PROVIDERS
@@ -53,12 +54,21 @@ def _retry(spec: ProviderSpec, settings: Settings) -> Middleware:
     return RetryMiddleware(settings.retry_of(spec.name))
 
 
+def _ratelimit(spec: ProviderSpec, settings: Settings) -> Middleware:
+    return RateLimitMiddleware(settings.limits_of(spec.name))
+
+
 def _timeout(spec: ProviderSpec, settings: Settings) -> Middleware:
     timeouts = settings.timeouts_of(spec.name)
     return TimeoutMiddleware(total=timeouts.total, first_token=timeouts.first_token)
 
 
-BUILTIN_MIDDLEWARE: dict[str, MiddlewareFactory] = {"logging": _logging, "retry": _retry, "timeout": _timeout}
+BUILTIN_MIDDLEWARE: dict[str, MiddlewareFactory] = {
+    "logging": _logging,
+    "retry": _retry,
+    "ratelimit": _ratelimit,
+    "timeout": _timeout,
+}
 
 
 class Registry:

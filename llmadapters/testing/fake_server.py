@@ -120,12 +120,15 @@ class FakeServerOptions:
     tokens_per_s: generation speed; None for instant.
     api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
     clock: gives ``created`` timestamps; fix it to make replies byte-identical.
+    max_concurrency: chat calls answered at once; those above it get a 429, as Moonshot
+        answers "max organization concurrency" (a hidden limit for adaptive clients).
     """
 
     ttft: float = 0.0
     tokens_per_s: float | None = None
     api_key: str | None = attrs.field(default=None, repr=False)
     clock: Callable[[], float] = time.time
+    max_concurrency: int | None = None
 
 
 def _error_body(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
@@ -239,6 +242,8 @@ class FakeServer:
         self._connections: set[asyncio.Task[None]] = set()
         self.requests_served = 0
         self.connections_opened = 0
+        self.active = 0  # chat calls being answered
+        self.peak_active = 0
         # The headers of the latest requests, for tests that check what was sent.
         self.seen_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=256)
         self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
@@ -379,6 +384,22 @@ class FakeServer:
         return count
 
     async def _chat(
+        self, ex: _Exchange, body: dict[str, Any], reply: _Reply, behaviours: set[str], headers: dict[str, str]
+    ) -> bool:
+        limit = self.options.max_concurrency
+        if limit is not None and self.active >= limit:
+            message = f"max organization concurrency: {limit}, please try again after 1 seconds"
+            extra = [("retry-after", headers.get("x-fake-retry-after", "1"))]
+            await ex.send_json(429, _error_body(message, "rate_limit_reached_error"), extra)
+            return True
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            return await self._answer(ex, body, reply, behaviours, headers)
+        finally:
+            self.active -= 1
+
+    async def _answer(
         self, ex: _Exchange, body: dict[str, Any], reply: _Reply, behaviours: set[str], headers: dict[str, str]
     ) -> bool:
         for name, (status, error) in _STATUS_ERRORS.items():

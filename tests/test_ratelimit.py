@@ -1,0 +1,169 @@
+"""The rate limiter, measured on calls over real loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import llmadapters as la
+from llmadapters.middleware import Call, CallNext, Limits, RateLimitMiddleware, Reply, RetryMiddleware, RetryPolicy
+from llmadapters.middleware.ratelimit import estimate_tokens
+from llmadapters.testing import FakeServer, FakeServerOptions
+
+MESSAGES = [{"role": "user", "content": "count me"}]
+MakeClient = Callable[..., la.AsyncClient]
+
+
+class Probe:
+    """A middleware inside the limiter: sees when each call really starts, and how many
+    are in flight."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.in_flight = 0
+        self.peak = 0
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Reply:
+        self.starts.append(time.monotonic())
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await call_next(call)
+        finally:
+            self.in_flight -= 1
+
+
+async def _burst(client: la.AsyncClient, n: int, model: str = "local/echo", **params: Any) -> None:
+    await asyncio.gather(*(client.chat.completions.create(model=model, messages=MESSAGES, **params) for _ in range(n)))
+
+
+def _max_in_window(starts: list[float], window: float) -> int:
+    starts = sorted(starts)
+    best, j = 0, 0
+    for i, t in enumerate(starts):
+        while starts[j] < t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+async def test_requests_per_minute_and_concurrency_hold_over_a_burst(make_client: MakeClient) -> None:
+    probe = Probe()
+    limiter = RateLimitMiddleware(Limits(max_concurrency=16, rpm=60_000, adaptive=False))
+    client = make_client(middleware=[limiter, probe], headers={"x-fake-ttft-ms": "5"})
+    started = time.monotonic()
+    await _burst(client, 2000)
+    elapsed = time.monotonic() - started
+    assert len(probe.starts) == 2000
+    assert probe.peak <= 16
+    # 1,000/s, with at most one second's worth as a burst: 2,000 calls need >= 1 s.
+    assert elapsed >= 0.95
+    # No 1-second window holds more than the rate plus the bucket (within 10%).
+    assert _max_in_window(probe.starts, 1.0) <= 2000 * 1.1
+    assert _max_in_window(probe.starts, 0.5) <= (500 + 1000) * 1.1
+
+
+async def test_tokens_per_minute_hold_with_usage_corrections(make_client: MakeClient) -> None:
+    probe = Probe()
+    limiter = RateLimitMiddleware(Limits(tpm=60_000, adaptive=False))  # 1,000 tokens/s
+    client = make_client(middleware=[limiter, probe])
+    started = time.monotonic()
+    # Each call: estimate ceil(len('"count me"')/4) + max_tokens 100 = 103; actual usage 6 + 100 = 106.
+    await _burst(client, 30, model="local/lorem", max_tokens=100)
+    elapsed = time.monotonic() - started
+    budget = limiter.budget()
+    assert budget.tokens is not None
+    # 30 x 106 = 3,180 tokens at 1,000/s with a 1,000-token bucket: about 2.2 s.
+    assert 1.8 < elapsed < 4.0
+    assert budget.tokens.level < 1000  # the corrections were charged: nothing left over
+
+
+async def test_providers_do_not_wait_on_each_other(fake_server: FakeServer) -> None:
+    providers = {
+        "slow": {"base_url": fake_server.base_url, "limits": {"rpm": 60, "adaptive": False}},
+        "fast": {"base_url": fake_server.base_url},
+    }
+    async with la.AsyncClient({}, providers=providers, middleware=["ratelimit"]) as client:
+        slow = [
+            asyncio.ensure_future(client.chat.completions.create(model="slow/echo", messages=MESSAGES))
+            for _ in range(3)
+        ]
+        started = time.monotonic()
+        await _burst(client, 50, model="fast/echo")
+        assert time.monotonic() - started < 0.9  # the slow provider's second call waits 1 s
+        assert sum(task.done() for task in slow) == 1
+        await asyncio.gather(*slow)
+
+
+async def test_per_model_budgets(make_client: MakeClient) -> None:
+    limiter = RateLimitMiddleware(Limits(max_concurrency=2, per_model=True, adaptive=False))
+    client = make_client(middleware=[limiter])
+    await _burst(client, 4, model="local/echo")
+    await _burst(client, 4, model="local/lorem")
+    assert limiter.budget("echo") is not limiter.budget("lorem")
+    assert limiter.budget("echo").finished == 4
+
+
+async def test_adaptive_mode_converges_under_a_hidden_concurrency_limit() -> None:
+    hidden = 8
+    async with FakeServer(FakeServerOptions(max_concurrency=hidden, ttft=0.02)) as server:
+        limiter = RateLimitMiddleware(Limits(max_concurrency=64))
+        throttled = 0
+
+        async def count_429(call: Call, call_next: CallNext) -> Reply:
+            nonlocal throttled
+            try:
+                return await call_next(call)
+            except la.RateLimitError:
+                throttled += 1
+                raise
+
+        retry = RetryMiddleware(RetryPolicy(max_attempts=20, max_delay=0.05))
+        providers = {"local": {"base_url": server.base_url, "headers": {"x-fake-retry-after": "0.05"}}}
+        async with la.AsyncClient({}, providers=providers, middleware=[retry, limiter, count_429]) as client:
+            await _burst(client, 400)
+        budget = limiter.budget()
+    assert server.peak_active == hidden
+    assert hidden / 2 <= budget.limit <= hidden * 2, budget.limit
+    # The first burst over the limit is paid once, not on every round.
+    assert throttled < 150, throttled
+
+
+def test_token_estimate() -> None:
+    request = la.ChatRequest(
+        provider="p", model="m", messages=[{"role": "user", "content": "x" * 400}], params={"max_tokens": 50}
+    )
+    assert estimate_tokens(request) == 101 + 50
+
+
+async def test_a_stream_holds_its_slot_until_it_ends(make_client: MakeClient) -> None:
+    limiter = RateLimitMiddleware(Limits(max_concurrency=1, adaptive=False))
+    client = make_client(middleware=[limiter])
+    stream = await client.chat.completions.create(model="local/echo", messages=MESSAGES, stream=True)
+    second = asyncio.ensure_future(client.chat.completions.create(model="local/echo", messages=MESSAGES))
+    await asyncio.sleep(0.1)
+    assert not second.done()
+    async with stream:
+        async for _ in stream:
+            pass
+    assert (await second).choices[0].message.content == "count me"
+    assert limiter.budget().in_flight == 0
+
+
+async def test_limits_in_config(fake_server: FakeServer) -> None:
+    config = {
+        "defaults": {"limits": {"max_concurrency": 4}},
+        "providers": {"local": {"base_url": fake_server.base_url, "limits": {"rpm": 600}}},
+    }
+    async with la.AsyncClient(config, middleware=["ratelimit"]) as client:
+        await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+        route = await client.route("local")
+        assert route.middleware[0].limits == Limits(rpm=600)  # type: ignore[attr-defined]
+    with pytest.raises(la.ConfigError, match=r"providers.x.limits.rpm: expected a positive number per minute, got -5"):
+        la.AsyncClient({"providers": {"x": {"base_url": fake_server.base_url, "limits": {"rpm": -5}}}})
+    with pytest.raises(la.ConfigError, match=r"defaults.limits.tmp: unknown key; allowed: max_concurrency, rpm, tpm"):
+        la.AsyncClient({"defaults": {"limits": {"tmp": 5}}})
