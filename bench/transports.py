@@ -17,36 +17,16 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from common import Call, drive, start_fake_server
+
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "benchmark request"}]}
-Call = Callable[[], Awaitable[object]]
 Setup = Callable[[str], Awaitable[tuple[Call, Callable[[], Awaitable[None]]]]]
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def _drive(call: Call, n: int, concurrency: int) -> tuple[float, float]:
-    """Run ``n`` calls with at most ``concurrency`` in flight; return (req/s, CPU-ms per 1,000)."""
-    remaining = iter(range(n))
-
-    async def worker() -> None:
-        for _ in remaining:
-            await call()
-
-    cpu, start = _cpu(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - start, _cpu() - cpu
-    return n / wall, cpu * 1000 * 1000 / n
 
 
 async def _llmadapters(transport: str, http_client: str | None = None) -> Setup:
@@ -114,17 +94,6 @@ async def _plain_aiohttp(base_url: str) -> tuple[Call, Callable[[], Awaitable[No
     return call, session.close
 
 
-def _start_server() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmadapters.cli", "fake-server", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    return proc, line.rsplit(" ", 1)[-1].strip()
-
-
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     contenders: dict[str, Setup] = {
         "llmadapters httpx": await _llmadapters("httpx"),
@@ -134,12 +103,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "plain AsyncOpenAI (httpx2)": _plain_openai("httpx"),
         "plain AsyncOpenAI (aiohttp)": _plain_openai("aiohttp"),
     }
-    proc, base_url = _start_server()
+    proc, base_url = start_fake_server()
     results: dict[str, Any] = {"n": args.n, "rounds": args.rounds, "cpus": os.cpu_count()}
     try:
         call, close = await _plain_aiohttp(base_url)
-        await _drive(call, 200, 64)
-        server_runs = [(await _drive(call, args.n, 256))[0] for _ in range(3)]
+        await drive(call, 200, 64)
+        server_runs = [(await drive(call, args.n, 256))[0] for _ in range(3)]
         results["server_req_s_c256"] = round(statistics.median(server_runs))
         await close()
         for concurrency in args.concurrency:
@@ -147,8 +116,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(args.rounds):
                 for name, setup in contenders.items():
                     call, close = await setup(base_url)
-                    await _drive(call, min(200, args.n), concurrency)  # warm up connections and imports
-                    samples[name].append(await _drive(call, args.n, concurrency))
+                    await drive(call, min(200, args.n), concurrency)  # warm up connections and imports
+                    samples[name].append(await drive(call, args.n, concurrency))
                     await close()
             results[f"c{concurrency}"] = {
                 name: {

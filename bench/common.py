@@ -1,0 +1,43 @@
+"""What the benchmarks share: driving calls at a fixed concurrency while measuring this
+process's CPU, and the fake server in a process of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+Call = Callable[[], Awaitable[object]]
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def drive(call: Call, n: int, concurrency: int) -> tuple[float, float]:
+    """Run ``n`` calls with at most ``concurrency`` in flight; return (req/s, CPU-ms per 1,000)."""
+    remaining = iter(range(n))
+
+    async def worker() -> None:
+        for _ in remaining:
+            await call()
+
+    cpu_start, start = cpu(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall, used = time.perf_counter() - start, cpu() - cpu_start
+    return n / wall, used * 1000 * 1000 / n
+
+
+def start_fake_server() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmadapters.cli", "fake-server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return proc, line.rsplit(" ", 1)[-1].strip()
