@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping, S
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .config import Settings, load_settings
-from .errors import ConfigError
+from .errors import APIStatusError, ConfigError, MalformedResponseError, StreamError, TransportError
 from .middleware.base import Call
 from .plugins import Registry
 from .routes import MiddlewareChoice, Route, build_route
@@ -24,6 +24,7 @@ __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionS
 
 T = TypeVar("T")
 Messages = Iterable[Mapping[str, Any]]
+ModelChoice = str | Sequence[str] | None
 
 
 class _Completions:
@@ -35,7 +36,7 @@ class _Completions:
         self,
         *,
         messages: Messages,
-        model: str | None = ...,
+        model: ModelChoice = ...,
         provider: str | None = ...,
         stream: Literal[False] = ...,
         **params: Any,
@@ -46,7 +47,7 @@ class _Completions:
         self,
         *,
         messages: Messages,
-        model: str | None = ...,
+        model: ModelChoice = ...,
         provider: str | None = ...,
         stream: Literal[True],
         **params: Any,
@@ -54,14 +55,14 @@ class _Completions:
 
     @overload
     async def create(
-        self, *, messages: Messages, model: str | None = ..., provider: str | None = ..., stream: bool, **params: Any
+        self, *, messages: Messages, model: ModelChoice = ..., provider: str | None = ..., stream: bool, **params: Any
     ) -> ChatCompletion | ChatCompletionStream: ...
 
     async def create(
         self,
         *,
         messages: Messages,
-        model: str | None = None,
+        model: ModelChoice = None,
         provider: str | None = None,
         stream: bool = False,
         **params: Any,
@@ -73,10 +74,30 @@ class _Completions:
         is). Every other keyword (``temperature``, ``tools``, ``stream_options``, ...)
         goes into the request body unchanged. With ``stream=True`` the call returns once
         the first chunk has arrived, so status errors raise here, not while iterating.
+
+        A list of models is a fallback chain: each is tried, with its own route's
+        retries and limits, until one answers; ``reply.provider`` and ``reply.model``
+        say which did. A model whose call fails for good (retries exhausted, or an
+        error not worth retrying) passes the call on to the next; the last one's error
+        is raised. Configuration errors are raised at once.
         """
-        request = self._client.request(messages=messages, model=model, provider=provider, stream=stream, **params)
-        route = await self._client.route(request.provider)
-        return await route.handle(Call(request=request, spec=route.spec, endpoint=route.endpoint))
+        if model is None or isinstance(model, str):
+            return await self._client.send(messages=messages, model=model, provider=provider, stream=stream, **params)
+        if not model:
+            raise ValueError("model: an empty list of fallbacks")
+        for candidate in model[:-1]:
+            try:
+                return await self._client.send(
+                    messages=messages, model=candidate, provider=provider, stream=stream, **params
+                )
+            except _FALLBACK_ON:
+                continue
+        return await self._client.send(messages=messages, model=model[-1], provider=provider, stream=stream, **params)
+
+
+# What moves a fallback chain to its next model: the failures of a call, not mistakes in
+# the configuration or the arguments.
+_FALLBACK_ON = (APIStatusError, TransportError, MalformedResponseError, StreamError)
 
 
 class _Chat:
@@ -161,6 +182,20 @@ class AsyncClient:
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
             raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
         return ChatRequest(provider=provider, model=model, messages=tuple(messages), params=params, stream=stream)
+
+    async def send(
+        self,
+        *,
+        messages: Messages,
+        model: str | None = None,
+        provider: str | None = None,
+        stream: bool = False,
+        **params: Any,
+    ) -> ChatCompletion | ChatCompletionStream:
+        """Make one call to one model through its route (what ``create`` does per model)."""
+        request = self.request(messages=messages, model=model, provider=provider, stream=stream, **params)
+        route = await self.route(request.provider)
+        return await route.handle(Call(request=request, spec=route.spec, endpoint=route.endpoint))
 
     def _resolve(self, model: str | None, provider: str | None) -> tuple[str, str]:
         model = model or (None if provider else self.settings.model)
@@ -309,7 +344,7 @@ class _SyncCompletions:
         self,
         *,
         messages: Messages,
-        model: str | None = ...,
+        model: ModelChoice = ...,
         provider: str | None = ...,
         stream: Literal[False] = ...,
         **params: Any,
@@ -320,7 +355,7 @@ class _SyncCompletions:
         self,
         *,
         messages: Messages,
-        model: str | None = ...,
+        model: ModelChoice = ...,
         provider: str | None = ...,
         stream: Literal[True],
         **params: Any,

@@ -318,3 +318,33 @@ async def test_key_never_in_logs_reprs_or_errors(
     assert len(seen) > 30
     for text in seen:
         assert key not in text
+
+
+async def test_fallback_chain_answers_from_the_first_model_that_can(fake_server: FakeServer) -> None:
+    rec = Recorder()
+    providers = {
+        "primary": {"base_url": fake_server.base_url, "headers": {"x-fake-retry-after": "0"}},
+        "backup": {"base_url": fake_server.base_url},
+    }
+    async with la.AsyncClient({}, providers=providers, middleware=rec.stack()) as client:
+        reply = await client.chat.completions.create(
+            model=["primary/fail-503", "backup/fail-401", "backup/echo"], messages=MESSAGES
+        )
+        assert (reply.provider, reply.model, reply.choices[0].message.content) == ("backup", "echo", "retry me")
+        # The first model used up its retries before the chain moved on.
+        assert [(r["provider"], r["model"], r["attempts"]) for r in rec.records] == [
+            ("primary", "fail-503", 3),
+            ("backup", "fail-401", 1),
+            ("backup", "echo", 1),
+        ]
+        stream = await client.chat.completions.create(
+            model=["primary/reset", "backup/echo"], messages=MESSAGES, stream=True
+        )
+        assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "retry me"
+
+        with pytest.raises(la.AuthenticationError):  # every model failed: the last error
+            await client.chat.completions.create(model=["primary/fail-500", "backup/fail-401"], messages=MESSAGES)
+        with pytest.raises(la.ConfigError, match="unknown provider 'typo'"):  # a mistake is not a failure
+            await client.chat.completions.create(model=["typo/echo", "backup/echo"], messages=MESSAGES)
+        with pytest.raises(ValueError, match="empty list"):
+            await client.chat.completions.create(model=[], messages=MESSAGES)
