@@ -23,12 +23,14 @@ if TYPE_CHECKING:
         LLMAdapterError,
         MalformedResponseError,
         PluginError,
+        PluginWarning,
         RateLimitError,
         ServerError,
         StreamError,
         TimeoutError,
         TransportError,
     )
+    from .hookspecs import hookimpl
     from .types import (
         ChatCompletion,
         ChatCompletionChunk,
@@ -62,6 +64,7 @@ __all__ = [
     "MalformedResponseError",
     "Message",
     "PluginError",
+    "PluginWarning",
     "RateLimitError",
     "ServerError",
     "StreamError",
@@ -70,6 +73,7 @@ __all__ = [
     "ToolCall",
     "TransportError",
     "Usage",
+    "hookimpl",
 ]
 
 _MODULE_OF = {
@@ -92,12 +96,14 @@ _MODULE_OF = {
     "MalformedResponseError": "errors",
     "Message": "types",
     "PluginError": "errors",
+    "PluginWarning": "errors",
     "RateLimitError": "errors",
     "ServerError": "errors",
     "StreamError": "errors",
     "SyncChatCompletionStream": "client",
     "TimeoutError": "errors",
     "ToolCall": "types",
+    "hookimpl": "hookspecs",
     "TransportError": "errors",
     "Usage": "types",
 }

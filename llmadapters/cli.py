@@ -39,7 +39,48 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     fake.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token, in milliseconds")
     fake.add_argument("--tps", type=float, default=None, help="tokens per second (default: instant)")
+    for name, what in LISTINGS.items():
+        listing = commands.add_parser(name, help=f"list {what}")
+        listing.add_argument("--config", default=None, help="a TOML config file (for its plugin allow-list)")
     return parser
+
+
+LISTINGS = {
+    "plugins": "the loaded plugins, with their distribution, version and what they provide",
+    "providers": "the providers, with their base URL, key variable and plugin",
+    "transports": "the transports and the plugin of each",
+    "middleware": "the middleware and the plugin of each",
+}
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _listing(args: argparse.Namespace) -> int:
+    from .config import load_settings
+    from .plugins import Registry
+
+    registry = Registry.load(allow=load_settings(args.config).plugins)
+    rows: list[tuple[str, ...]]
+    if args.command == "plugins":
+        rows = [("PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES")]
+        for info in registry.plugins:
+            provides = f"error: {info.error}" if info.error else ", ".join(info.provides) or "-"
+            rows.append((info.name, info.distribution or "-", info.version or "-", provides))
+    elif args.command == "providers":
+        rows = [("PROVIDER", "BASE URL", "KEY VARIABLE", "PLUGIN")]
+        for name, spec in sorted(registry.providers.items()):
+            url = spec.base_url or ("(started on demand)" if spec.launch else "(set base_url)")
+            rows.append((name, url, spec.api_key_env or "-", registry.source[f"provider:{name}"]))
+    else:
+        kind = "transport" if args.command == "transports" else "middleware"
+        table = registry.transports if kind == "transport" else registry.middleware
+        rows = [(kind.upper(), "PLUGIN")]
+        rows += [(name, registry.source[f"{kind}:{name}"]) for name in sorted(table)]
+    print(_table(rows))
+    return 0
 
 
 async def _chat(args: argparse.Namespace) -> int:
@@ -89,9 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .errors import LLMAdapterError
 
-    command = _chat if args.command == "chat" else _fake_server
     try:
-        return asyncio.run(command(args))
+        if args.command in LISTINGS:
+            return _listing(args)
+        return asyncio.run(_chat(args) if args.command == "chat" else _fake_server(args))
     except LLMAdapterError as exc:
         print(f"llmadapters: error: {exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping, S
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .config import Settings, load_settings
-from .errors import APIStatusError, ConfigError, MalformedResponseError, StreamError, TransportError
+from .errors import APIStatusError, MalformedResponseError, StreamError, TransportError, unknown_name
 from .middleware.base import Call
 from .plugins import Registry
 from .routes import MiddlewareChoice, Route, build_route
@@ -119,8 +119,8 @@ class AsyncClient:
             ``"retry"``, ``"timeout"``, a plugin's) or your own async callables
             ``(call, call_next) -> reply``; replaces the configured chain. ``[]`` for none.
             Auth is always added innermost.
-        registry: the providers, transports and middleware to choose from (the built-ins
-            by default).
+        registry: the providers, transports and middleware to choose from; by default the
+            built-ins and the installed plugins (`Registry.load`).
 
     Use ``async with AsyncClient() as client:`` or call `aclose`.
     """
@@ -139,7 +139,7 @@ class AsyncClient:
         self.settings: Settings = load_settings(
             config, model=model, transport=transport, timeout=timeout, providers=providers
         )
-        self.registry = registry or Registry.builtin()
+        self.registry = registry or Registry.load(allow=self.settings.plugins)
         self._middleware = None if middleware is None else tuple(middleware)
         self._check_names()
         self._routes: dict[str, Route] = {}
@@ -158,12 +158,10 @@ class AsyncClient:
             places.append(("middleware", None, tuple(m for m in self._middleware if isinstance(m, str))))
         for where, transport, middleware in places:
             if transport is not None and transport not in registry.transports:
-                known = ", ".join(sorted(registry.transports))
-                raise ConfigError(f"{where}.transport: unknown transport {transport!r}; available: {known}")
+                raise unknown_name(f"{where}.transport", "transport", transport, registry.transports)
             for name in middleware or ():
                 if name not in registry.middleware:
-                    known = ", ".join(sorted(registry.middleware))
-                    raise ConfigError(f"{where}.middleware: unknown middleware {name!r}; available: {known}")
+                    raise unknown_name(f"{where}.middleware", "middleware", name, registry.middleware)
 
     def __repr__(self) -> str:
         return f"AsyncClient(transport={self.settings.transport!r}, routes={sorted(self._routes)})"

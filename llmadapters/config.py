@@ -91,6 +91,7 @@ class Settings:
     middleware: the default middleware names, outermost first.
     retry: the default retry policy.
     limits: the default rate limits (each provider gets its own budget of them).
+    plugins: the installed plugins to load, by entry-point name; None for all.
     providers: per-provider settings, by provider name.
     sources: where the settings came from, for messages.
     """
@@ -101,6 +102,7 @@ class Settings:
     middleware: tuple[str, ...] = DEFAULT_MIDDLEWARE
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     limits: Limits = attrs.field(factory=Limits)
+    plugins: tuple[str, ...] | None = None
     providers: Mapping[str, ProviderSettings] = attrs.field(factory=dict)
     sources: tuple[str, ...] = ()
 
@@ -125,7 +127,7 @@ class Settings:
 
 
 _TOP_KEYS = ("defaults", "providers")
-_DEFAULT_KEYS = ("model", "transport", "timeout", "middleware", "retry", "limits")
+_DEFAULT_KEYS = ("model", "transport", "timeout", "middleware", "retry", "limits", "plugins")
 _PROVIDER_KEYS = (
     "base_url",
     "api_key_env",
@@ -287,6 +289,7 @@ class _Reader:
             "middleware": self.names(defaults.get("middleware"), "defaults.middleware"),
             "retry": self.retry(defaults.get("retry"), "defaults.retry"),
             "limits": self.limits(defaults.get("limits"), "defaults.limits"),
+            "plugins": self.names(defaults.get("plugins"), "defaults.plugins"),
         }
         providers = top.get("providers", {})
         table = self.table(providers, "providers", tuple(providers) if isinstance(providers, Mapping) else ())
@@ -320,7 +323,7 @@ def load_settings(config: str | os.PathLike[str] | Mapping[str, Any] | None = No
     ``config`` is a TOML file path, or a dict shaped like the file. With None, the file
     named by ``$LLMADAPTERS_CONFIG``, else ``./llmadapters.toml`` when it exists.
     ``overrides`` take the keys of ``[defaults]`` (``model``, ``transport``,
-    ``timeout``, ``middleware``, ``retry``, ``limits``) and ``providers`` (a dict of provider tables,
+    ``timeout``, ``middleware``, ``retry``, ``limits``, ``plugins``) and ``providers`` (a dict of provider tables,
     which may hold ``api_key``); None values are ignored.
     """
     merged: dict[str, Any] = {}

@@ -25,10 +25,11 @@ in an error. This module imports nothing of llmadapters.
 from __future__ import annotations
 
 import datetime
+import difflib
 import email.utils
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "LLMAdapterError",
     "MalformedResponseError",
     "PluginError",
+    "PluginWarning",
     "RateLimitError",
     "ServerError",
     "StreamError",
@@ -47,6 +49,7 @@ __all__ = [
     "TransportError",
     "parse_retry_after",
     "status_error",
+    "unknown_name",
 ]
 
 # Longest piece of a server's body quoted in an error message.
@@ -63,6 +66,11 @@ class ConfigError(LLMAdapterError):
 
 class PluginError(LLMAdapterError):
     """A plugin could not be loaded or registered something invalid."""
+
+
+class PluginWarning(UserWarning):
+    """An installed plugin was skipped, in whole or in part; the message names it and its
+    distribution."""
 
 
 class TransportError(LLMAdapterError):
@@ -165,6 +173,14 @@ class StreamError(LLMAdapterError):
     def __init__(self, message: str, *, body: object = None) -> None:
         super().__init__(message)
         self.body = body
+
+
+def unknown_name(where: str, kind: str, name: str, known: Iterable[str]) -> ConfigError:
+    """The error for a name nobody registered, with the closest known name and the list."""
+    choices = sorted(known)
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown {kind} {name!r}{hint}; available: {', '.join(choices)}")
 
 
 _BAD_REQUEST = frozenset({400, 404, 405, 413, 415, 422})

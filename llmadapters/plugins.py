@@ -1,101 +1,173 @@
-"""The registry: which providers, transports and middleware exist, by name.
+"""The registry: which providers, transports and middleware exist, by name, and which
+plugin brought each.
 
-The built-ins are registered here; plugin packages will register through the same
-`Registry` (see DESIGN.md, "Plugins"). Transports are registered as factories that import
-their HTTP library only when a route first needs one, so ``import llmadapters`` stays
-light.
+A `Registry` owns its ``pluggy.PluginManager``. `Registry.load` registers the built-ins,
+then the modules named in the ``llmadapters`` entry-point group of installed
+distributions, and asks each for what it provides through the hooks of
+`llmadapters.hookspecs`. A plugin that fails to import, whose hook raises, or that
+registers a name already taken is reported with a `PluginWarning` naming its
+distribution; the others carry on.
+
+``LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry point except those named in an
+allow-list (``[defaults] plugins = [...]``, which otherwise limits autoloading to them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeAlias
+import importlib.metadata
+import os
+import warnings
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .errors import PluginError
-from .middleware.logging import LoggingMiddleware
-from .middleware.ratelimit import RateLimitMiddleware
-from .middleware.retry import RetryMiddleware
-from .middleware.timeout import TimeoutMiddleware
-from .providers.builtin import BUILTIN_PROVIDERS
-from .transports.base import Transport
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, PluginWarning
+from .middleware import builtin as builtin_middleware
+from .providers import builtin as builtin_providers
+from .transports import builtin as builtin_transports
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
     from .config import Settings
     from .middleware.base import Middleware
     from .providers.base import ProviderSpec
+    from .transports.base import Transport
 
-__all__ = ["MiddlewareFactory", "Registry", "TransportFactory"]
+__all__ = ["DISABLE_AUTOLOAD_ENV", "MiddlewareFactory", "PluginInfo", "Registry", "TransportFactory"]
 
-TransportFactory = Callable[[], Transport]
+TransportFactory: TypeAlias = "Callable[[], Transport]"
 # Makes one route's instance of a middleware, from the provider and the settings.
 MiddlewareFactory: TypeAlias = "Callable[[ProviderSpec, Settings], Middleware]"
 
-
-def _httpx_transport() -> Transport:
-    from .transports.httpx import HttpxTransport
-
-    return HttpxTransport()
+DISABLE_AUTOLOAD_ENV = "LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD"
+BUILTIN = "llmadapters"
+_BUILTIN_MODULES = (builtin_providers, builtin_transports, builtin_middleware)
 
 
-def _openai_transport() -> Transport:
-    from .transports.openai_sdk import OpenAITransport
+@attrs.frozen(kw_only=True)
+class PluginInfo:
+    """One loaded (or failed) plugin.
 
-    return OpenAITransport()
+    Attributes:
+        name: the entry point's name (``llmadapters`` for the built-ins).
+        distribution, version: the installed package that declared it.
+        provides: what it registered, as ``kind:name`` (``provider:deepseek``).
+        error: why it failed to load, or None.
+    """
 
-
-BUILTIN_TRANSPORTS: dict[str, TransportFactory] = {"httpx": _httpx_transport, "openai": _openai_transport}
-
-
-def _logging(spec: ProviderSpec, settings: Settings) -> Middleware:
-    return LoggingMiddleware()
-
-
-def _retry(spec: ProviderSpec, settings: Settings) -> Middleware:
-    return RetryMiddleware(settings.retry_of(spec.name))
-
-
-def _ratelimit(spec: ProviderSpec, settings: Settings) -> Middleware:
-    return RateLimitMiddleware(settings.limits_of(spec.name))
-
-
-def _timeout(spec: ProviderSpec, settings: Settings) -> Middleware:
-    timeouts = settings.timeouts_of(spec.name)
-    return TimeoutMiddleware(total=timeouts.total, first_token=timeouts.first_token)
-
-
-BUILTIN_MIDDLEWARE: dict[str, MiddlewareFactory] = {
-    "logging": _logging,
-    "retry": _retry,
-    "ratelimit": _ratelimit,
-    "timeout": _timeout,
-}
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    provides: tuple[str, ...] = ()
+    error: str | None = None
 
 
 class Registry:
-    """Providers, transport factories and middleware factories by name."""
+    """Providers, transport factories and middleware factories by name.
+
+    `Registry.load` fills it from the built-ins and installed plugins; `Registry.builtin`
+    from the built-ins alone. ``add_*`` register more in code and raise `PluginError` on
+    a name already taken.
+    """
 
     def __init__(self) -> None:
         self.providers: dict[str, ProviderSpec] = {}
         self.transports: dict[str, TransportFactory] = {}
         self.middleware: dict[str, MiddlewareFactory] = {}
+        self.plugins: list[PluginInfo] = []
+        self.source: dict[str, str] = {}  # "kind:name" -> the plugin that registered it
+        self._manager = pluggy.PluginManager(hookspecs.PROJECT)
+        self._manager.add_hookspecs(hookspecs)
 
     @classmethod
     def builtin(cls) -> Registry:
+        """The built-in providers, transports and middleware, and no plugin."""
+        return cls.load(autoload=False)
+
+    @classmethod
+    def load(cls, *, allow: Collection[str] | None = None, autoload: bool | None = None) -> Registry:
+        """The built-ins, then the installed plugins.
+
+        Args:
+            allow: entry-point names to load; None for all of them.
+            autoload: load entry points not in ``allow``; by default unless
+                ``$LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD`` is set.
+        """
+        if autoload is None:
+            autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
         registry = cls()
-        registry.add_providers(BUILTIN_PROVIDERS)
-        for name, factory in BUILTIN_TRANSPORTS.items():
-            registry.add_transport(name, factory)
-        for name, make in BUILTIN_MIDDLEWARE.items():
-            registry.add_middleware(name, make)
+        distribution = importlib.metadata.distribution(BUILTIN)
+        builtin = PluginInfo(name=BUILTIN, distribution=distribution.metadata["Name"], version=distribution.version)
+        for module in _BUILTIN_MODULES:
+            registry._manager.register(module, name=f"{BUILTIN}:{module.__name__}")
+        plugins: list[tuple[PluginInfo, tuple[object, ...]]] = [(builtin, _BUILTIN_MODULES)]
+        for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+            wanted = entry_point.name in allow if allow is not None else autoload
+            if wanted and not registry._manager.has_plugin(entry_point.name):
+                plugins.append(registry._load(entry_point))
+        for info, modules in plugins:
+            registry._collect(info, modules)
         return registry
 
-    def add_providers(self, specs: Iterable[ProviderSpec]) -> None:
+    def _load(self, entry_point: importlib.metadata.EntryPoint) -> tuple[PluginInfo, tuple[object, ...]]:
+        dist = entry_point.dist
+        info = PluginInfo(
+            name=entry_point.name,
+            distribution=dist.metadata["Name"] if dist else None,
+            version=dist.version if dist else None,
+        )
+        try:
+            module = entry_point.load()
+            self._manager.register(module, name=entry_point.name)
+            self._manager.check_pending()  # a hookimpl with a misspelt hook name
+        except Exception as exc:
+            if self._manager.has_plugin(entry_point.name):
+                self._manager.unregister(name=entry_point.name)
+            self._problem(info, f"failed to load ({type(exc).__name__}: {exc}); it is skipped")
+            return attrs.evolve(info, error=f"{type(exc).__name__}: {exc}"), ()
+        return info, (module,)
+
+    def _problem(self, info: PluginInfo, what: str) -> None:
+        where = f" from {info.distribution} {info.version}" if info.distribution else ""
+        warnings.warn(f"llmadapters plugin {info.name!r}{where} {what}", PluginWarning, stacklevel=4)
+
+    def _collect(self, info: PluginInfo, modules: tuple[object, ...]) -> None:
+        """Call the plugin's own hook implementations with ``register`` callbacks that
+        note which plugin registered what."""
+        provides: list[str] = []
+
+        def add(kind: str, name: str, table: dict[str, Any], value: object) -> None:
+            key = f"{kind}:{name}"
+            if name in table:
+                self._problem(info, f"registers {kind} {name!r}, already registered by {self.source[key]!r}; ignored")
+                return
+            table[name] = value
+            self.source[key] = info.name
+            provides.append(key)
+
+        registers: dict[str, Callable[..., None]] = {
+            "register_providers": lambda spec: add("provider", spec.name, self.providers, _checked_provider(spec)),
+            "register_transports": lambda name, factory: add("transport", name, self.transports, factory),
+            "register_middleware": lambda name, factory: add("middleware", name, self.middleware, factory),
+        }
+        for hook, register in registers.items():
+            for impl in getattr(self._manager.hook, hook).get_hookimpls():
+                if impl.plugin not in modules:
+                    continue
+                try:
+                    impl.function(register=register)
+                except Exception as exc:
+                    self._problem(info, f"failed in {hook} ({type(exc).__name__}: {exc})")
+        self.plugins.append(attrs.evolve(info, provides=tuple(provides)))
+
+    def add_providers(self, specs: Collection[ProviderSpec]) -> None:
         for spec in specs:
             if spec.name in self.providers:
                 raise PluginError(f"provider {spec.name!r} is registered twice")
-            if "/" in spec.name or not spec.name:
-                raise PluginError(f"provider name {spec.name!r} must be non-empty and contain no '/'")
-            self.providers[spec.name] = spec
+            self.providers[spec.name] = _checked_provider(spec)
 
     def add_transport(self, name: str, factory: TransportFactory) -> None:
         if name in self.transports:
@@ -106,3 +178,9 @@ class Registry:
         if name in self.middleware or name == "auth":
             raise PluginError(f"middleware {name!r} is registered twice (auth is built in, always innermost)")
         self.middleware[name] = factory
+
+
+def _checked_provider(spec: ProviderSpec) -> ProviderSpec:
+    if "/" in spec.name or not spec.name:
+        raise PluginError(f"provider name {spec.name!r} must be non-empty and contain no '/'")
+    return spec

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .errors import AuthenticationError, ConfigError
+from .errors import AuthenticationError, ConfigError, unknown_name
 from .middleware.auth import AuthMiddleware
 from .middleware.base import Call, CallNext, Middleware, Reply, compose
 from .providers.builtin import openai_compatible
@@ -98,10 +98,8 @@ def provider_spec(name: str, settings: Settings, registry: Registry) -> Provider
         return spec
     if settings.provider(name).base_url:
         return openai_compatible(name)
-    known = ", ".join(sorted(registry.providers))
-    raise ConfigError(
-        f"unknown provider {name!r}; known: {known}; for any OpenAI-compatible server set providers.{name}.base_url"
-    )
+    error = unknown_name(f"model {name + '/...'!r}", "provider", name, registry.providers)
+    raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
 
 
 def _api_key(spec: ProviderSpec, settings: Settings) -> str | None:
@@ -137,8 +135,7 @@ def _middleware(
             continue
         factory = registry.middleware.get(item)
         if factory is None:
-            known = ", ".join(sorted(registry.middleware))
-            raise ConfigError(f"providers.{spec.name}.middleware: unknown middleware {item!r}; available: {known}")
+            raise unknown_name(f"providers.{spec.name}.middleware", "middleware", item, registry.middleware)
         chain.append(factory(spec, settings))
     return chain
 
@@ -153,8 +150,7 @@ async def build_route(
     transport_name = settings.transport_of(name)
     factory = registry.transports.get(transport_name)
     if factory is None:
-        known = ", ".join(sorted(registry.transports))
-        raise ConfigError(f"providers.{name}.transport: unknown transport {transport_name!r}; available: {known}")
+        raise unknown_name(f"providers.{name}.transport", "transport", transport_name, registry.transports)
     chain = _middleware(spec, settings, registry, middleware)
     headers = {**spec.headers, **own.headers}
     _check_headers(headers, f"providers.{name}.headers")

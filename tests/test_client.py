@@ -73,8 +73,16 @@ async def test_unknown_provider_and_transport_are_config_errors() -> None:
     with pytest.raises(la.ConfigError, match=r"providers.x.transport: unknown transport 'nope'"):
         la.AsyncClient({}, providers={"x": {"base_url": "http://127.0.0.1:1/v1", "transport": "nope"}})
     async with la.AsyncClient({}) as client:
-        with pytest.raises(la.ConfigError, match=r"unknown provider 'deepseek'; known: fake, openai"):
+        with pytest.raises(la.ConfigError, match=r"unknown provider 'deepseek'; available: fake, openai; for any Open"):
             await client.chat.completions.create(model="deepseek/deepseek-chat", messages=MESSAGES)
+        with pytest.raises(
+            la.ConfigError, match=r"unknown provider 'fak' \(did you mean 'fake'\?\); available: fake, openai"
+        ):
+            await client.chat.completions.create(model="fak/echo", messages=MESSAGES)
+    with pytest.raises(
+        la.ConfigError, match=r"defaults.transport: unknown transport 'htpx' \(did you mean 'httpx'\?\)"
+    ):
+        la.AsyncClient({}, transport="htpx")
 
 
 @pytest.mark.parametrize("transport", ["httpx", "openai"])
@@ -183,7 +191,8 @@ def test_import_is_light() -> None:
 def test_exported_members() -> None:
     assert la.__all__ == sorted(la.__all__)
     for name in la.__all__:
-        assert getattr(la, name).__name__ == name
+        value = getattr(la, name)
+        assert value is la.hookimpl if name == "hookimpl" else value.__name__ == name
     with pytest.raises(AttributeError):
         la.NoSuchThing  # noqa: B018
 

@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..hookspecs import hookimpl
 from .base import Launched, ProviderSpec
 
-__all__ = ["BUILTIN_PROVIDERS", "openai_compatible"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["BUILTIN_PROVIDERS", "openai_compatible", "register_providers"]
 
 
 async def _launch_fake_server() -> Launched:
@@ -27,3 +33,9 @@ BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
     # A real server on loopback, started in-process on first use; see llmadapters.testing.
     ProviderSpec(name="fake", key_required=False, default_model="echo", launch=_launch_fake_server),
 )
+
+
+@hookimpl
+def register_providers(register: Callable[[ProviderSpec], None]) -> None:
+    for spec in BUILTIN_PROVIDERS:
+        register(spec)

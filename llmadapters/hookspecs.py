@@ -1,0 +1,90 @@
+"""The plugin hooks of llmadapters, and the markers to implement them.
+
+A plugin is a module (or object) with functions marked ``@llmadapters.hookimpl``, named
+in its package's entry points::
+
+    # pyproject.toml
+    [project.entry-points.llmadapters]
+    deepseek = "llmadapters_deepseek"
+
+Each hook receives a ``register`` callable, called once per thing the plugin provides.
+The built-in providers, transports and middleware register through these same hooks.
+Hooks run once, when a client's registry is built, never per call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .plugins import MiddlewareFactory, TransportFactory
+    from .providers.base import ProviderSpec
+
+__all__ = ["PROJECT", "hookimpl", "hookspec"]
+
+PROJECT = "llmadapters"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_providers(register: Callable[[ProviderSpec], None]) -> None:
+    """Register providers: where they live and which dialect they speak.
+
+    ``register(spec)`` takes a `llmadapters.providers.base.ProviderSpec`; its ``name``
+    is what goes before the ``/`` in ``model="name/model"``.
+
+    Use in a plugin::
+
+        from llmadapters import hookimpl
+        from llmadapters.providers.base import ProviderSpec
+
+        @hookimpl
+        def register_providers(register):
+            register(ProviderSpec(name="acme", base_url="https://api.acme.ai/v1", api_key_env="ACME_API_KEY"))
+    """
+
+
+@hookspec
+def register_transports(register: Callable[[str, TransportFactory], None]) -> None:
+    """Register transports: how the bytes move.
+
+    ``register(name, factory)``: ``factory()`` returns a new object with the
+    `llmadapters.transports.base.Transport` methods (``send``, ``stream``,
+    ``aclose``); one is made per route. Import your HTTP library inside the factory, so
+    that installing the plugin costs nothing to programs that do not use it.
+
+    Use in a plugin::
+
+        @hookimpl
+        def register_transports(register):
+            def make():
+                from .transport import AcmeTransport
+                return AcmeTransport()
+            register("acme", make)
+    """
+
+
+@hookspec
+def register_middleware(register: Callable[[str, MiddlewareFactory], None]) -> None:
+    """Register middleware that configurations can name.
+
+    ``register(name, factory)``: ``factory(spec, settings)`` returns the middleware of
+    one route, an async callable ``(call, call_next) -> reply``; ``spec`` is the
+    route's provider and ``settings`` the client's `llmadapters.config.Settings`.
+
+    Use in a plugin::
+
+        @hookimpl
+        def register_middleware(register):
+            def make(spec, settings):
+                async def tag(call, call_next):
+                    call.endpoint = call.endpoint.with_headers({"x-team": "search"})
+                    return await call_next(call)
+                return tag
+            register("tag", make)
+    """

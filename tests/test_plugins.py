@@ -1,0 +1,195 @@
+"""The plugin registry, with entry points faked in-process (a real install into a fresh
+venv is in test_plugin_packages.py)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import types
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import llmadapters as la
+from llmadapters.plugins import Registry
+from llmadapters.providers.base import ProviderSpec
+
+if TYPE_CHECKING:
+    from llmadapters.testing import FakeServer
+
+MESSAGES = [{"role": "user", "content": "plug me in"}]
+
+
+class FakeDist:
+    def __init__(self, name: str, version: str = "1.2.3") -> None:
+        self.metadata = {"Name": name}
+        self.version = version
+
+
+class FakeEntryPoint:
+    """What the registry uses of an importlib.metadata.EntryPoint."""
+
+    def __init__(self, name: str, module: object, dist: str) -> None:
+        self.name = name
+        self.group = "llmadapters"
+        self.dist = FakeDist(dist)
+        self._module = module
+
+    def load(self) -> object:
+        if isinstance(self._module, Exception):
+            raise self._module
+        return self._module
+
+
+def plugin(name: str, **hooks: Any) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook, function in hooks.items():
+        setattr(module, hook, la.hookimpl(function))
+    return module
+
+
+@pytest.fixture
+def entry_points(monkeypatch: pytest.MonkeyPatch) -> list[FakeEntryPoint]:
+    installed: list[FakeEntryPoint] = []
+
+    def fake(group: str) -> list[FakeEntryPoint]:
+        assert group == "llmadapters"
+        return list(installed)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+    monkeypatch.delenv("LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    return installed
+
+
+def acme_plugin(base_url: str = "http://127.0.0.1:9/v1") -> types.ModuleType:
+    def register_providers(register: Any) -> None:
+        register(ProviderSpec(name="acme", base_url=base_url, key_required=False, default_model="echo"))
+
+    def register_transports(register: Any) -> None:
+        from llmadapters.transports.httpx import HttpxTransport
+
+        register("acme-http", lambda: HttpxTransport(connections_per_shard=2))
+
+    def register_middleware(register: Any) -> None:
+        def make(spec: Any, settings: Any) -> Any:
+            async def tag(call: Any, call_next: Any) -> Any:
+                call.endpoint = call.endpoint.with_headers({"x-acme": spec.name})
+                return await call_next(call)
+
+            return tag
+
+        register("acme-tag", make)
+
+    return plugin(
+        "acme_plugin",
+        register_providers=register_providers,
+        register_transports=register_transports,
+        register_middleware=register_middleware,
+    )
+
+
+async def test_a_plugin_adds_a_provider_a_transport_and_middleware(
+    entry_points: list[FakeEntryPoint], fake_server: FakeServer
+) -> None:
+    entry_points.append(FakeEntryPoint("acme", acme_plugin(fake_server.base_url), "llmadapters-acme"))
+    config = {"providers": {"acme": {"transport": "acme-http", "middleware": ["acme-tag"]}}}
+    async with la.AsyncClient(config) as client:
+        reply = await client.chat.completions.create(model="acme", messages=MESSAGES)
+        assert (reply.provider, reply.choices[0].message.content) == ("acme", "plug me in")
+    assert fake_server.seen_headers[-1]["x-acme"] == "acme"
+    registry = client.registry
+    info = next(p for p in registry.plugins if p.name == "acme")
+    assert (info.distribution, info.version) == ("llmadapters-acme", "1.2.3")
+    assert info.provides == ("provider:acme", "transport:acme-http", "middleware:acme-tag")
+    assert registry.source["provider:openai"] == "llmadapters"
+
+
+def test_a_broken_plugin_is_reported_by_name_and_the_rest_work(entry_points: list[FakeEntryPoint]) -> None:
+    entry_points.append(FakeEntryPoint("broken", ImportError("No module named 'requests'"), "llmadapters-broken"))
+    entry_points.append(FakeEntryPoint("acme", acme_plugin(), "llmadapters-acme"))
+    with pytest.warns(la.PluginWarning) as caught:
+        registry = Registry.load()
+    assert [str(w.message) for w in caught] == [
+        "llmadapters plugin 'broken' from llmadapters-broken 1.2.3 failed to load "
+        "(ImportError: No module named 'requests'); it is skipped"
+    ]
+    assert "acme" in registry.providers
+    assert next(p for p in registry.plugins if p.name == "broken").error == "ImportError: No module named 'requests'"
+
+
+def test_duplicates_and_failing_hooks_are_reported(entry_points: list[FakeEntryPoint]) -> None:
+    def steal(register: Any) -> None:
+        register(ProviderSpec(name="openai", base_url="http://127.0.0.1:9/v1"))
+        register(ProviderSpec(name="extra", base_url="http://127.0.0.1:9/v1"))
+
+    def explode(register: Any) -> None:
+        raise RuntimeError("boom")
+
+    entry_points.append(FakeEntryPoint("thief", plugin("thief", register_providers=steal), "llmadapters-thief"))
+    entry_points.append(FakeEntryPoint("bomb", plugin("bomb", register_transports=explode), "llmadapters-bomb"))
+    with pytest.warns(la.PluginWarning) as caught:
+        registry = Registry.load()
+    assert sorted(str(w.message) for w in caught) == [
+        "llmadapters plugin 'bomb' from llmadapters-bomb 1.2.3 failed in register_transports (RuntimeError: boom)",
+        "llmadapters plugin 'thief' from llmadapters-thief 1.2.3 registers provider 'openai', "
+        "already registered by 'llmadapters'; ignored",
+    ]
+    assert registry.providers["openai"].base_url == "https://api.openai.com/v1"
+    assert registry.source["provider:extra"] == "thief"
+
+
+def test_a_misspelt_hook_is_refused(entry_points: list[FakeEntryPoint]) -> None:
+    def register_provider(register: Any) -> None:  # not a hook of ours
+        raise AssertionError("never called")
+
+    entry_points.append(FakeEntryPoint("typo", plugin("typo", register_provider=register_provider), "llmadapters-typo"))
+    with pytest.warns(
+        la.PluginWarning, match=r"'typo' from llmadapters-typo 1.2.3 failed to load \(PluginValidationError"
+    ):
+        registry = Registry.load()
+    assert [p.name for p in registry.plugins] == ["llmadapters", "typo"]
+
+
+def test_autoload_switch_and_allow_list(entry_points: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch) -> None:
+    entry_points.append(FakeEntryPoint("acme", acme_plugin(), "llmadapters-acme"))
+    other = plugin("other", register_transports=lambda register: register("other", lambda: None))
+    entry_points.append(FakeEntryPoint("other", other, "llmadapters-other"))
+    assert {"acme", "fake", "openai"} <= set(Registry.load().providers)
+    assert "acme" not in Registry.load(allow=["other"]).providers
+    assert "other" in Registry.load(allow=["other"]).transports
+    monkeypatch.setenv("LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert set(Registry.load().providers) == {"fake", "openai"}
+    assert "acme" in Registry.load(allow=["acme"]).providers  # named plugins still load
+    client = la.AsyncClient({"defaults": {"plugins": ["acme"]}})
+    assert "acme" in client.registry.providers
+
+
+def test_builtin_registry_loads_no_plugin(entry_points: list[FakeEntryPoint]) -> None:
+    entry_points.append(FakeEntryPoint("acme", acme_plugin(), "llmadapters-acme"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registry = Registry.builtin()
+    assert set(registry.providers) == {"fake", "openai"}
+    assert set(registry.transports) == {"httpx", "openai"}
+    assert set(registry.middleware) == {"logging", "ratelimit", "retry", "timeout"}
+
+
+def test_cli_lists() -> None:
+    def run(*args: str) -> str:
+        env = {"LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": "/usr/bin:/bin"}
+        return subprocess.run(
+            [sys.executable, "-m", "llmadapters.cli", *args], capture_output=True, text=True, check=True, env=env
+        ).stdout
+
+    assert run("providers").splitlines() == [
+        "PROVIDER  BASE URL                   KEY VARIABLE    PLUGIN",
+        "fake      (started on demand)        -               llmadapters",
+        "openai    https://api.openai.com/v1  OPENAI_API_KEY  llmadapters",
+    ]
+    assert run("transports").splitlines() == ["TRANSPORT  PLUGIN", "httpx      llmadapters", "openai     llmadapters"]
+    assert "ratelimit   llmadapters" in run("middleware")
+    plugins = run("plugins").splitlines()
+    assert plugins[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES"]
+    assert plugins[1].startswith("llmadapters  llmadapters   0.1.0    provider:openai, provider:fake, transport:httpx")
