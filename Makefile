@@ -14,8 +14,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+PLUGINS := $(wildcard plugins/llmadapters-*)
+
+$(VENV)/.installed-test: $(VENV)/.installed $(wildcard plugins/*/pyproject.toml)
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
 	touch $@
 
 run: $(VENV)/.installed

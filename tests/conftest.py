@@ -3,6 +3,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
+import llmadapters_aiohttp
 import pytest
 
 import llmadapters as la
@@ -13,18 +14,26 @@ from llmadapters.transports.openai_sdk import OpenAITransport
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-# Every transport a test can run through: the two built-ins, and the openai SDK on its
-# default httpx2 client as well as on its aiohttp client.
-TRANSPORTS = ("httpx", "openai", "openai-httpx")
+# Every transport a test can run through: the two built-ins (the openai SDK on its
+# aiohttp client and on its default httpx2 client), and the aiohttp plugin's, which these
+# same tests hold to the same contract.
+TRANSPORTS = ("httpx", "openai", "openai-httpx", "aiohttp")
 
 
 def test_registry() -> Registry:
     registry = Registry.builtin()
     registry.add_transport("openai-httpx", lambda: OpenAITransport(http_client="httpx"))
+    registry.add_transport("aiohttp", llmadapters_aiohttp.aiohttp_transport)
     return registry
 
 
 test_registry.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see the built-ins only, whatever is installed, unless they ask for plugins."""
+    monkeypatch.setenv("LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ..errors import LLMAdapterError
     from ..types import ChatRequest
 
-__all__ = ["Launched", "ProviderSpec", "bearer_auth", "openai_payload"]
+__all__ = ["Launched", "ProviderSpec", "bearer_auth", "openai_payload", "thinking_toggle_payload"]
 
 Payload = dict[str, Any]
 
@@ -27,6 +27,17 @@ def openai_payload(request: ChatRequest) -> Payload:
     payload: Payload = {"model": request.model, "messages": list(request.messages), **request.params}
     if request.stream:
         payload["stream"] = True
+    return payload
+
+
+def thinking_toggle_payload(request: ChatRequest) -> Payload:
+    """`openai_payload`, with ``thinking=True|False`` spelt as the
+    ``{"thinking": {"type": "enabled"|"disabled"}}`` that DeepSeek (V4), Zhipu GLM and
+    Xiaomi MiMo take; a dict is passed as it is."""
+    payload = openai_payload(request)
+    thinking = payload.get("thinking")
+    if isinstance(thinking, bool):
+        payload["thinking"] = {"type": "enabled" if thinking else "disabled"}
     return payload
 
 

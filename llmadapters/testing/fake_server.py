@@ -14,7 +14,9 @@ by ``+``: ``echo+keepalive+crlf``) or by the ``x-fake-behaviour`` header (comma
 separated). See `BEHAVIOURS`. With ``x-fake-fail-times: N`` the faults apply only to the
 first N attempts of a call (attempts share an ``Idempotency-Key``), then it succeeds.
 Each ``x-fake-reply-NAME: VALUE`` request header comes back as a ``NAME: VALUE``
-response header (e.g. ``x-fake-reply-retry-after-ms: 1500``).
+response header (e.g. ``x-fake-reply-retry-after-ms: 1500``). ``x-fake-error-status`` with
+``x-fake-error-body`` answers that status and body, to stand in for a provider's own
+errors (Zhipu's ``{"error": {"code": "1302", ...}}``).
 
 The latency model (time to first token, tokens per second) comes from the server's
 options, or per request from the ``x-fake-ttft-ms`` and ``x-fake-tps`` headers.
@@ -363,8 +365,11 @@ class FakeServer:
                 raise _BadRequest("the body must be a JSON object")
             behaviours = set(str(body.get("model", "")).split("+"))
             behaviours.update(b.strip() for b in headers.get("x-fake-behaviour", "").split(",") if b.strip())
+            failing = True
             if "x-fake-fail-times" in headers and self._attempt(headers) > _number(headers, "x-fake-fail-times", 0):
                 behaviours &= _QUIRKS
+                failing = False
+            ex.error_status = int(_number(headers, "x-fake-error-status", 0)) if failing else 0
             reply = _compose(body, behaviours)
             ex.stall = _number(headers, "x-fake-stall-s", 3600)
             ex.ttft = _number(headers, "x-fake-ttft-ms", self.options.ttft * 1000) / 1000
@@ -402,6 +407,9 @@ class FakeServer:
     async def _answer(
         self, ex: _Exchange, body: dict[str, Any], reply: _Reply, behaviours: set[str], headers: dict[str, str]
     ) -> bool:
+        if ex.error_status:
+            await ex.send_bytes(ex.error_status, headers.get("x-fake-error-body", "").encode(), "application/json")
+            return True
         for name, (status, error) in _STATUS_ERRORS.items():
             if name in behaviours:
                 extra = [("retry-after", headers.get("x-fake-retry-after", "1"))] if status == 429 else []
@@ -556,6 +564,7 @@ class _Exchange:
         self.ttft = 0.0
         self.tps: float | None = None
         self.stall = 3600.0
+        self.error_status = 0
 
     async def start(self, status: int, content_type: str, extra: Iterable[tuple[str, str]] = ()) -> None:
         prefix = b"x-fake-reply-"

@@ -11,23 +11,26 @@ equal values and equal errors whichever transport carried them.
 
 from __future__ import annotations
 
+import builtins
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ..errors import MalformedResponseError, StreamError, TransportError, status_error
+from ..errors import ConnectError, MalformedResponseError, StreamError, TimeoutError, TransportError, status_error
 from ..sse import SSEDecoder
 
 __all__ = [
     "Endpoint",
     "Timeouts",
     "Transport",
+    "classify_transport_error",
     "decode_error_body",
     "decode_json_body",
     "decode_sse_json",
     "drain",
+    "native_error_kind",
     "raise_for_status",
     "redacted_repr",
 ]
@@ -36,6 +39,7 @@ _SENSITIVE_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-
 _SNIPPET = 200
 _MAX_PLAIN_BODY = 64 * 1024
 _MAX_DRAIN = 64 * 1024
+_MAX_CHAIN = 16
 
 
 @attrs.frozen(kw_only=True)
@@ -198,6 +202,47 @@ async def drain(chunks: AsyncIterator[bytes]) -> None:
         left -= len(chunk)
         if left <= 0:
             return
+
+
+def native_error_kind(exc: BaseException) -> type[TransportError] | None:
+    """The class of ours for an aiohttp or built-in exception, or None if unknown.
+
+    aiohttp is imported only once one of its exceptions is seen, so it is installed.
+    """
+    if type(exc).__module__.startswith("aiohttp."):
+        import aiohttp
+
+        if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.InvalidURL)):
+            return ConnectError
+        if isinstance(exc, (aiohttp.ServerTimeoutError, builtins.TimeoutError)):
+            return TimeoutError
+        return TransportError
+    if isinstance(exc, builtins.TimeoutError):
+        return TimeoutError
+    return None
+
+
+def classify_transport_error(
+    exc: BaseException, url: str, kind_of: Callable[[BaseException], type[TransportError] | None] = native_error_kind
+) -> TransportError:
+    """Our error for a native one, classified by the innermost cause ``kind_of`` knows
+    (wrappers such as the openai SDK's re-label what they wrap), with its message."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < _MAX_CHAIN:
+        chain.append(cause)
+        cause = cause.__cause__
+    kind: type[TransportError] = TransportError
+    native = exc
+    for candidate in reversed(chain):
+        found = kind_of(candidate)
+        if found is not None:
+            kind, native = found, candidate
+            break
+    detail = str(native) or type(native).__name__
+    if kind is ConnectError:
+        return ConnectError(f"cannot connect to {url}: {detail}")
+    return kind(f"{type(native).__name__} on {url}: {detail}")
 
 
 def raise_for_status(status: int, headers: Mapping[str, str], body: bytes, provider: str | None) -> None:

@@ -1,0 +1,65 @@
+"""Zhipu BigModel (GLM) and its international twin Z.AI for llmadapters:
+``model="zhipu/glm-4-flash"`` (key in ``ZHIPUAI_API_KEY``) and ``model="zai/glm-4.5"``
+(key in ``ZAI_API_KEY``).
+
+What is Zhipu's own (sources in the README):
+
+- One HTTP status, 429, covers both "slow down" and "pay first", so the error body's
+  ``code`` decides: 1302 (concurrency), 1303 (frequency), 1305 (platform overloaded),
+  1312 (model overloaded) and 1120 are retried; 1113 (account in arrears), 1304 (daily
+  quota), 1308/1310 (usage caps until a reset time), 1309 (plan expired), 1311 and 1301
+  (content filter) are not.
+- ``thinking=True|False`` becomes ``{"thinking": {"type": "enabled"|"disabled"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llmadapters import hookimpl
+from llmadapters.errors import APIStatusError
+from llmadapters.providers.base import ProviderSpec, thinking_toggle_payload
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llmadapters.errors import LLMAdapterError
+
+__all__ = ["ZAI", "ZHIPU", "register_providers", "retryable"]
+
+RETRY_CODES = frozenset({"1120", "1302", "1303", "1305", "1312"})
+STOP_CODES = frozenset({"1113", "1301", "1304", "1308", "1309", "1310", "1311"})
+
+
+def retryable(exc: LLMAdapterError) -> bool | None:
+    """By the body's business code when it has one; else the general rules."""
+    if isinstance(exc, APIStatusError):
+        if exc.code in STOP_CODES:
+            return False
+        if exc.code in RETRY_CODES:
+            return True
+    return None
+
+
+ZHIPU = ProviderSpec(
+    name="zhipu",
+    base_url="https://open.bigmodel.cn/api/paas/v4",
+    api_key_env="ZHIPUAI_API_KEY",
+    default_model="glm-4-flash",
+    prepare=thinking_toggle_payload,
+    retryable=retryable,
+)
+ZAI = ProviderSpec(
+    name="zai",
+    base_url="https://api.z.ai/api/paas/v4",
+    api_key_env="ZAI_API_KEY",
+    default_model="glm-4.5-flash",
+    prepare=thinking_toggle_payload,
+    retryable=retryable,
+)
+
+
+@hookimpl
+def register_providers(register: Callable[[ProviderSpec], None]) -> None:
+    register(ZHIPU)
+    register(ZAI)
