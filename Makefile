@@ -28,5 +28,17 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The core and the plugin packages pip-installed into a fresh venv, as a user would; the
+# plugin end-to-end test runs in it.
+E2E := .venv-e2e
+SOURCES := pyproject.toml $(shell find llmadapters plugins -name '*.py' -o -name pyproject.toml -o -name README.md)
+
+$(E2E)/.installed: $(SOURCES)
+	rm -rf $(E2E)
+	$(PYTHON) -m venv $(E2E)
+	$(E2E)/bin/python -m pip install --quiet --upgrade pip
+	$(E2E)/bin/python -m pip install --quiet . $(PLUGINS)
+	touch $@
+
+test: lint $(E2E)/.installed
 	$(BIN)/python -m pytest

@@ -1,0 +1,62 @@
+"""Run by test_plugin_packages.py inside a fresh venv where llmadapters and the plugin
+packages were pip-installed as a user would (see the Makefile's .venv-e2e): calls every
+provider plugin's model through every transport, against a fake server standing in for
+the providers, configured from a TOML file. Prints the results as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import llmadapters as la
+from llmadapters.testing import FakeServer
+
+PROVIDERS = {
+    "deepseek": "DEEPSEEK_API_KEY",
+    "zhipu": "ZHIPUAI_API_KEY",
+    "mimo": "MIMO_API_KEY",
+    "moonshot": "MOONSHOT_API_KEY",
+}
+TRANSPORTS = ("httpx", "openai", "aiohttp")
+
+
+async def main() -> None:
+    results: dict[str, object] = {"llmadapters": la.__file__}
+    async with FakeServer() as server:
+        config = pathlib.Path("llmadapters.toml")
+        config.write_text("".join(f'[providers.{name}]\nbase_url = "{server.base_url}"\n' for name in PROVIDERS))
+        calls = []
+        for name, env in PROVIDERS.items():
+            os.environ[env] = f"sk-{name}-e2e"
+            for transport in TRANSPORTS:
+                async with la.AsyncClient(transport=transport) as client:  # reads ./llmadapters.toml
+                    reply = await client.chat.completions.create(
+                        model=f"{name}/echo", messages=[{"role": "user", "content": f"{name} via {transport}"}]
+                    )
+                    stream = await client.chat.completions.create(
+                        model=f"{name}/echo", messages=[{"role": "user", "content": "streamed"}], stream=True
+                    )
+                    streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+                    seen = server.seen_headers[-1]
+                calls.append(
+                    {
+                        "provider": reply.provider,
+                        "transport": transport,
+                        "content": reply.choices[0].message.content,
+                        "streamed": streamed,
+                        "auth": seen.get("authorization") or seen.get("api-key"),
+                    }
+                )
+        results["calls"] = calls
+    async with la.AsyncClient({}) as client:
+        results["default_base_urls"] = {name: client.registry.providers[name].base_url for name in PROVIDERS}
+    listing = subprocess.run([sys.executable, "-m", "llmadapters.cli", "plugins"], capture_output=True, text=True)
+    results["plugins"] = listing.stdout
+    print(json.dumps(results))
+
+
+asyncio.run(main())
