@@ -24,12 +24,13 @@ PROVIDERS = {
 TRANSPORTS = ("httpx", "openai", "aiohttp")
 
 
-async def main() -> None:
+async def calls() -> dict[str, object]:
     results: dict[str, object] = {"llmadapters": la.__file__}
     async with FakeServer() as server:
         config = pathlib.Path("llmadapters.toml")
-        config.write_text("".join(f'[providers.{name}]\nbase_url = "{server.base_url}"\n' for name in PROVIDERS))
-        calls = []
+        text = "".join(f'[providers.{name}]\nbase_url = "{server.base_url}"\n' for name in PROVIDERS)
+        await asyncio.to_thread(config.write_text, text)
+        made = []
         for name, env in PROVIDERS.items():
             os.environ[env] = f"sk-{name}-e2e"
             for transport in TRANSPORTS:
@@ -42,7 +43,7 @@ async def main() -> None:
                     )
                     streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
                     seen = server.seen_headers[-1]
-                calls.append(
+                made.append(
                     {
                         "provider": reply.provider,
                         "transport": transport,
@@ -51,12 +52,13 @@ async def main() -> None:
                         "auth": seen.get("authorization") or seen.get("api-key"),
                     }
                 )
-        results["calls"] = calls
+        results["calls"] = made
     async with la.AsyncClient({}) as client:
         results["default_base_urls"] = {name: client.registry.providers[name].base_url for name in PROVIDERS}
-    listing = subprocess.run([sys.executable, "-m", "llmadapters.cli", "plugins"], capture_output=True, text=True)
-    results["plugins"] = listing.stdout
-    print(json.dumps(results))
+    return results
 
 
-asyncio.run(main())
+results = asyncio.run(calls())
+listing = subprocess.run([sys.executable, "-m", "llmadapters.cli", "plugins"], capture_output=True, text=True)
+results["plugins"] = listing.stdout
+print(json.dumps(results))
