@@ -47,9 +47,9 @@ def _parser() -> argparse.ArgumentParser:
 
 LISTINGS = {
     "plugins": "the loaded plugins, with their distribution, version and what they provide",
-    "providers": "the providers, with their base URL, key variable and plugin",
-    "transports": "the transports and the plugin of each",
-    "middleware": "the middleware and the plugin of each",
+    "providers": "the providers, with their base URL, key variable and distribution",
+    "transports": "the transports and the distribution of each",
+    "middleware": "the middleware and the distribution of each",
 }
 
 
@@ -63,6 +63,12 @@ def _listing(args: argparse.Namespace) -> int:
     from .plugins import Registry
 
     registry = Registry.load(allow=load_settings(args.config).plugins)
+    infos = {info.name: info for info in registry.plugins}
+
+    def origin(key: str) -> str:
+        info = infos[registry.source[key]]
+        return f"{info.distribution} {info.version}" if info.distribution else info.name
+
     rows: list[tuple[str, ...]]
     if args.command == "plugins":
         rows = [("PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES")]
@@ -70,15 +76,15 @@ def _listing(args: argparse.Namespace) -> int:
             provides = f"error: {info.error}" if info.error else ", ".join(info.provides) or "-"
             rows.append((info.name, info.distribution or "-", info.version or "-", provides))
     elif args.command == "providers":
-        rows = [("PROVIDER", "BASE URL", "KEY VARIABLE", "PLUGIN")]
+        rows = [("PROVIDER", "BASE URL", "KEY VARIABLE", "FROM")]
         for name, spec in sorted(registry.providers.items()):
             url = spec.base_url or ("(started on demand)" if spec.launch else "(set base_url)")
-            rows.append((name, url, spec.api_key_env or "-", registry.source[f"provider:{name}"]))
+            rows.append((name, url, spec.api_key_env or "-", origin(f"provider:{name}")))
     else:
         kind = "transport" if args.command == "transports" else "middleware"
         table = registry.transports if kind == "transport" else registry.middleware
-        rows = [(kind.upper(), "PLUGIN")]
-        rows += [(name, registry.source[f"{kind}:{name}"]) for name in sorted(table)]
+        rows = [(kind.upper(), "FROM")]
+        rows += [(name, origin(f"{kind}:{name}")) for name in sorted(table)]
     print(_table(rows))
     return 0
 

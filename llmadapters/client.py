@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .config import Settings, load_settings
-from .errors import APIStatusError, MalformedResponseError, StreamError, TransportError, unknown_name
+from .errors import APIStatusError, ConfigError, MalformedResponseError, StreamError, TransportError, unknown_name
 from .middleware.base import Call
 from .plugins import Registry
 from .routes import MiddlewareChoice, Route, build_route
@@ -17,7 +18,6 @@ from .streaming import ChatCompletionStream
 from .types import ChatCompletion, ChatCompletionChunk, ChatRequest
 
 if TYPE_CHECKING:
-    import os
     from types import TracebackType
 
 __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream"]
@@ -141,14 +141,23 @@ class AsyncClient:
         )
         self.registry = registry or Registry.load(allow=self.settings.plugins)
         self._middleware = None if middleware is None else tuple(middleware)
-        self._check_names()
+        self._check()
         self._routes: dict[str, Route] = {}
         self._route_lock: asyncio.Lock | None = None
         self._closed = False
         self.chat = _Chat(self)
 
-    def _check_names(self) -> None:
-        """Fail now, not at the first call, on a transport or middleware nobody registered."""
+    def _check(self) -> None:
+        """Fail now, not at the first call: on names nobody registered, and on key
+        variables named in the settings but not set. The message names the source."""
+        try:
+            self._check_settings()
+        except ConfigError as exc:
+            if not self.settings.sources:
+                raise
+            raise ConfigError(f"{' + '.join(self.settings.sources)}: {exc}") from None
+
+    def _check_settings(self) -> None:
         settings, registry = self.settings, self.registry
         places: list[tuple[str, str | None, tuple[str, ...] | None]] = [
             ("defaults", settings.transport, settings.middleware)
@@ -162,6 +171,13 @@ class AsyncClient:
             for name in middleware or ():
                 if name not in registry.middleware:
                     raise unknown_name(f"{where}.middleware", "middleware", name, registry.middleware)
+        for name, provider in settings.providers.items():
+            if name not in registry.providers and provider.base_url is None:
+                error = unknown_name(f"providers.{name}", "provider", name, registry.providers)
+                raise ConfigError(f"{error}; or give it a base_url")
+            env = provider.api_key_env
+            if env and provider.api_key is None and not os.environ.get(env, "").strip():
+                raise ConfigError(f"providers.{name}.api_key_env: the variable {env} is not set")
 
     def __repr__(self) -> str:
         return f"AsyncClient(transport={self.settings.transport!r}, routes={sorted(self._routes)})"

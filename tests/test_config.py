@@ -122,3 +122,28 @@ def test_arguments_override_the_file(tmp_path: Path) -> None:
         match=r"arguments: providers.local.timeout: expected seconds or a table of connect, read, write, pool, total",
     ):
         load_settings({}, providers={"local": {"timeout": "fast"}})
+
+
+def test_names_and_key_variables_are_checked_when_the_client_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "[providers.opneai]\nmodel = 'gpt-4o-mini'\n")
+    with pytest.raises(la.ConfigError) as info:
+        la.AsyncClient(path)
+    assert str(info.value) == (
+        f"{path}: providers.opneai: unknown provider 'opneai' (did you mean 'openai'?); "
+        "available: fake, openai; or give it a base_url"
+    )
+    monkeypatch.delenv("MY_LOCAL_KEY", raising=False)
+    path = write(tmp_path, "[providers.local]\nbase_url = 'http://127.0.0.1:9/v1'\napi_key_env = 'MY_LOCAL_KEY'\n")
+    with pytest.raises(
+        la.ConfigError, match=r"llmadapters.toml: providers.local.api_key_env: the variable MY_LOCAL_KEY is not set"
+    ):
+        la.AsyncClient(path)
+    monkeypatch.setenv("MY_LOCAL_KEY", "sk-set")
+    la.AsyncClient(path)
+    path = write(tmp_path, "[defaults]\nmiddleware = ['logging', 'retyr']\n")
+    with pytest.raises(
+        la.ConfigError, match=r"defaults.middleware: unknown middleware 'retyr' \(did you mean 'retry'\?\)"
+    ):
+        la.AsyncClient(path)

@@ -184,12 +184,16 @@ def test_cli_lists() -> None:
         ).stdout
 
     assert run("providers").splitlines() == [
-        "PROVIDER  BASE URL                   KEY VARIABLE    PLUGIN",
-        "fake      (started on demand)        -               llmadapters",
-        "openai    https://api.openai.com/v1  OPENAI_API_KEY  llmadapters",
+        "PROVIDER  BASE URL                   KEY VARIABLE    FROM",
+        "fake      (started on demand)        -               llmadapters 0.1.0",
+        "openai    https://api.openai.com/v1  OPENAI_API_KEY  llmadapters 0.1.0",
     ]
-    assert run("transports").splitlines() == ["TRANSPORT  PLUGIN", "httpx      llmadapters", "openai     llmadapters"]
-    assert "ratelimit   llmadapters" in run("middleware")
+    assert run("transports").splitlines() == [
+        "TRANSPORT  FROM",
+        "httpx      llmadapters 0.1.0",
+        "openai     llmadapters 0.1.0",
+    ]
+    assert "ratelimit   llmadapters 0.1.0" in run("middleware")
     plugins = run("plugins").splitlines()
     assert plugins[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES"]
     assert plugins[1].startswith("llmadapters  llmadapters   0.1.0    provider:openai, provider:fake, transport:httpx")
