@@ -167,3 +167,26 @@ async def test_limits_in_config(fake_server: FakeServer) -> None:
         la.AsyncClient({"providers": {"x": {"base_url": fake_server.base_url, "limits": {"rpm": -5}}}})
     with pytest.raises(la.ConfigError, match=r"defaults.limits.tmp: unknown key; allowed: max_concurrency, rpm, tpm"):
         la.AsyncClient({"defaults": {"limits": {"tmp": 5}}})
+
+
+async def test_an_exhausted_budget_header_pauses_the_next_calls(make_client: MakeClient) -> None:
+    probe = Probe()
+    limiter = RateLimitMiddleware(Limits())
+    exhausted = {"x-fake-reply-x-ratelimit-remaining-requests": "0", "x-fake-reply-x-ratelimit-reset-requests": "400ms"}
+    client = make_client(middleware=[limiter, probe], headers=exhausted)
+    await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+    await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+    assert probe.starts[1] - probe.starts[0] >= 0.35
+
+
+def test_reset_durations() -> None:
+    from llmadapters.middleware.ratelimit import _duration
+
+    assert [_duration(t) for t in ("1s", "6m0s", "20ms", "1h2m3.5s", "", "soon")] == [
+        1.0,
+        360.0,
+        0.02,
+        3723.5,
+        None,
+        None,
+    ]

@@ -12,8 +12,9 @@ other), optionally per model: concurrency, requests/minute and tokens/minute.
 - Adaptive mode (on by default) treats 429 as congestion: it halves the concurrency (at
   most once per round of calls in flight, so that one burst of 429s counts once) and
   pauses every caller for the server's ``Retry-After``; each success adds
-  ``1/limit``, i.e. +1 per round (AIMD). An exhausted ``x-ratelimit-remaining-*`` header
-  on a 429 pauses callers until its ``x-ratelimit-reset-*``.
+  ``1/limit``, i.e. +1 per round (AIMD). An ``x-ratelimit-remaining-requests|tokens: 0``
+  header, on any response, pauses callers until its ``x-ratelimit-reset-*`` (OpenAI's
+  ``1s``, ``6m0s``, ``20ms``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..errors import RateLimitError, parse_retry_after
 from ..streaming import ChatCompletionStream
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Mapping
 
     from ..types import ChatCompletionChunk, ChatRequest, Usage
     from .base import Call, CallNext, Reply
@@ -164,14 +165,21 @@ class _Budget:
             self.limit = min(self.limit + 1.0 / self.limit, cap)
             self._wake()
 
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Read a response's ``x-ratelimit-*``: a budget used up pauses every caller
+        until its reset."""
+        now = asyncio.get_running_loop().time()
+        for kind in ("requests", "tokens"):
+            if headers.get(f"x-ratelimit-remaining-{kind}") == "0":
+                reset = _duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
+                if reset:
+                    self.paused_until = max(self.paused_until, now + reset)
+
     def throttled(self, exc: RateLimitError, now: float) -> None:
         if not self.limits.adaptive:
             return
+        self.observe(exc.headers)
         wait = exc.retry_after if exc.retry_after is not None else parse_retry_after(exc.headers)
-        for kind in ("requests", "tokens"):
-            if exc.headers.get(f"x-ratelimit-remaining-{kind}") == "0":
-                reset = _duration(exc.headers.get(f"x-ratelimit-reset-{kind}", ""))
-                wait = max(wait or 0.0, reset or 0.0)
         if wait:
             self.paused_until = max(self.paused_until, now + wait)
         # Once per round: the 429s of calls that started before the last decrease were
@@ -206,6 +214,8 @@ class RateLimitMiddleware:
         budget = self.budget(call.request.model)
         estimate = estimate_tokens(call.request) if budget.tokens else 0
         await budget.acquire(estimate)
+        if self.limits.adaptive:
+            call.endpoint = attrs.evolve(call.endpoint, on_headers=budget.observe)
         try:
             reply = await call_next(call)
         except RateLimitError as exc:

@@ -79,6 +79,9 @@ class Endpoint:
         headers: sent with the request, auth included; redacted in repr.
         timeouts: per-attempt timeouts.
         provider: the provider's name, used only to label errors.
+        on_headers: when set, called with the headers of a successful response
+            (``raise_for_status`` does it), e.g. for the rate limiter to read
+            ``x-ratelimit-*``.
     """
 
     base_url: str
@@ -86,6 +89,7 @@ class Endpoint:
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     provider: str | None = None
+    on_headers: Callable[[Mapping[str, str]], object] | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def url(self) -> str:
@@ -245,9 +249,13 @@ def classify_transport_error(
     return kind(f"{type(native).__name__} on {url}: {detail}")
 
 
-def raise_for_status(status: int, headers: Mapping[str, str], body: bytes, provider: str | None) -> None:
-    """Raise the `APIStatusError` subclass for a non-2xx status; do nothing for 2xx."""
+def raise_for_status(status: int, headers: Mapping[str, str], body: bytes, endpoint: Endpoint) -> None:
+    """Raise the `APIStatusError` subclass for a non-2xx status (``body`` is the error
+    response's); for 2xx, hand the headers to ``endpoint.on_headers``."""
     if status >= 300:
-        raise status_error(status, headers, decode_error_body(body), provider=provider)
+        raise status_error(status, headers, decode_error_body(body), provider=endpoint.provider)
     if status < 200:
-        raise TransportError(f"unexpected HTTP status {status}" + (f" from {provider}" if provider else ""))
+        where = f" from {endpoint.provider}" if endpoint.provider else ""
+        raise TransportError(f"unexpected HTTP status {status}{where}")
+    if endpoint.on_headers is not None:
+        endpoint.on_headers(headers)

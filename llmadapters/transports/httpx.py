@@ -95,7 +95,7 @@ class HttpxTransport:
                 response = await shard.client.send(self._request(shard, endpoint, payload))
         finally:
             shard.in_flight -= 1
-        raise_for_status(response.status_code, response.headers, response.content, endpoint.provider)
+        raise_for_status(response.status_code, response.headers, response.content, endpoint)
         return decode_json_body(response.content)
 
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
@@ -104,9 +104,8 @@ class HttpxTransport:
             with map_httpx_errors(endpoint.url):
                 response = await shard.client.send(self._request(shard, endpoint, payload), stream=True)
                 try:
-                    if response.status_code >= 300:
-                        error_body = await response.aread()
-                        raise_for_status(response.status_code, response.headers, error_body, endpoint.provider)
+                    error_body = await response.aread() if response.status_code >= 300 else b""
+                    raise_for_status(response.status_code, response.headers, error_body, endpoint)
                     body = response.aiter_bytes()
                     async for event in decode_sse_json(body, provider=endpoint.provider):
                         yield event

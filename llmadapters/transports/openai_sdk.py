@@ -110,14 +110,14 @@ class OpenAITransport:
 
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
         response = await self._open(endpoint, payload, stream=False)
-        raise_for_status(response.status_code, response.headers, response.content, endpoint.provider)
+        raise_for_status(response.status_code, response.headers, response.content, endpoint)
         return decode_json_body(response.content)
 
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         response = await self._open(endpoint, payload, stream=True)
         try:
-            if response.status_code >= 300:  # the SDK has read an error's body
-                raise_for_status(response.status_code, response.headers, response.content, endpoint.provider)
+            error_body = response.content if response.status_code >= 300 else b""  # the SDK read it
+            raise_for_status(response.status_code, response.headers, error_body, endpoint)
             with _map_sdk_errors(endpoint):
                 body = response.aiter_bytes()
                 async for event in decode_sse_json(body, provider=endpoint.provider):

@@ -68,16 +68,15 @@ class AiohttpTransport:
         with _map_errors(endpoint.url):
             async with self._post(endpoint, payload) as response:
                 body = await response.read()
-        raise_for_status(response.status, response.headers, body, endpoint.provider)
+        raise_for_status(response.status, response.headers, body, endpoint)
         return decode_json_body(body)
 
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         with _map_errors(endpoint.url):
             response = await self._post(endpoint, payload)
             try:
-                if response.status >= 300:
-                    error_body = await response.read()
-                    raise_for_status(response.status, response.headers, error_body, endpoint.provider)
+                error_body = await response.read() if response.status >= 300 else b""
+                raise_for_status(response.status, response.headers, error_body, endpoint)
                 chunks = response.content.iter_any()
                 async for event in decode_sse_json(chunks, provider=endpoint.provider):
                     yield event
