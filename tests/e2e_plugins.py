@@ -11,9 +11,16 @@ import os
 import pathlib
 import subprocess
 import sys
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import llmadapters as la
+from llmadapters.plugins import Registry
 from llmadapters.testing import FakeServer
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Mapping
+
+    from llmadapters.transports.base import Endpoint
 
 PROVIDERS = {
     "deepseek": "DEEPSEEK_API_KEY",
@@ -55,7 +62,33 @@ async def calls() -> dict[str, object]:
         results["calls"] = made
     async with la.AsyncClient({}) as client:
         results["default_base_urls"] = {name: client.registry.providers[name].base_url for name in PROVIDERS}
+    # Where a call to the real DeepSeek would go, seen by a transport that records instead
+    # of sending (no traffic leaves the machine).
+    registry = Registry.load()
+    registry.add_transport("record", Recording)
+    async with la.AsyncClient({}, transport="record", registry=registry) as client:
+        reply = await client.chat.completions.create(
+            model="deepseek/deepseek-chat", messages=[{"role": "user", "content": "hi"}]
+        )
+    results["recorded"] = {**Recording.seen[-1], "reply": reply.choices[0].message.content}
     return results
+
+
+class Recording:
+    """A transport that answers without sending, noting where it was asked to send."""
+
+    seen: ClassVar[list[dict[str, object]]] = []
+
+    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
+        auth = {k: v for k, v in endpoint.headers.items() if k.lower() == "authorization"}
+        Recording.seen.append({"url": endpoint.url, "auth": auth, "model": payload["model"]})
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "recorded"}}]}
+
+    async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        yield await self.send(endpoint, payload)
+
+    async def aclose(self) -> None:
+        return None
 
 
 results = asyncio.run(calls())

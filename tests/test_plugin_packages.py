@@ -40,6 +40,12 @@ def test_installed_plugins_serve_every_provider_through_every_transport(tmp_path
         "mimo": "https://api.xiaomimimo.com/v1",
         "moonshot": "https://api.moonshot.cn/v1",
     }
+    assert results["recorded"] == {
+        "url": "https://api.deepseek.com/chat/completions",
+        "auth": {"Authorization": "Bearer sk-deepseek-e2e"},
+        "model": "deepseek-chat",
+        "reply": "recorded",
+    }
     listed = {line.split()[0]: line for line in results["plugins"].splitlines()[1:]}
     assert set(listed) == {"llmadapters", "aiohttp", "deepseek", "zhipu", "mimo", "moonshot"}
     assert "llmadapters-deepseek  0.1.0    provider:deepseek" in listed["deepseek"]
