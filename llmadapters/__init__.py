@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     )
     from .hookspecs import hookimpl
     from .types import (
+        BatchResult,
         ChatCompletion,
         ChatCompletionChunk,
         ChatRequest,
@@ -49,6 +50,7 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "BatchResult",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionStream",
@@ -81,6 +83,7 @@ _MODULE_OF = {
     "AsyncClient": "client",
     "AuthenticationError": "errors",
     "BadRequestError": "errors",
+    "BatchResult": "types",
     "ChatCompletion": "types",
     "ChatCompletionChunk": "types",
     "ChatCompletionStream": "streaming",

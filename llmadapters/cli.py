@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmadapters", description=__doc__.split("\n\n")[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from .batch_cli import add_parser
+
+    add_parser(commands)
     chat = commands.add_parser("chat", help="send one prompt and print the reply (streamed by default)")
     chat.add_argument("prompt", help="the user message; '-' reads it from stdin")
     chat.add_argument("-m", "--model", default=None, help="provider/model (default: defaults.model, else fake/echo)")
@@ -137,6 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import LLMAdapterError
 
     try:
+        if args.command == "batch":
+            from .batch_cli import UsageProblem, run
+
+            try:
+                return run(args)
+            except UsageProblem as exc:
+                print(f"llmadapters batch: {exc}", file=sys.stderr)
+                return 2
         if args.command in LISTINGS:
             return _listing(args)
         return asyncio.run(_chat(args) if args.command == "chat" else _fake_server(args))

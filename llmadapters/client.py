@@ -6,21 +6,22 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
+from .batch import BatchRun
 from .config import Settings, load_settings
 from .errors import APIStatusError, ConfigError, MalformedResponseError, StreamError, TransportError, unknown_name
 from .middleware.base import Call
 from .plugins import Registry
 from .routes import MiddlewareChoice, Route, build_route
 from .streaming import ChatCompletionStream
-from .types import ChatCompletion, ChatCompletionChunk, ChatRequest
+from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream"]
+__all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream", "SyncIterator"]
 
 T = TypeVar("T")
 Messages = Iterable[Mapping[str, Any]]
@@ -113,7 +114,10 @@ class AsyncClient:
             None reads ``$LLMADAPTERS_CONFIG`` or ``./llmadapters.toml`` when present.
         model: the default ``"provider/model"``.
         transport: the default transport (``"httpx"`` or ``"openai"``).
-        timeout: default per-attempt timeout in seconds, or a dict of connect/read/write/pool.
+        timeout: default per-attempt timeout in seconds, or a dict of connect/read/write/pool/
+            total/first_token.
+        retry: the default retry policy, e.g. ``{"max_attempts": 6, "deadline": 600}``.
+        limits: the default limits of each provider, e.g. ``{"rpm": 1000, "max_concurrency": 64}``.
         providers: per-provider settings, e.g. ``{"local": {"base_url": ..., "transport": "openai"}}``.
         middleware: the middleware of every route, outermost first: names (``"logging"``,
             ``"retry"``, ``"timeout"``, a plugin's) or your own async callables
@@ -132,12 +136,20 @@ class AsyncClient:
         model: str | None = None,
         transport: str | None = None,
         timeout: float | Mapping[str, float] | None = None,
+        retry: Mapping[str, Any] | None = None,
+        limits: Mapping[str, Any] | None = None,
         providers: Mapping[str, Mapping[str, Any]] | None = None,
         middleware: Sequence[MiddlewareChoice] | None = None,
         registry: Registry | None = None,
     ) -> None:
         self.settings: Settings = load_settings(
-            config, model=model, transport=transport, timeout=timeout, providers=providers
+            config,
+            model=model,
+            transport=transport,
+            timeout=timeout,
+            retry=retry,
+            limits=limits,
+            providers=providers,
         )
         self.registry = registry or Registry.load(allow=self.settings.plugins)
         self._middleware = None if middleware is None else tuple(middleware)
@@ -251,6 +263,24 @@ class AsyncClient:
                 self._routes[provider] = route
         return route
 
+    def batch(
+        self,
+        requests: Iterable[object] | AsyncIterable[object],
+        *,
+        concurrency: int = 64,
+        model: str | None = None,
+    ) -> BatchRun:
+        """Answer many requests: ``async for result in client.batch(requests)``.
+
+        ``requests`` is any iterable or async iterable, read lazily, of OpenAI Batch API
+        lines (``{"custom_id", "method", "url", "body"}``) or plain chat-completions
+        bodies (``{"model", "messages", ...}``); ``model`` is used where a request names
+        none. Each provider gets ``concurrency`` calls in flight at most, within its
+        route's limits, retries and timeouts; results come as they complete, one per
+        request, in `BatchResult`s. See `llmadapters.batch`.
+        """
+        return BatchRun(self, requests, concurrency=concurrency, model=model)
+
     async def aclose(self) -> None:
         """Close every route (its connections, its launched server); idempotent."""
         self._closed = True
@@ -323,30 +353,39 @@ def _shut_down(runner: _LoopThread, client: AsyncClient) -> None:
         runner.stop()
 
 
-class SyncChatCompletionStream:
-    """The sync counterpart of `ChatCompletionStream`: ``for chunk in stream``."""
+class SyncIterator(Generic[T]):
+    """Iterates an async iterator of the client's loop from sync code, one item per call."""
 
-    def __init__(self, stream: ChatCompletionStream, runner: _LoopThread) -> None:
-        self._stream = stream
+    def __init__(self, source: AsyncIterator[T], runner: _LoopThread) -> None:
+        self._source = source
         self._runner = runner
 
-    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+    def __iter__(self) -> Iterator[T]:
         return self
 
-    def __next__(self) -> ChatCompletionChunk:
+    def __next__(self) -> T:
         try:
-            return self._runner.run(self._stream.__anext__())
+            return self._runner.run(self._next())
         except StopAsyncIteration:
             raise StopIteration from None
 
-    def close(self) -> None:
-        self._runner.run(self._stream.aclose())
+    async def _next(self) -> T:
+        return await self._source.__anext__()
 
-    def __enter__(self) -> SyncChatCompletionStream:
+    def close(self) -> None:
+        aclose = getattr(self._source, "aclose", None)
+        if aclose is not None:
+            self._runner.run(aclose())
+
+    def __enter__(self) -> SyncIterator[T]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SyncChatCompletionStream(SyncIterator[ChatCompletionChunk]):
+    """The sync counterpart of `ChatCompletionStream`: ``for chunk in stream``."""
 
 
 class _SyncCompletions:
@@ -404,6 +443,8 @@ class Client:
         model: str | None = None,
         transport: str | None = None,
         timeout: float | Mapping[str, float] | None = None,
+        retry: Mapping[str, Any] | None = None,
+        limits: Mapping[str, Any] | None = None,
         providers: Mapping[str, Mapping[str, Any]] | None = None,
         middleware: Sequence[MiddlewareChoice] | None = None,
         registry: Registry | None = None,
@@ -413,6 +454,8 @@ class Client:
             model=model,
             transport=transport,
             timeout=timeout,
+            retry=retry,
+            limits=limits,
             providers=providers,
             middleware=middleware,
             registry=registry,
@@ -426,6 +469,15 @@ class Client:
 
     def __repr__(self) -> str:
         return f"Client(transport={self.settings.transport!r})"
+
+    def batch(
+        self, requests: Iterable[object], *, concurrency: int = 64, model: str | None = None
+    ) -> SyncIterator[BatchResult]:
+        """Same as `AsyncClient.batch`, for sync code: the requests run concurrently on the
+        client's loop, and ``for result in client.batch(requests)`` gets them as they
+        complete."""
+        run = self._async.batch(requests, concurrency=concurrency, model=model)
+        return SyncIterator(aiter(run), self._runner)
 
     def close(self) -> None:
         """Close the routes and stop the background loop; idempotent."""

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "BatchResult",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatRequest",
@@ -265,3 +266,29 @@ class ChatRequest:
     messages: tuple[Mapping[str, Any], ...] = attrs.field(converter=_messages)
     params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
     stream: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class BatchResult:
+    """The outcome of one request of a batch; exactly one of ``response`` and ``error``.
+
+    Attributes:
+        index: the request's position in the input (0-based).
+        custom_id: the request's id (from the input, else ``line-<n>``, 1-based).
+        response: the reply, when the call succeeded.
+        error: why it did not: an ``llmadapters.errors`` exception (``BadRequestError`` for
+            an input that is not a valid request).
+        attempts: calls made (retries included); 0 for an invalid input.
+        latency_s: seconds from the first attempt to the outcome.
+    """
+
+    index: int
+    custom_id: str
+    response: ChatCompletion | None = None
+    error: Exception | None = attrs.field(default=None, eq=False)
+    attempts: int = 0
+    latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

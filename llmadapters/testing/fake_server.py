@@ -4,8 +4,9 @@ HTTP is parsed and framed by ``h11`` (already in the tree through httpx2's stack
 asyncio streams; owning the socket is what lets it inject faults that an ASGI server
 cannot, such as a TCP reset or a stall before the status line.
 
-Endpoints: ``POST /v1/chat/completions`` (unary and ``stream: true``) and
-``GET /v1/models``. Replies are deterministic: model ``echo`` repeats the last user
+Endpoints: ``POST /v1/chat/completions`` (unary and ``stream: true``), ``GET /v1/models``,
+and ``GET /v1/fake/stats``: how many successful replies each prompt (the last user
+message) has had, to check that a resumed batch sent nothing twice. Replies are deterministic: model ``echo`` repeats the last user
 message; any other model answers a fixed text whose length follows ``max_tokens``.
 Usage counts are whitespace tokens (+4 per message for the prompt).
 
@@ -69,6 +70,7 @@ BEHAVIOURS: Mapping[str, str] = {
     "tools": "call the first tool of the request (also on when the request has tools)",
 }
 _QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools"})
+_FAULTS = frozenset(BEHAVIOURS) - _QUIRKS
 _MAX_TRACKED_CALLS = 100_000
 
 _TEXT = [
@@ -185,6 +187,7 @@ class _Reply:
     reasoning: tuple[str, ...]
     tool_call: dict[str, Any] | None
     prompt_tokens: int
+    prompt: str
 
     @property
     def completion_tokens(self) -> int:
@@ -226,7 +229,7 @@ def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
             "function": {"name": name, "arguments": json.dumps({"input": last_user})},
         }
     pieces = () if tool_call else tuple(_TOKEN.findall(text))
-    return _Reply(model, pieces, reasoning, tool_call, prompt_tokens)
+    return _Reply(model, pieces, reasoning, tool_call, prompt_tokens, last_user)
 
 
 class FakeServer:
@@ -244,6 +247,7 @@ class FakeServer:
         self._connections: set[asyncio.Task[None]] = set()
         self.requests_served = 0
         self.connections_opened = 0
+        self.answered: collections.Counter[str] = collections.Counter()  # successful replies by prompt
         self.active = 0  # chat calls being answered
         self.peak_active = 0
         # The headers of the latest requests, for tests that check what was sent.
@@ -349,6 +353,9 @@ class FakeServer:
                 401, _error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key")
             )
             return True
+        if method == "GET" and path == "/v1/fake/stats":
+            await ex.send_json(200, {"answered": dict(self.answered), "requests_served": self.requests_served})
+            return True
         if method == "GET" and path == "/v1/models":
             data = [{"id": name, "object": "model", "owned_by": "llmadapters"} for name in BEHAVIOURS]
             await ex.send_json(200, {"object": "list", "data": data})
@@ -400,9 +407,12 @@ class FakeServer:
         self.active += 1
         self.peak_active = max(self.peak_active, self.active)
         try:
-            return await self._answer(ex, body, reply, behaviours, headers)
+            keep_open = await self._answer(ex, body, reply, behaviours, headers)
         finally:
             self.active -= 1
+        if ex.conn.our_state is h11.DONE and not behaviours & _FAULTS and not ex.error_status:
+            self.answered[reply.prompt] += 1
+        return keep_open
 
     async def _answer(
         self, ex: _Exchange, body: dict[str, Any], reply: _Reply, behaviours: set[str], headers: dict[str, str]

@@ -1,0 +1,354 @@
+"""The batch engine: many requests, bounded memory, results as they complete.
+
+``client.batch(requests, concurrency=64)`` reads ``requests`` lazily (any iterable or
+async iterable), routes each to its provider's *lane* and yields `BatchResult`s as they
+complete. Each provider's lane has its own bounded queue and ``concurrency`` workers, so a
+slow or rate-limited provider does not hold up the lines of another, and memory grows
+with ``concurrency`` (and the number of providers), never with the input.
+
+Requests are dicts in the OpenAI Batch API line format
+(``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}``) or plain
+``{"model", "messages", ...}`` bodies. This module also reads and writes the JSONL files of
+``llmadapters batch`` (`read_jsonl`, `output_record`, `completed_ids`) and keeps the
+run's figures (`BatchSummary`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterable, Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+import attrs
+
+from .errors import APIStatusError, BadRequestError, ConfigError, LLMAdapterError
+from .middleware.base import Call
+from .types import BatchResult, ChatCompletion
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+
+    from .client import AsyncClient
+    from .types import ChatRequest
+
+__all__ = [
+    "BatchItem",
+    "BatchRun",
+    "BatchSummary",
+    "completed_ids",
+    "duplicate_ids",
+    "output_record",
+    "parse_item",
+    "read_jsonl",
+    "write_record",
+]
+
+_CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+
+
+@attrs.frozen(kw_only=True)
+class BatchItem:
+    """One input request, parsed.
+
+    Attributes:
+        index: its position in the input (0-based).
+        custom_id: its id: the input's ``custom_id``, else ``line-<index + 1>``.
+        body: the chat-completions body, or None when the input is not a valid request.
+        problem: why it is not valid (with its line number when read from a file).
+        line: its line number in the input file (1-based), when read from one.
+    """
+
+    index: int
+    custom_id: str
+    body: dict[str, Any] | None = None
+    problem: str | None = None
+    line: int | None = None
+
+
+def parse_item(index: int, raw: object, *, where: str | None = None) -> BatchItem:
+    """Read one request: an OpenAI Batch API line, or a plain chat-completions body."""
+    where = where or f"request {index}"
+    default_id = f"line-{index + 1}"
+    if not isinstance(raw, dict):
+        return BatchItem(index=index, custom_id=default_id, problem=f"{where}: expected a JSON object")
+    custom_id = raw.get("custom_id", default_id)
+    if not isinstance(custom_id, str) or not custom_id:
+        return BatchItem(index=index, custom_id=default_id, problem=f"{where}: custom_id must be a non-empty string")
+    if "body" in raw:
+        body, url, method = raw["body"], raw.get("url", "/v1/chat/completions"), raw.get("method", "POST")
+        if method != "POST" or url not in _CHAT_PATHS:
+            problem = f"{where}: only POST /v1/chat/completions is supported, got {method} {url}"
+            return BatchItem(index=index, custom_id=custom_id, problem=problem)
+    else:
+        body = {k: v for k, v in raw.items() if k != "custom_id"}
+    if not isinstance(body, dict):
+        return BatchItem(index=index, custom_id=custom_id, problem=f"{where}: body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return BatchItem(index=index, custom_id=custom_id, problem=f"{where}: 'messages' must be a non-empty list")
+    return BatchItem(index=index, custom_id=custom_id, body=body)
+
+
+def read_jsonl(lines: Iterable[str]) -> Iterator[BatchItem]:
+    """Parse JSONL lines lazily; a line that is not JSON becomes an invalid item naming its
+    line number. Blank lines are skipped (their numbers still count). Without a
+    ``custom_id``, an item's id is ``line-<line number>``."""
+    index = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            raw = json.loads(line)
+        except ValueError as exc:
+            item = BatchItem(index=index, custom_id=f"line-{number}", problem=f"{where}: not JSON ({exc})")
+        else:
+            if isinstance(raw, dict) and "custom_id" not in raw:
+                raw = {**raw, "custom_id": f"line-{number}"}
+            item = parse_item(index, raw, where=where)
+        index += 1
+        yield attrs.evolve(item, line=number)
+
+
+def duplicate_ids(lines: Iterable[str]) -> dict[str, list[int]]:
+    """The custom_ids that appear on more than one line, with their line numbers."""
+    seen: dict[str, list[int]] = {}
+    for item in read_jsonl(lines):
+        seen.setdefault(item.custom_id, []).append(item.line or 0)
+    return {cid: numbers for cid, numbers in seen.items() if len(numbers) > 1}
+
+
+def completed_ids(path: str | os.PathLike[str]) -> set[str]:
+    """The custom_ids recorded in an output file, for ``--resume``. A last line cut short
+    by a killed run is removed from the file first."""
+    done: set[str] = set()
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):  # a partial last record: the run died while writing it
+                f.truncate(end)
+    except FileNotFoundError:
+        return done
+    for line in data[:end].splitlines():
+        if line.strip():
+            record = json.loads(line)
+            done.add(record["custom_id"])
+    return done
+
+
+def output_record(result: BatchResult) -> dict[str, Any]:
+    """``result`` in the OpenAI Batch API output format."""
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    if result.response is not None:
+        response = {"status_code": 200, "request_id": None, "body": result.response.raw}
+    exc = result.error
+    if isinstance(exc, APIStatusError):
+        response = {"status_code": exc.status, "request_id": exc.request_id, "body": exc.body}
+    if exc is not None:
+        error = {"code": type(exc).__name__, "message": str(exc)}
+    return {"id": f"batch_req_{result.index}", "custom_id": result.custom_id, "response": response, "error": error}
+
+
+@attrs.define
+class _Lane:
+    """One provider's queue and workers."""
+
+    queue: asyncio.Queue[tuple[BatchItem, ChatRequest] | None]
+    workers: list[asyncio.Task[None]] = attrs.field(factory=list)
+
+
+class _End:
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+class BatchRun:
+    """The results of ``client.batch(...)``: ``async for result in run``. `stop` ends
+    it early: no new request starts, those in flight finish and are yielded."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        requests: Iterable[object] | AsyncIterable[object],
+        *,
+        concurrency: int = 64,
+        model: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self._client = client
+        self._requests = requests
+        self._concurrency = concurrency
+        self._model = model
+        self._results: asyncio.Queue[BatchResult | _End] | None = None
+        self._lanes: dict[str, _Lane] = {}
+        self._stopping = False
+        self.read = 0  # input requests taken so far
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def __aiter__(self) -> AsyncIterator[BatchResult]:
+        return self._run()
+
+    async def _run(self) -> AsyncGenerator[BatchResult, None]:
+        if self._results is not None:
+            raise RuntimeError("a batch can be iterated once")
+        results: asyncio.Queue[BatchResult | _End] = asyncio.Queue(maxsize=self._concurrency)
+        self._results = results
+        dispatcher = asyncio.create_task(self._dispatch())
+        try:
+            while True:
+                result = await results.get()
+                if isinstance(result, _End):
+                    if result.error is not None:
+                        raise result.error
+                    return
+                yield result
+        finally:
+            tasks = [dispatcher, *(w for lane in self._lanes.values() for w in lane.workers)]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _items(self) -> AsyncIterator[BatchItem]:
+        requests = self._requests
+        if isinstance(requests, AsyncIterable):
+            async for raw in requests:
+                yield raw if isinstance(raw, BatchItem) else parse_item(self.read, raw)
+        else:
+            for raw in requests:
+                yield raw if isinstance(raw, BatchItem) else parse_item(self.read, raw)
+
+    async def _dispatch(self) -> None:
+        assert self._results is not None
+        try:
+            async for item in self._items():
+                if self._stopping:
+                    break
+                self.read += 1
+                request = self._request(item)
+                if isinstance(request, BatchResult):
+                    await self._results.put(request)
+                    continue
+                lane = self._lanes.get(request.provider) or self._open_lane(request.provider)
+                await lane.queue.put((item, request))
+            for lane in self._lanes.values():
+                for _ in lane.workers:
+                    await lane.queue.put(None)
+            await asyncio.gather(*(w for lane in self._lanes.values() for w in lane.workers))
+        except Exception as exc:
+            await self._results.put(_End(exc))
+        else:
+            await self._results.put(_End())
+
+    def _request(self, item: BatchItem) -> ChatRequest | BatchResult:
+        if item.body is not None:
+            body = dict(item.body)
+            messages = body.pop("messages")
+            body.pop("stream", None)  # a batch gets whole replies
+            model = body.pop("model", None) or self._model
+            try:
+                return self._client.request(messages=messages, model=model, **body)
+            except (ValueError, TypeError, ConfigError) as exc:
+                where = f"line {item.line}" if item.line is not None else f"request {item.index}"
+                item = attrs.evolve(item, problem=f"{where}: {exc}")
+        error = BadRequestError(f"invalid request: {item.problem}", status=400)
+        return BatchResult(index=item.index, custom_id=item.custom_id, error=error)
+
+    def _open_lane(self, provider: str) -> _Lane:
+        lane = _Lane(queue=asyncio.Queue(maxsize=self._concurrency))
+        lane.workers = [asyncio.create_task(self._work(lane)) for _ in range(self._concurrency)]
+        self._lanes[provider] = lane
+        return lane
+
+    async def _work(self, lane: _Lane) -> None:
+        assert self._results is not None
+        while (entry := await lane.queue.get()) is not None:
+            if self._stopping:  # queued, never started: left for a resumed run
+                continue
+            item, request = entry
+            await self._results.put(await self._call(item, request))
+
+    async def _call(self, item: BatchItem, request: ChatRequest) -> BatchResult:
+        start = time.perf_counter()
+        outcome: dict[str, Any]
+        try:
+            route = await self._client.route(request.provider)
+        except LLMAdapterError as exc:  # no route (a missing key): no call was made
+            outcome = {"error": exc, "attempts": 0}
+        else:
+            call = Call(request=request, spec=route.spec, endpoint=route.endpoint)
+            try:
+                reply = await route.handle(call)
+            except LLMAdapterError as exc:
+                outcome = {"error": exc}
+            else:
+                assert isinstance(reply, ChatCompletion)  # a unary request gets a whole reply
+                outcome = {"response": reply}
+            outcome["attempts"] = call.metadata.get("attempts", 1)
+        return BatchResult(index=item.index, custom_id=item.custom_id, latency_s=time.perf_counter() - start, **outcome)
+
+
+@attrs.define
+class BatchSummary:
+    """The figures of a batch run; `add` each result, then `as_dict`."""
+
+    started: float = attrs.field(factory=time.monotonic)
+    outcomes: Counter[str] = attrs.field(factory=Counter)
+    latencies: list[float] = attrs.field(factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    retries: int = 0
+
+    @property
+    def done(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def errors(self) -> int:
+        return self.done - self.outcomes["ok"]
+
+    def add(self, result: BatchResult) -> None:
+        self.outcomes["ok" if result.error is None else type(result.error).__name__] += 1
+        if result.attempts:
+            self.latencies.append(result.latency_s)
+            self.retries += result.attempts - 1
+        usage = result.response.usage if result.response is not None else None
+        if usage is not None:
+            self.tokens_in += usage.prompt_tokens or 0
+            self.tokens_out += usage.completion_tokens or 0
+
+    def as_dict(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.started
+        ordered = sorted(self.latencies)
+
+        def percentile(p: float) -> float | None:
+            if not ordered:
+                return None
+            return round(ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)], 4)
+
+        return {
+            "requests": self.done,
+            "ok": self.outcomes["ok"],
+            "errors": self.errors,
+            "errors_by_kind": {k: v for k, v in sorted(self.outcomes.items()) if k != "ok"},
+            "retries": self.retries,
+            "latency_s": {"p50": percentile(50), "p95": percentile(95), "p99": percentile(99)},
+            "tokens": {"in": self.tokens_in, "out": self.tokens_out},
+            "wall_s": round(wall, 3),
+            "requests_per_s": round(self.done / wall, 1) if wall > 0 else None,
+        }
+
+
+def write_record(out: IO[str], result: BatchResult) -> None:
+    """Append ``result``'s record and flush: once this returns, a killed process loses it no more."""
+    out.write(json.dumps(output_record(result), ensure_ascii=False) + "\n")
+    out.flush()

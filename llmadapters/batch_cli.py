@@ -1,0 +1,215 @@
+"""``llmadapters batch IN.jsonl -o OUT.jsonl``: the command around `llmadapters.batch`.
+
+Output is appended and flushed record by record, so a killed run loses no completed
+result; ``--resume`` skips the custom_ids already in the output (repairing a last line
+cut short by the kill), so it sends no completed request again. The first Ctrl-C lets
+the requests in flight finish and be written, then prints the summary; the second stops
+at once. Exit status: 0 when every request succeeded, 1 when some ended in an error
+(each has its error record), 2 for a usage problem (nothing sent), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .batch import BatchSummary, completed_ids, duplicate_ids, read_jsonl, write_record
+from .client import AsyncClient
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
+
+    from .batch import BatchItem, BatchRun
+
+__all__ = ["add_parser", "run"]
+
+
+class UsageProblem(Exception):
+    """A problem with the command's arguments or files: reported, nothing sent."""
+
+
+def add_parser(commands: Any) -> None:
+    batch = commands.add_parser("batch", help="answer every request of a JSONL file, writing OpenAI batch output")
+    batch.add_argument("input", help="JSONL requests (OpenAI Batch API lines or plain bodies); '-' for stdin")
+    batch.add_argument("-o", "--output", required=True, help="where to append results (JSONL); '-' for stdout")
+    batch.add_argument("-m", "--model", default=None, help="provider/model for requests that name none")
+    batch.add_argument("-c", "--concurrency", type=int, default=64, help="calls in flight per provider (64)")
+    batch.add_argument("--rpm", type=float, default=None, help="requests per minute, per provider")
+    batch.add_argument("--tpm", type=float, default=None, help="tokens per minute, per provider")
+    batch.add_argument("--resume", action="store_true", help="skip the custom_ids already in the output")
+    batch.add_argument("--config", default=None, help="a TOML config file")
+    batch.add_argument("--summary-json", default=None, metavar="FILE", help="also write the summary as JSON")
+    batch.add_argument(
+        "--progress",
+        choices=("auto", "bar", "json", "none"),
+        default="auto",
+        help="a bar on a terminal (auto), JSON lines on stderr each second (json), or none",
+    )
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary on stderr")
+
+
+def _lines(path: str) -> Iterator[str]:
+    if path == "-":
+        yield from sys.stdin
+        return
+    with open(path, encoding="utf-8") as f:
+        yield from f
+
+
+def _check_input(args: argparse.Namespace) -> int | None:
+    """Count the requests of a file and refuse duplicate ids; None for stdin."""
+    if args.input == "-":
+        return None
+    path = Path(args.input)
+    if not path.is_file():
+        raise UsageProblem(f"cannot read {args.input}: no such file")
+    duplicates = duplicate_ids(_lines(args.input))
+    if duplicates:
+        shown = "; ".join(
+            f"{cid!r} on lines {', '.join(map(str, lines))}" for cid, lines in list(duplicates.items())[:10]
+        )
+        more = f" (and {len(duplicates) - 10} more)" if len(duplicates) > 10 else ""
+        raise UsageProblem(f"{args.input}: duplicate custom_id: {shown}{more}")
+    return sum(1 for _ in read_jsonl(_lines(args.input)))
+
+
+def _open_output(args: argparse.Namespace) -> tuple[IO[str], set[str]]:
+    if args.output == "-":
+        return sys.stdout, set()
+    path = Path(args.output)
+    done: set[str] = set()
+    if path.exists() and path.stat().st_size > 0:
+        if not args.resume:
+            raise UsageProblem(f"{args.output} exists: add --resume to continue it, or choose another file")
+        try:
+            done = completed_ids(path)
+        except (ValueError, KeyError) as exc:
+            raise UsageProblem(f"{args.output}: not a batch output file ({exc})") from None
+    try:
+        return open(path, "a", encoding="utf-8"), done
+    except OSError as exc:
+        raise UsageProblem(f"cannot write {args.output}: {exc.strerror or exc}") from None
+
+
+class _Progress:
+    """The bar on a terminal, JSON lines, or nothing."""
+
+    def __init__(self, mode: str, total: int | None, summary: BatchSummary) -> None:
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "none"
+        self.mode = mode
+        self.summary = summary
+        self.total = total
+        self._last = 0.0
+        self._bar: Any = None
+        if mode == "bar":
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]batch"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("[red]{task.fields[errors]} errors"),
+                TextColumn("{task.fields[retries]} retries"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._task = self._bar.add_task("batch", total=total, rate="", errors=0, retries=0)
+            self._bar.start()
+
+    def update(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last < (0.1 if self.mode == "bar" else 1.0):
+            return
+        self._last = now
+        s = self.summary
+        wall = max(now - s.started, 1e-9)
+        if self._bar is not None:
+            rate = f"{s.done / wall:.0f} req/s {s.tokens_out / wall:.0f} tok/s"
+            self._bar.update(self._task, completed=s.done, rate=rate, errors=s.errors, retries=s.retries)
+        elif self.mode == "json":
+            record: dict[str, Any] = {"done": s.done, "total": self.total, "errors": s.errors, "retries": s.retries}
+            record["requests_per_s"] = round(s.done / wall, 1)
+            print(json.dumps(record), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.update(final=True)
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
+    lat = figures["latency_s"]
+    lines = [
+        "interrupted: resume with --resume" if interrupted else "done",
+        f"  requests {figures['requests']}: {figures['ok']} ok, {figures['errors']} errors"
+        + (f" ({', '.join(f'{k} {v}' for k, v in figures['errors_by_kind'].items())})" if figures["errors"] else ""),
+        f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out",
+        f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s",
+        f"  wall {figures['wall_s']} s, {figures['requests_per_s']} requests/s",
+    ]
+    print("\n".join(lines), file=sys.stderr)
+
+
+async def _drive(args: argparse.Namespace, items: Iterator[BatchItem], out: IO[str], progress: _Progress) -> bool:
+    """Run the batch, writing each result as it comes; True when interrupted."""
+    limits = {k: v for k, v in (("rpm", args.rpm), ("tpm", args.tpm)) if v is not None}
+    interrupted = False
+    loop = asyncio.get_running_loop()
+    async with AsyncClient(args.config, limits=limits or None) as client:
+        run: BatchRun = client.batch(items, concurrency=args.concurrency, model=args.model)
+        main = asyncio.current_task()
+        assert main is not None
+
+        def on_interrupt() -> None:
+            nonlocal interrupted
+            if interrupted:  # the second Ctrl-C: stop now
+                main.cancel()
+            interrupted = True
+            run.stop()
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        try:
+            async for result in run:
+                write_record(out, result)
+                progress.summary.add(result)
+                progress.update()
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+    return interrupted
+
+
+def run(args: argparse.Namespace) -> int:
+    total = _check_input(args)
+    out, done = _open_output(args)
+    summary = BatchSummary()
+    items = (item for item in read_jsonl(_lines(args.input)) if item.custom_id not in done)
+    progress = _Progress("none" if args.quiet else args.progress, None if total is None else total - len(done), summary)
+    interrupted = True
+    try:
+        interrupted = asyncio.run(_drive(args, items, out, progress))
+    except asyncio.CancelledError:
+        pass
+    finally:
+        progress.close()
+        if out is not sys.stdout:
+            out.close()
+        figures = summary.as_dict()
+        figures["skipped_as_done"] = len(done)
+        if args.summary_json:
+            Path(args.summary_json).write_text(json.dumps(figures, indent=2) + "\n")
+        if not args.quiet:
+            _print_summary(figures, interrupted)
+    if interrupted:
+        return 130
+    return 1 if summary.errors else 0
