@@ -9,7 +9,8 @@ and ``GET /v1/fake/stats``: how many successful replies each prompt (the last us
 message) has had, to check that a resumed batch sent nothing twice.
 
 Replies are deterministic: model ``echo`` repeats the last user message; any other
-model answers a fixed text whose length follows ``max_tokens``. Usage counts are whitespace tokens (+4 per message for the prompt).
+model answers a fixed text whose length follows ``max_tokens``. Usage counts are
+whitespace tokens (+4 per message for the prompt).
 
 Behaviours are chosen per request, by the model name (``fail-429``, or several joined
 by ``+``: ``echo+keepalive+crlf``) or by the ``x-fake-behaviour`` header (comma
