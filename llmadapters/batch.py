@@ -70,10 +70,11 @@ class BatchItem:
     line: int | None = None
 
 
-def parse_item(index: int, raw: object, *, where: str | None = None) -> BatchItem:
-    """Read one request: an OpenAI Batch API line, or a plain chat-completions body."""
+def parse_item(index: int, raw: object, *, where: str | None = None, default_id: str | None = None) -> BatchItem:
+    """Read one request: an OpenAI Batch API line, or a plain chat-completions body.
+    Without a ``custom_id`` its id is ``default_id`` (``line-<index + 1>`` by default)."""
     where = where or f"request {index}"
-    default_id = f"line-{index + 1}"
+    default_id = default_id or f"line-{index + 1}"
     if not isinstance(raw, dict):
         return BatchItem(index=index, custom_id=default_id, problem=f"{where}: expected a JSON object")
     custom_id = raw.get("custom_id", default_id)
@@ -108,9 +109,7 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[BatchItem]:
         except ValueError as exc:
             item = BatchItem(index=index, custom_id=f"line-{number}", problem=f"{where}: not JSON ({exc})")
         else:
-            if isinstance(raw, dict) and "custom_id" not in raw:
-                raw = {**raw, "custom_id": f"line-{number}"}
-            item = parse_item(index, raw, where=where)
+            item = parse_item(index, raw, where=where, default_id=f"line-{number}")
         index += 1
         yield attrs.evolve(item, line=number)
 
@@ -149,7 +148,7 @@ def output_record(result: BatchResult) -> dict[str, Any]:
     if result.response is not None:
         response = {"status_code": 200, "request_id": None, "body": result.response.raw}
     exc = result.error
-    if isinstance(exc, APIStatusError):
+    if isinstance(exc, APIStatusError) and result.attempts:  # a server's answer, not a local refusal
         response = {"status_code": exc.status, "request_id": exc.request_id, "body": exc.body}
     if exc is not None:
         error = {"code": type(exc).__name__, "message": str(exc)}

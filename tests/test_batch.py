@@ -1,0 +1,307 @@
+"""The batch engine and the batch command, against the fake server over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import llmadapters as la
+from llmadapters.batch import BatchItem, completed_ids, read_jsonl
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from llmadapters.testing import FakeServer
+
+FAST_RETRY = {"initial_delay": 0.01, "max_delay": 0.02}
+
+
+def line(i: int, model: str = "local/echo", **extra: Any) -> dict[str, Any]:
+    return {
+        "custom_id": f"q{i}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": f"question {i}"}], **extra},
+    }
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+async def test_ten_thousand_lines_with_faults_give_one_record_each(fake_server: FakeServer) -> None:
+    """10% of lines fail: half with a retryable 503 on their first attempt, half with a
+    final 400. Every line gets exactly one result; the 503s succeed on retry."""
+    providers = {"local": {"base_url": fake_server.base_url, "headers": {"x-fake-fail-times": "1"}}}
+    n = 10_000
+
+    def requests() -> Iterator[dict[str, Any]]:
+        for i in range(n):
+            model = "local/echo+fail-503" if i % 20 == 0 else "local/echo+fail-400" if i % 20 == 10 else "local/echo"
+            yield line(i, model)
+
+    seen: dict[str, la.BatchResult] = {}
+    async with la.AsyncClient({}, providers=providers, retry=FAST_RETRY) as client:
+        async for result in client.batch(requests(), concurrency=128):
+            assert result.custom_id not in seen
+            seen[result.custom_id] = result
+    assert len(seen) == n
+    failed = {cid for cid, r in seen.items() if not r.ok}
+    assert failed == {f"q{i}" for i in range(10, n, 20)}
+    assert all(isinstance(seen[cid].error, la.BadRequestError) for cid in failed)
+    assert all(seen[f"q{i}"].attempts == 2 and seen[f"q{i}"].ok for i in range(0, n, 20))
+    assert seen["q1"].response is not None
+    assert seen["q1"].response.choices[0].message.content == "question 1"
+
+
+async def test_memory_is_bounded_by_concurrency_not_input(fake_server: FakeServer) -> None:
+    concurrency, n = 16, 5_000
+    produced = consumed = ahead = 0
+
+    def requests() -> Iterator[dict[str, Any]]:
+        nonlocal produced
+        for i in range(n):
+            produced += 1
+            yield line(i)
+
+    async with la.AsyncClient({}, providers={"local": {"base_url": fake_server.base_url}}) as client:
+        async for _ in client.batch(requests(), concurrency=concurrency):
+            consumed += 1
+            ahead = max(ahead, produced - consumed)
+    assert consumed == n
+    # Taken from the input but not yet yielded: in a lane's queue, with a worker, or in the
+    # results queue -- at most 3 x concurrency (+1 in the dispatcher's hands).
+    assert ahead <= 3 * concurrency + 1
+
+
+async def test_a_slow_provider_does_not_hold_up_another(fake_server: FakeServer) -> None:
+    providers = {
+        "slow": {"base_url": fake_server.base_url, "headers": {"x-fake-ttft-ms": "1500"}},
+        "fast": {"base_url": fake_server.base_url},
+    }
+    interleaved = [line(i, "slow/echo" if i % 2 == 0 else "fast/echo") for i in range(16)]
+    order: list[str] = []
+    async with la.AsyncClient({}, providers=providers) as client:
+        async for result in client.batch(interleaved, concurrency=4):
+            order.append(result.custom_id)
+    fast = {f"q{i}" for i in range(1, 16, 2)}
+    assert set(order[:8]) == fast  # all fast lines answered before the first slow one
+
+
+async def test_invalid_requests_become_error_results_and_the_rest_go_on(fake_server: FakeServer) -> None:
+    rows: list[Any] = [
+        line(0),
+        {"custom_id": "bad-url", "method": "POST", "url": "/v1/embeddings", "body": {"messages": [{"role": "user"}]}},
+        {"custom_id": "no-messages", "body": {"model": "local/echo"}},
+        ["not", "an", "object"],
+        {"custom_id": "unknown", "body": {"model": "nowhere/echo", "messages": [{"role": "user", "content": "x"}]}},
+        line(5),
+    ]
+    async with la.AsyncClient({}, providers={"local": {"base_url": fake_server.base_url}}) as client:
+        results = {r.custom_id: r async for r in client.batch(rows)}
+    assert {cid for cid, r in results.items() if r.ok} == {"q0", "q5"}
+    assert str(results["bad-url"].error) == (
+        "invalid request: request 1: only POST /v1/chat/completions is supported, got POST /v1/embeddings"
+    )
+    assert "'messages' must be a non-empty list" in str(results["no-messages"].error)
+    assert "expected a JSON object" in str(results["line-4"].error)
+    assert "unknown provider 'nowhere'" in str(results["unknown"].error)
+    assert all(r.attempts == 0 for cid, r in results.items() if not r.ok)
+
+
+async def test_stopping_the_consumer_cancels_in_flight_calls(fake_server: FakeServer) -> None:
+    providers = {"local": {"base_url": fake_server.base_url, "headers": {"x-fake-ttft-ms": "200"}}}
+    before = len(asyncio.all_tasks())
+    async with la.AsyncClient({}, providers=providers) as client:
+        run = client.batch((line(i) for i in range(1000)), concurrency=8)
+        async for _ in run:
+            break
+        await asyncio.sleep(0.05)
+        assert len(asyncio.all_tasks()) <= before + len(fake_server._connections)
+    assert run.read < 100  # the input was not read ahead
+    await asyncio.sleep(0.3)
+    assert fake_server.active == 0
+
+
+def test_sync_client_batch_runs_concurrently() -> None:
+    with la.Client({}) as client:
+        rows = [{"model": "fake/echo", "messages": [{"role": "user", "content": f"s{i}"}]} for i in range(200)]
+        started = time.monotonic()
+        results = list(client.batch(rows, concurrency=50))
+        assert len(results) == 200
+        assert {r.response.choices[0].message.content for r in results if r.response} == {f"s{i}" for i in range(200)}
+        assert time.monotonic() - started < 10
+
+
+def test_read_jsonl_numbers_lines_and_keeps_bad_ones() -> None:
+    items = list(read_jsonl(['{"messages": [{"role": "user", "content": "a"}]}\n', "\n", "{oops\n", '"text"\n']))
+    assert [(i.index, i.custom_id, i.line, i.problem is None) for i in items] == [
+        (0, "line-1", 1, True),
+        (1, "line-3", 3, False),
+        (2, "line-4", 4, False),
+    ]
+    assert isinstance(items[0], BatchItem)
+    assert items[1].problem is not None
+    assert items[1].problem.startswith("line 3: not JSON")
+
+
+def test_completed_ids_repairs_a_cut_last_line(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"custom_id": "a"}\n{"custom_id": "b"}\n{"custom_id": "c", "resp')
+    assert completed_ids(out) == {"a", "b"}
+    assert out.read_text() == '{"custom_id": "a"}\n{"custom_id": "b"}\n'
+    assert completed_ids(tmp_path / "missing.jsonl") == set()
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def cli(
+    *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmadapters.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        input=stdin,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_cli_batch_writes_openai_batch_output_and_a_summary(tmp_path: Path) -> None:
+    rows: list[Any] = [line(i, "fake/echo") for i in range(50)]
+    rows[7] = line(7, "fake/fail-400")
+    rows.insert(20, "{this is not json")
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    run = cli("batch", str(src), "-o", "out.jsonl", "--summary-json", "summary.json", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr  # some lines ended in an error
+    out = records(tmp_path / "out.jsonl")
+    assert len(out) == 51
+    by_id = {r["custom_id"]: r for r in out}
+    assert by_id["q3"]["response"]["status_code"] == 200
+    assert by_id["q3"]["response"]["body"]["choices"][0]["message"]["content"] == "question 3"
+    assert by_id["q3"]["error"] is None
+    assert by_id["q7"]["response"]["status_code"] == 400
+    assert by_id["q7"]["error"]["code"] == "BadRequestError"
+    assert by_id["line-21"]["response"] is None
+    assert by_id["line-21"]["error"]["message"].startswith("invalid request: line 21: not JSON")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["requests"], summary["ok"], summary["errors"]) == (51, 49, 2)
+    assert summary["errors_by_kind"] == {"BadRequestError": 2}
+    assert summary["tokens"]["out"] > 0
+    assert "requests 51: 49 ok, 2 errors (BadRequestError 2)" in run.stderr
+
+
+def test_cli_batch_stdin_to_stdout_with_a_default_model(tmp_path: Path) -> None:
+    rows = "".join(json.dumps({"messages": [{"role": "user", "content": f"m{i}"}]}) + "\n" for i in range(5))
+    run = cli("batch", "-", "-o", "-", "--model", "fake/echo", "--quiet", cwd=tmp_path, stdin=rows)
+    assert run.returncode == 0, run.stderr
+    out = [json.loads(x) for x in run.stdout.splitlines()]
+    assert sorted(r["custom_id"] for r in out) == [f"line-{i}" for i in range(1, 6)]
+    assert run.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "llmadapters batch: cannot read missing.jsonl: no such file"),
+        ("duplicates", "llmadapters batch: in.jsonl: duplicate custom_id: 'q1' on lines 2, 4"),
+        ("unwritable", "llmadapters batch: cannot write no/such/dir/out.jsonl: No such file or directory"),
+        ("exists", "llmadapters batch: out.jsonl exists: add --resume to continue it, or choose another file"),
+    ],
+)
+def test_cli_batch_usage_problems_send_nothing(tmp_path: Path, setup: str, message: str) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [line(0, "fake/echo"), line(1, "fake/echo"), line(2, "fake/echo")])
+    output = "out.jsonl"
+    if setup == "duplicates":
+        write_jsonl(src, [line(0, "fake/echo"), line(1, "fake/echo"), line(2, "fake/echo"), line(1, "fake/echo")])
+    elif setup == "unwritable":
+        output = "no/such/dir/out.jsonl"
+    elif setup == "exists":
+        (tmp_path / "out.jsonl").write_text('{"custom_id": "old"}\n')
+    run = cli("batch", "missing.jsonl" if setup == "missing" else "in.jsonl", "-o", output, cwd=tmp_path)
+    assert (run.returncode, run.stderr.strip()) == (2, message)
+    if setup == "exists":
+        assert (tmp_path / "out.jsonl").read_text() == '{"custom_id": "old"}\n'
+
+
+def test_cli_batch_empty_input(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text("")
+    run = cli("batch", "in.jsonl", "-o", "out.jsonl", "--summary-json", "s.json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["requests"] == 0
+
+
+def test_cli_batch_progress_as_json_lines(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [line(i, "fake/echo") for i in range(20)])
+    run = cli("batch", str(src), "-o", "out.jsonl", "--progress", "json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    progress = [json.loads(x) for x in run.stderr.splitlines() if x.startswith("{")]
+    assert progress[-1]["done"] == progress[-1]["total"] == 20
+
+
+def _stats(base_url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{base_url}/fake/stats", timeout=10) as response:  # loopback only
+        data: dict[str, Any] = json.load(response)
+    return data
+
+
+@pytest.fixture
+def external_fake_server() -> Iterator[str]:
+    """A fake server in its own process, so that killing the batch does not kill it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmadapters.cli", "fake-server", "--port", "0", "--ttft-ms", "40"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    base_url = proc.stdout.readline().rsplit(" ", 1)[-1].strip()
+    yield base_url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT])
+def test_killed_then_resumed_loses_nothing_and_repeats_nothing(
+    tmp_path: Path, external_fake_server: str, kill: signal.Signals
+) -> None:
+    n = 1500
+    src = write_jsonl(tmp_path / "in.jsonl", [line(i, "local/echo") for i in range(n)])
+    config = tmp_path / "llmadapters.toml"
+    config.write_text(f'[providers.local]\nbase_url = "{external_fake_server}"\n')
+    args = [sys.executable, "-m", "llmadapters.cli", "batch", str(src), "-o", "out.jsonl", "-c", "16", "--quiet"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "out.jsonl"
+    deadline = time.monotonic() + 60
+    while (not out.exists() or len(out.read_text().splitlines()) < 200) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(kill)
+    proc.wait(timeout=60)
+    assert proc.returncode == (-signal.SIGKILL if kill == signal.SIGKILL else 130)
+    first = completed_ids(out)
+    assert 200 <= len(first) < n
+
+    resumed = subprocess.run([*args[:-1], "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    ids = [r["custom_id"] for r in records(out)]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(n))  # every line once
+    answered = _stats(external_fake_server)["answered"]
+    # Nothing recorded by the first run was sent again.
+    assert all(answered[f"question {cid[1:]}"] == 1 for cid in first)
