@@ -21,7 +21,8 @@ $(VENV)/.installed-test: $(VENV)/.installed $(wildcard plugins/*/pyproject.toml)
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/llmadapters chat "Hello from llmadapters: this reply streams from the built-in fake provider." --usage
+	rm -f out/prompts.out.jsonl && mkdir -p out
+	$(BIN)/llmadapters batch examples/prompts.jsonl -o out/prompts.out.jsonl --config examples/llmadapters.toml
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
