@@ -32,9 +32,10 @@ async def drive(call: Call, n: int, concurrency: int) -> tuple[float, float]:
     return n / wall, used * 1000 * 1000 / n
 
 
-def start_fake_server() -> tuple[subprocess.Popen[str], str]:
+def start_fake_server(options: list[str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """``llmadapters fake-server`` in a process of its own; returns it and its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmadapters.cli", "fake-server", "--port", "0"],
+        [sys.executable, "-m", "llmadapters.cli", "fake-server", "--port", "0", *(options or [])],
         stdout=subprocess.PIPE,
         text=True,
     )
