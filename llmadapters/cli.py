@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parser(commands)
     chat = commands.add_parser("chat", help="send one prompt and print the reply (streamed by default)")
-    chat.add_argument("prompt", help="the user message; '-' reads it from stdin")
+    chat.add_argument("prompt", nargs="?", default="-", help="the user message; stdin when omitted or '-'")
     chat.add_argument("-m", "--model", default=None, help="provider/model (default: defaults.model, else fake/echo)")
     chat.add_argument("--system", default=None, help="a system message")
     chat.add_argument("--transport", default=None, help="httpx, openai, or a plugin's")

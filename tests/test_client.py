@@ -286,3 +286,15 @@ async def test_fake_server_answers_bad_test_input_with_400(make_client: MakeClie
     client = make_client()
     with pytest.raises(la.BadRequestError, match=r"tools\[0\].function.name must be a string"):
         await client.chat.completions.create(model="local/echo", messages=MESSAGES, tools=[{"function": "x"}])
+
+
+def test_cli_chat_reads_stdin_without_a_prompt(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "llmadapters.cli", "chat", "-m", "fake/echo"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        input="piped prompt",
+        timeout=60,
+    )
+    assert (run.returncode, run.stdout) == (0, "piped prompt\n")
