@@ -114,12 +114,20 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[BatchItem]:
         yield attrs.evolve(item, line=number)
 
 
-def duplicate_ids(lines: Iterable[str]) -> dict[str, list[int]]:
-    """The custom_ids that appear on more than one line, with their line numbers."""
-    seen: dict[str, list[int]] = {}
+def duplicate_ids(lines: Iterable[str]) -> tuple[dict[str, list[int]], int]:
+    """The custom_ids that appear on more than one line, with their line numbers; and
+    the number of requests read."""
+    first: dict[str, int] = {}
+    duplicates: dict[str, list[int]] = {}
+    count = 0
     for item in read_jsonl(lines):
-        seen.setdefault(item.custom_id, []).append(item.line or 0)
-    return {cid: numbers for cid, numbers in seen.items() if len(numbers) > 1}
+        count += 1
+        line = item.line or 0
+        if item.custom_id in first:
+            duplicates.setdefault(item.custom_id, [first[item.custom_id]]).append(line)
+        else:
+            first[item.custom_id] = line
+    return duplicates, count
 
 
 def completed_ids(path: str | os.PathLike[str]) -> set[str]:

@@ -70,14 +70,14 @@ def _check_input(args: argparse.Namespace) -> int | None:
     path = Path(args.input)
     if not path.is_file():
         raise UsageProblem(f"cannot read {args.input}: no such file")
-    duplicates = duplicate_ids(_lines(args.input))
+    duplicates, count = duplicate_ids(_lines(args.input))
     if duplicates:
         shown = "; ".join(
             f"{cid!r} on lines {', '.join(map(str, lines))}" for cid, lines in list(duplicates.items())[:10]
         )
         more = f" (and {len(duplicates) - 10} more)" if len(duplicates) > 10 else ""
         raise UsageProblem(f"{args.input}: duplicate custom_id: {shown}{more}")
-    return sum(1 for _ in read_jsonl(_lines(args.input)))
+    return count
 
 
 def _open_output(args: argparse.Namespace) -> tuple[IO[str], set[str]]:
