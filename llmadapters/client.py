@@ -7,7 +7,7 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, overload
 
 from .batch import BatchRun
 from .config import Settings, load_settings
@@ -20,6 +20,8 @@ from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream", "SyncIterator"]
 
@@ -106,6 +108,25 @@ class _Chat:
         self.completions = _Completions(client)
 
 
+Config = str | os.PathLike[str] | Mapping[str, Any] | None
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments of `AsyncClient` and `Client` (documented on `AsyncClient`)."""
+
+    model: str | None
+    transport: str | None
+    timeout: float | Mapping[str, float] | None
+    retry: Mapping[str, Any] | None
+    limits: Mapping[str, Any] | None
+    providers: Mapping[str, Mapping[str, Any]] | None
+    middleware: Sequence[MiddlewareChoice] | None
+    registry: Registry | None
+
+
+_SETTINGS_KEYS = ("model", "transport", "timeout", "retry", "limits", "providers")
+
+
 class AsyncClient:
     """Calls any configured provider; routes are built on first use and cached.
 
@@ -129,29 +150,14 @@ class AsyncClient:
     Use ``async with AsyncClient() as client:`` or call `aclose`.
     """
 
-    def __init__(
-        self,
-        config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-        *,
-        model: str | None = None,
-        transport: str | None = None,
-        timeout: float | Mapping[str, float] | None = None,
-        retry: Mapping[str, Any] | None = None,
-        limits: Mapping[str, Any] | None = None,
-        providers: Mapping[str, Mapping[str, Any]] | None = None,
-        middleware: Sequence[MiddlewareChoice] | None = None,
-        registry: Registry | None = None,
-    ) -> None:
-        self.settings: Settings = load_settings(
-            config,
-            model=model,
-            transport=transport,
-            timeout=timeout,
-            retry=retry,
-            limits=limits,
-            providers=providers,
-        )
-        self.registry = registry or Registry.load(allow=self.settings.plugins)
+    def __init__(self, config: Config = None, **options: Unpack[ClientOptions]) -> None:
+        unknown = sorted(set(options) - set(ClientOptions.__annotations__))
+        if unknown:
+            raise TypeError(f"AsyncClient() got unexpected keyword arguments: {', '.join(unknown)}")
+        settings = {key: options.get(key) for key in _SETTINGS_KEYS}
+        self.settings: Settings = load_settings(config, **settings)
+        middleware = options.get("middleware")
+        self.registry = options.get("registry") or Registry.load(allow=self.settings.plugins)
         self._middleware = None if middleware is None else tuple(middleware)
         self._check()
         self._routes: dict[str, Route] = {}
@@ -436,30 +442,8 @@ class Client:
     `close` or ``with Client() as client:``.
     """
 
-    def __init__(
-        self,
-        config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-        *,
-        model: str | None = None,
-        transport: str | None = None,
-        timeout: float | Mapping[str, float] | None = None,
-        retry: Mapping[str, Any] | None = None,
-        limits: Mapping[str, Any] | None = None,
-        providers: Mapping[str, Mapping[str, Any]] | None = None,
-        middleware: Sequence[MiddlewareChoice] | None = None,
-        registry: Registry | None = None,
-    ) -> None:
-        self._async = AsyncClient(
-            config,
-            model=model,
-            transport=transport,
-            timeout=timeout,
-            retry=retry,
-            limits=limits,
-            providers=providers,
-            middleware=middleware,
-            registry=registry,
-        )
+    def __init__(self, config: Config = None, **options: Unpack[ClientOptions]) -> None:
+        self._async = AsyncClient(config, **options)
         self._runner = _LoopThread()
         # An unclosed Client must not leave its routes, thread and loop behind when it is
         # collected or the interpreter exits; close() runs the same, once.

@@ -298,3 +298,10 @@ def test_cli_chat_reads_stdin_without_a_prompt(tmp_path: Path) -> None:
         timeout=60,
     )
     assert (run.returncode, run.stdout) == (0, "piped prompt\n")
+
+
+def test_unknown_keyword_arguments_are_refused() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword arguments: transprot"):
+        la.AsyncClient({}, transprot="httpx")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword arguments: modle"):
+        la.Client({}, modle="fake/echo")  # type: ignore[call-arg]

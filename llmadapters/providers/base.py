@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Collection
 
     from ..errors import LLMAdapterError
     from ..types import ChatRequest
 
-__all__ = ["Launched", "ProviderSpec", "bearer_auth", "openai_payload", "thinking_toggle_payload"]
+__all__ = [
+    "Launched",
+    "ProviderSpec",
+    "bearer_auth",
+    "openai_payload",
+    "thinking_toggle_payload",
+    "verdict_by_error_field",
+]
 
 Payload = dict[str, Any]
 
@@ -39,6 +47,27 @@ def thinking_toggle_payload(request: ChatRequest) -> Payload:
     if isinstance(thinking, bool):
         payload["thinking"] = {"type": "enabled" if thinking else "disabled"}
     return payload
+
+
+def verdict_by_error_field(
+    field: str, *, retry: Collection[str] = (), stop: Collection[str] = ()
+) -> Callable[[LLMAdapterError], bool | None]:
+    """A ``ProviderSpec.retryable`` for providers whose error bodies say what went wrong
+    in ``{"error": {field: ...}}`` (Zhipu's ``code``, Moonshot's ``type``): True for the
+    values in ``retry``, False for those in ``stop``, else None (the general rules)."""
+
+    def verdict(exc: LLMAdapterError) -> bool | None:
+        error = getattr(exc, "body", None)
+        error = error.get("error") if isinstance(error, Mapping) else None
+        value = error.get(field) if isinstance(error, Mapping) else None
+        value = None if value is None else str(value)
+        if value in stop:
+            return False
+        if value in retry:
+            return True
+        return None
+
+    return verdict
 
 
 @attrs.frozen(kw_only=True)

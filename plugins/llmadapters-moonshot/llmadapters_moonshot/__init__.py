@@ -11,38 +11,19 @@ retried (the general rule).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from llmadapters import hookimpl
-from llmadapters.errors import APIStatusError
-from llmadapters.providers.base import ProviderSpec
+from llmadapters.providers.base import ProviderSpec, verdict_by_error_field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from llmadapters.errors import LLMAdapterError
 
 __all__ = ["MOONSHOT", "register_providers", "retryable"]
 
 RETRY_TYPES = frozenset({"rate_limit_reached_error", "engine_overloaded_error"})
 STOP_TYPES = frozenset({"exceeded_current_quota_error", "content_filter", "invalid_authentication_error"})
-
-
-def error_type(exc: APIStatusError) -> str | None:
-    error = exc.body.get("error") if isinstance(exc.body, Mapping) else None
-    kind = error.get("type") if isinstance(error, Mapping) else None
-    return kind if isinstance(kind, str) else None
-
-
-def retryable(exc: LLMAdapterError) -> bool | None:
-    if isinstance(exc, APIStatusError):
-        kind = error_type(exc)
-        if kind in STOP_TYPES:
-            return False
-        if kind in RETRY_TYPES:
-            return True
-    return None
+retryable = verdict_by_error_field("type", retry=RETRY_TYPES, stop=STOP_TYPES)
 
 
 MOONSHOT = ProviderSpec(

@@ -17,28 +17,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmadapters import hookimpl
-from llmadapters.errors import APIStatusError
-from llmadapters.providers.base import ProviderSpec, thinking_toggle_payload
+from llmadapters.providers.base import ProviderSpec, thinking_toggle_payload, verdict_by_error_field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from llmadapters.errors import LLMAdapterError
 
 __all__ = ["ZAI", "ZHIPU", "register_providers", "retryable"]
 
 RETRY_CODES = frozenset({"1120", "1302", "1303", "1305", "1312"})
 STOP_CODES = frozenset({"1113", "1301", "1304", "1308", "1309", "1310", "1311"})
-
-
-def retryable(exc: LLMAdapterError) -> bool | None:
-    """By the body's business code when it has one; else the general rules."""
-    if isinstance(exc, APIStatusError):
-        if exc.code in STOP_CODES:
-            return False
-        if exc.code in RETRY_CODES:
-            return True
-    return None
+# By the body's business code when it has one; else the general rules.
+retryable = verdict_by_error_field("code", retry=RETRY_CODES, stop=STOP_CODES)
 
 
 ZHIPU = ProviderSpec(
