@@ -15,10 +15,14 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["SSEDecoder", "ServerSentEvent"]
+__all__ = ["EventTooLarge", "SSEDecoder", "ServerSentEvent"]
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
+
+
+class EventTooLarge(ValueError):
+    """A line or an event grew past the decoder's ``max_event_bytes``."""
 
 
 class ServerSentEvent(NamedTuple):
@@ -29,7 +33,9 @@ class ServerSentEvent(NamedTuple):
 
 
 class SSEDecoder:
-    """Feed bytes with `feed`; it returns the events completed by them.
+    """Feed bytes with `feed`; it returns the events completed by them. With
+    ``max_event_bytes``, a line or an event's data growing past it raises
+    `EventTooLarge`, so that a broken or hostile server cannot make it buffer without end.
 
     An event is dispatched by a blank line. An event with no ``data:`` line is not
     dispatched (WHATWG), so keep-alive comments such as ``: keep-alive`` or
@@ -37,9 +43,22 @@ class SSEDecoder:
     are an unterminated event, which the spec drops; `pending` tells whether there are any.
     """
 
-    __slots__ = ("_bom_checked", "_data", "_event", "_head", "_partial", "_retry", "_skip_lf", "last_event_id")
+    __slots__ = (
+        "_bom_checked",
+        "_data",
+        "_data_size",
+        "_event",
+        "_head",
+        "_max",
+        "_partial",
+        "_retry",
+        "_skip_lf",
+        "last_event_id",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int | None = None) -> None:
+        self._max = max_event_bytes
+        self._data_size = 0
         self._partial = bytearray()
         self._head = b""
         self._bom_checked = False
@@ -82,6 +101,8 @@ class SSEDecoder:
             pos = match.end()
         if pos < len(chunk):
             self._partial += chunk[pos:]
+            if self._max is not None and len(self._partial) > self._max:
+                raise EventTooLarge(f"a line of over {self._max} bytes")
         elif chunk[-1:] == b"\r":
             self._skip_lf = True
         return events
@@ -93,6 +114,7 @@ class SSEDecoder:
                     ServerSentEvent("\n".join(self._data), self._event or "message", self.last_event_id, self._retry)
                 )
                 self._data = []
+                self._data_size = 0
             self._event = ""
             return
         if line[0] == ":":
@@ -102,6 +124,9 @@ class SSEDecoder:
             value = value[1:]
         if field == "data":
             self._data.append(value)
+            self._data_size += len(value)
+            if self._max is not None and self._data_size > self._max:
+                raise EventTooLarge(f"an event of over {self._max} bytes")
         elif field == "event":
             self._event = value
         elif field == "id":

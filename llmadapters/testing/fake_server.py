@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import gzip
 import hashlib
 import itertools
 import json
@@ -43,7 +45,7 @@ import attrs
 import h11
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 __all__ = ["BEHAVIOURS", "FakeServer", "FakeServerOptions"]
 
@@ -70,6 +72,10 @@ BEHAVIOURS: Mapping[str, str] = {
     "crlf": "stream lines end with CRLF",
     "reasoning": "reasoning_content in the message and in stream deltas",
     "tools": "call the first tool of the request (also on when the request has tools)",
+    "huge-body": "200 with a 50 MB body (a stream too: one 50 MB event)",
+    "gzip-bomb": "200 with a gzip body that inflates to 100 MB (a stream too)",
+    "huge-header": "a 200 KB response header, over httpx2's (100 KiB) and aiohttp's (8 KiB) limits",
+    "drip": "200, then the body one byte every 0.2 s (x-fake-stall-s bounds it)",
 }
 _QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools"})
 _FAULTS = frozenset(BEHAVIOURS) - _QUIRKS
@@ -439,6 +445,10 @@ class FakeServer:
         if "stall" in behaviours:
             await asyncio.sleep(ex.stall)
             return False
+        hostile = behaviours & _HOSTILE.keys()
+        if hostile:
+            await _HOSTILE[min(hostile)](ex, bool(body.get("stream")))
+            return False
         ttft, tps = ex.ttft, ex.tps
         completion_id = f"chatcmpl-{ex.digest}"
         if body.get("stream"):
@@ -560,6 +570,55 @@ class FakeServer:
         if "truncate" not in behaviours:
             await ex.write(f"data: [DONE]{eol}{eol}".encode())
         await ex.end()
+
+
+_HUGE = 50 * 1024 * 1024
+_MIB = b"a" * (1024 * 1024)
+
+
+@functools.cache
+def _gzip_bomb(stream: bool) -> bytes:
+    """100 MB of zeros (after ``data: `` for a stream), gzipped to about 100 KB."""
+    inflated = (b"data: " if stream else b"") + bytes(100 * 1024 * 1024)
+    return gzip.compress(inflated, compresslevel=9)
+
+
+async def _huge_body(ex: _Exchange, stream: bool) -> None:
+    head, tail = (b'data: {"x": "', b'"}\n\n') if stream else (b'{"x": "', b'"}')
+    size = len(head) + _HUGE + len(tail)
+    await ex.start(200, "text/event-stream" if stream else "application/json", [("content-length", str(size))])
+    await ex.write(head)
+    for _ in range(_HUGE // len(_MIB)):
+        await ex.write(_MIB)
+    await ex.write(tail)
+    await ex.end()
+
+
+async def _bomb(ex: _Exchange, stream: bool) -> None:
+    body = _gzip_bomb(stream)
+    content_type = "text/event-stream" if stream else "application/json"
+    await ex.send_bytes(200, body, content_type, [("content-encoding", "gzip")])
+
+
+async def _huge_header(ex: _Exchange, stream: bool) -> None:
+    await ex.send_bytes(200, b"{}", "application/json", [("x-padding", "p" * 200_000)])
+
+
+async def _drip(ex: _Exchange, stream: bool) -> None:
+    await ex.start(200, "text/event-stream" if stream else "application/json", [("content-length", "1000000")])
+    deadline = asyncio.get_running_loop().time() + ex.stall
+    while asyncio.get_running_loop().time() < deadline:
+        await ex.write(b" ")
+        await asyncio.sleep(0.2)
+    ex.reset()
+
+
+_HOSTILE: Mapping[str, Callable[[_Exchange, bool], Awaitable[None]]] = {
+    "drip": _drip,
+    "gzip-bomb": _bomb,
+    "huge-body": _huge_body,
+    "huge-header": _huge_header,
+}
 
 
 class _Exchange:

@@ -19,9 +19,10 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from ..errors import ConnectError, MalformedResponseError, StreamError, TimeoutError, TransportError, status_error
-from ..sse import SSEDecoder
+from ..sse import EventTooLarge, SSEDecoder
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "Endpoint",
     "Timeouts",
     "Transport",
@@ -32,11 +33,15 @@ __all__ = [
     "drain",
     "native_error_kind",
     "raise_for_status",
+    "read_body",
     "redacted_repr",
 ]
 
 _SENSITIVE_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization", "cookie"})
 _SNIPPET = 200
+# The largest body read, after decompression (a gzip bomb stops here), and the largest
+# stream event: far above any chat completion, far below what would hurt the process.
+MAX_BODY_BYTES = 32 * 1024 * 1024
 _MAX_PLAIN_BODY = 64 * 1024
 _MAX_DRAIN = 64 * 1024
 _MAX_CHAIN = 16
@@ -132,6 +137,16 @@ def _error_message(data: Mapping[str, Any]) -> object:
     return error.get("message", error) if isinstance(error, Mapping) else error
 
 
+async def read_body(chunks: AsyncIterator[bytes], *, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The whole (decoded) body, refusing more than ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise MalformedResponseError(f"response body over {limit} bytes")
+    return bytes(body)
+
+
 def decode_json_body(body: bytes) -> dict[str, Any]:
     """Decode a 2xx non-streamed body. Leading blank lines are allowed: DeepSeek sends
     them while a request waits in its queue. An ``{"error": ...}`` object without
@@ -165,14 +180,18 @@ async def decode_sse_json(
     ``{"error": ...}`` event, or an end of body before ``[DONE]`` raises `StreamError`;
     a body that was one JSON object instead of a stream is kept in its ``body``.
     """
-    decoder = SSEDecoder()
+    decoder = SSEDecoder(max_event_bytes=MAX_BODY_BYTES)
     where = f" from {provider}" if provider else ""
     head = bytearray()  # the start of the body, while it may be plain JSON, not SSE
     events = 0
     async for chunk in chunks:
         if not events and len(head) < _MAX_PLAIN_BODY:
             head += chunk
-        for event in decoder.feed(chunk):
+        try:
+            completed = decoder.feed(chunk)
+        except EventTooLarge as exc:
+            raise StreamError(f"stream{where}: {exc}") from None
+        for event in completed:
             events += 1
             data = event.data
             if data == "[DONE]":

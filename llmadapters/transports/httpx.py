@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httpx2
 
-from .base import Endpoint, decode_json_body, decode_sse_json, drain, raise_for_status
+from .base import Endpoint, decode_json_body, decode_sse_json, drain, raise_for_status, read_body
 from .httpx2_base import httpx_timeout, map_httpx_errors
 
 if TYPE_CHECKING:
@@ -92,11 +92,15 @@ class HttpxTransport:
         shard = self._acquire()
         try:
             with map_httpx_errors(endpoint.url):
-                response = await shard.client.send(self._request(shard, endpoint, payload))
+                response = await shard.client.send(self._request(shard, endpoint, payload), stream=True)
+                try:
+                    body = await read_body(response.aiter_bytes())
+                finally:
+                    await response.aclose()
         finally:
             shard.in_flight -= 1
-        raise_for_status(response.status_code, response.headers, response.content, endpoint)
-        return decode_json_body(response.content)
+        raise_for_status(response.status_code, response.headers, body, endpoint)
+        return decode_json_body(body)
 
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         shard = self._acquire()
@@ -104,7 +108,7 @@ class HttpxTransport:
             with map_httpx_errors(endpoint.url):
                 response = await shard.client.send(self._request(shard, endpoint, payload), stream=True)
                 try:
-                    error_body = await response.aread() if response.status_code >= 300 else b""
+                    error_body = await read_body(response.aiter_bytes()) if response.status_code >= 300 else b""
                     raise_for_status(response.status_code, response.headers, error_body, endpoint)
                     body = response.aiter_bytes()
                     async for event in decode_sse_json(body, provider=endpoint.provider):

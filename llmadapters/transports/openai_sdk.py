@@ -21,7 +21,7 @@ import httpx2
 import openai
 
 from .. import errors
-from .base import Endpoint, decode_json_body, decode_sse_json, drain, raise_for_status
+from .base import Endpoint, decode_json_body, decode_sse_json, drain, raise_for_status, read_body
 from .httpx2_base import httpx_timeout, map_httpx_errors, transport_error
 
 if TYPE_CHECKING:
@@ -109,9 +109,18 @@ class OpenAITransport:
         return error_response
 
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
-        response = await self._open(endpoint, payload, stream=False)
-        raise_for_status(response.status_code, response.headers, response.content, endpoint)
-        return decode_json_body(response.content)
+        # Streamed even for a unary reply, so that its (decoded) size can be capped.
+        response = await self._open(endpoint, payload, stream=True)
+        if response.status_code >= 300:  # the SDK has read an error's body
+            body = response.content
+        else:
+            try:
+                with _map_sdk_errors(endpoint):
+                    body = await read_body(response.aiter_bytes())
+            finally:
+                await response.aclose()
+        raise_for_status(response.status_code, response.headers, body, endpoint)
+        return decode_json_body(body)
 
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         response = await self._open(endpoint, payload, stream=True)

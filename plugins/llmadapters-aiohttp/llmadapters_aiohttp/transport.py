@@ -17,6 +17,7 @@ from llmadapters.transports.base import (
     decode_sse_json,
     drain,
     raise_for_status,
+    read_body,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class AiohttpTransport:
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
         with _map_errors(endpoint.url):
             async with self._post(endpoint, payload) as response:
-                body = await response.read()
+                body = await read_body(response.content.iter_any())
         raise_for_status(response.status, response.headers, body, endpoint)
         return decode_json_body(body)
 
@@ -75,7 +76,7 @@ class AiohttpTransport:
         with _map_errors(endpoint.url):
             response = await self._post(endpoint, payload)
             try:
-                error_body = await response.read() if response.status >= 300 else b""
+                error_body = await read_body(response.content.iter_any()) if response.status >= 300 else b""
                 raise_for_status(response.status, response.headers, error_body, endpoint)
                 chunks = response.content.iter_any()
                 async for event in decode_sse_json(chunks, provider=endpoint.provider):
