@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -305,3 +306,40 @@ def test_killed_then_resumed_loses_nothing_and_repeats_nothing(
     answered = _stats(external_fake_server)["answered"]
     # Nothing recorded by the first run was sent again.
     assert all(answered[f"question {cid[1:]}"] == 1 for cid in first)
+
+
+def test_twenty_kills_at_random_points_never_leave_a_broken_output(tmp_path: Path, external_fake_server: str) -> None:
+    rng = random.Random(20261126)
+    n = 3000
+    src = write_jsonl(tmp_path / "in.jsonl", [line(i, "local/echo") for i in range(n)])
+    (tmp_path / "llmadapters.toml").write_text(f'[providers.local]\nbase_url = "{external_fake_server}"\n')
+    out = tmp_path / "out.jsonl"
+    args = [
+        sys.executable,
+        "-m",
+        "llmadapters.cli",
+        "batch",
+        str(src),
+        "-o",
+        str(out),
+        "-c",
+        "32",
+        "--quiet",
+        "--resume",
+    ]
+    cut_lines = 0
+    for _ in range(20):
+        proc = subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.2))
+        proc.kill()
+        proc.wait(timeout=30)
+        data = out.read_bytes() if out.exists() else b""
+        *complete, last = data.split(b"\n")
+        for record in complete:  # every complete line is a whole record
+            assert json.loads(record)["custom_id"].startswith("q")
+        cut_lines += bool(last)  # a cut last line is repaired by the next --resume
+    final = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    ids = [r["custom_id"] for r in records(out)]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(n))
+    print(f"20 kills survived; {cut_lines} left a cut last line, repaired on resume")

@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 import llmadapters as la
+from llmadapters.testing import FakeServer
 from tests.conftest import TRANSPORTS
-
-if TYPE_CHECKING:
-    from llmadapters.testing import FakeServer
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello fake world"}]
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
@@ -250,3 +248,15 @@ async def test_environment_does_not_leak_into_requests(
     sent = fake_server.seen_headers[-1]
     assert "openai-organization" not in sent
     assert "openai-project" not in sent
+
+
+async def test_redirects_are_not_followed_so_keys_stay_home(make_client: MakeClient, transport: str) -> None:
+    async with FakeServer() as elsewhere:
+        target = f"{elsewhere.base_url}/chat/completions"
+        client = make_client(transport, api_key="sk-stays-home", headers={"x-fake-redirect-to": target})
+        for stream in (False, True):
+            with pytest.raises(la.APIStatusError) as info:
+                await _collect(client, "echo+redirect", stream)
+            assert info.value.status == 307
+            assert info.value.headers["location"] == target
+        assert elsewhere.requests_served == 0

@@ -76,6 +76,7 @@ BEHAVIOURS: Mapping[str, str] = {
     "gzip-bomb": "200 with a gzip body that inflates to 100 MB (a stream too)",
     "huge-header": "a 200 KB response header, over httpx2's (100 KiB) and aiohttp's (8 KiB) limits",
     "drip": "200, then the body one byte every 0.2 s (x-fake-stall-s bounds it)",
+    "redirect": "307 to the x-fake-redirect-to URL",
 }
 _QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools"})
 _FAULTS = frozenset(BEHAVIOURS) - _QUIRKS
@@ -435,6 +436,10 @@ class FakeServer:
                 return True
         if "error-200" in behaviours:
             await ex.send_json(200, _error_body("Quota exceeded (injected, with status 200)", "insufficient_quota"))
+            return True
+        if "redirect" in behaviours:
+            location = headers.get("x-fake-redirect-to", "/v1/chat/completions")
+            await ex.send_bytes(307, b"", "application/json", [("location", location)])
             return True
         if "html-502" in behaviours:
             await ex.send_bytes(502, _HTML_502, "text/html")
