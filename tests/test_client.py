@@ -141,8 +141,8 @@ async def test_closing_a_stream_early_frees_its_connection(make_client: MakeClie
     assert reply.choices[0].message.content == "ping"
 
 
-def test_sync_client(fake_server_url: str) -> None:
-    with la.Client({}, providers={"local": {"base_url": fake_server_url}}) as client:
+def test_sync_client(llmadapters_fake_server: FakeServer) -> None:
+    with la.Client({}, providers={"local": {"base_url": llmadapters_fake_server.base_url}}) as client:
         reply = client.chat.completions.create(model="local/echo", messages=MESSAGES)
         assert reply.choices[0].message.content == "ping"
         with client.chat.completions.create(
@@ -159,23 +159,6 @@ async def test_sync_client_inside_a_running_event_loop() -> None:
         reply = client.chat.completions.create(model="fake/echo", messages=MESSAGES)
     assert reply.choices[0].message.content == "ping"
     await asyncio.sleep(0)
-
-
-@pytest.fixture
-def fake_server_url() -> Callable[[], str]:
-    """A fake server in its own thread, for the sync client's tests."""
-    import threading
-
-    loop = asyncio.new_event_loop()
-    server = FakeServer()
-    loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield server.base_url  # type: ignore[misc]
-    asyncio.run_coroutine_threadsafe(server.aclose(), loop).result()
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join()
-    loop.close()
 
 
 def test_import_is_light() -> None:

@@ -1,14 +1,15 @@
-"""The transport's contract is tested by llmadapters' own suite (tests/test_transports.py
-runs every transport test through "aiohttp" too); here, that the installed plugin is found
-and chosen by name."""
+"""The installed plugin is found and chosen by name, and passes llmadapters' transport
+conformance suite (llmadapters' own tests/test_transports.py also runs through it)."""
 
 from __future__ import annotations
 
+from llmadapters_aiohttp import aiohttp_transport
 from llmadapters_aiohttp.transport import AiohttpTransport
 
 import llmadapters as la
 from llmadapters.plugins import Registry
 from llmadapters.testing import FakeServer
+from llmadapters.testing.conformance import TransportConformance
 
 
 async def test_chosen_by_name_from_the_installed_plugin() -> None:
@@ -26,3 +27,7 @@ async def test_chosen_by_name_from_the_installed_plugin() -> None:
             text = "".join([c.choices[0].delta.content or "" async for c in stream])
             assert isinstance((await client.route("local")).transport, AiohttpTransport)
     assert (reply.choices[0].message.content, text) == ("hi", "a b")
+
+
+class TestConformance(TransportConformance):
+    transport_factory = staticmethod(aiohttp_transport)

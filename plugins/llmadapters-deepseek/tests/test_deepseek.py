@@ -3,6 +3,7 @@ from __future__ import annotations
 from llmadapters_deepseek import DEEPSEEK
 
 import llmadapters as la
+from llmadapters.testing.conformance import ProviderConformance
 from llmadapters.testing.providers import answer_after_error, headers_sent
 from llmadapters.types import ChatRequest
 
@@ -29,3 +30,8 @@ def test_thinking_toggle_and_defaults() -> None:
     request = ChatRequest(provider="deepseek", model="deepseek-chat", messages=[], params={"thinking": False})
     assert DEEPSEEK.prepare(request)["thinking"] == {"type": "disabled"}
     assert (DEEPSEEK.base_url, DEEPSEEK.default_model) == ("https://api.deepseek.com", "deepseek-chat")
+
+
+class TestConformance(ProviderConformance):
+    provider = "deepseek"
+    key_header = "authorization"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from llmadapters_mimo import MIMO
 
 import llmadapters as la
+from llmadapters.testing.conformance import ProviderConformance
 from llmadapters.testing.providers import answer_after_error, headers_sent
 
 
@@ -32,3 +33,8 @@ async def test_content_filter_421_is_final_and_429_is_retried() -> None:
 
 def test_endpoint() -> None:
     assert (MIMO.base_url, MIMO.default_model) == ("https://api.xiaomimimo.com/v1", "mimo-v2-flash")
+
+
+class TestConformance(ProviderConformance):
+    provider = "mimo"
+    key_header = "api-key"

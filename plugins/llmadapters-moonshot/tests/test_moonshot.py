@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from llmadapters_moonshot import MOONSHOT
 
+from llmadapters.testing.conformance import ProviderConformance
 from llmadapters.testing.providers import answer_after_error, headers_sent
 
 
@@ -27,3 +28,8 @@ async def test_the_error_type_decides(status: int, kind: str, attempts: int) -> 
 
 def test_endpoint() -> None:
     assert MOONSHOT.base_url == "https://api.moonshot.cn/v1"
+
+
+class TestConformance(ProviderConformance):
+    provider = "moonshot"
+    key_header = "authorization"

@@ -4,6 +4,7 @@ import pytest
 from llmadapters_zhipu import ZAI, ZHIPU
 
 import llmadapters as la
+from llmadapters.testing.conformance import ProviderConformance
 from llmadapters.testing.providers import answer_after_error, headers_sent
 from llmadapters.types import ChatRequest
 
@@ -36,3 +37,8 @@ def test_thinking_toggle_and_endpoints() -> None:
     assert ZHIPU.prepare(request)["thinking"] == {"type": "enabled"}
     assert ZHIPU.base_url == "https://open.bigmodel.cn/api/paas/v4"
     assert ZAI.base_url == "https://api.z.ai/api/paas/v4"
+
+
+class TestConformance(ProviderConformance):
+    provider = "zhipu"
+    key_header = "authorization"
