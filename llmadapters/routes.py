@@ -8,11 +8,12 @@ The per-call path is plain function calls: middleware -> provider.prepare -> tra
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import AuthenticationError, ConfigError, unknown_name
+from .errors import AuthenticationError, ConfigError, LLMAdapterError, PluginError, unknown_name
 from .middleware.auth import AuthMiddleware
 from .middleware.base import Call, CallNext, Middleware, Reply, compose
 from .providers.builtin import openai_compatible
@@ -21,7 +22,7 @@ from .transports.base import Endpoint
 from .types import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping, Sequence
+    from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 
     from .config import Settings
     from .plugins import Registry
@@ -59,25 +60,49 @@ class Route:
                 await self.launched.aclose()
 
 
-def _terminal(spec: ProviderSpec, transport: Transport) -> CallNext:
+@contextmanager
+def plugin_code(what: str) -> Iterator[None]:
+    """Around a plugin's (or the user's) code on a route: a bug there becomes a
+    `PluginError` naming it, recorded like any failed call, instead of a bare exception
+    that would end a whole batch."""
+    try:
+        yield
+    except LLMAdapterError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> CallNext:
     """The innermost handler: provider quirks, the transport, the value types."""
     name, prepare, normalize = spec.name, spec.prepare, spec.normalize
+    in_provider, in_transport = f"provider {name!r}", f"transport {transport_name!r}"
 
-    async def chunks(events: AsyncGenerator[dict[str, object], None]) -> AsyncGenerator[ChatCompletionChunk, None]:
+    def value(data: dict[str, Any]) -> dict[str, Any]:
+        if normalize is None:
+            return data
+        with plugin_code(f"{in_provider} (normalize)"):
+            return normalize(data)
+
+    async def chunks(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[ChatCompletionChunk, None]:
         try:
-            async for data in events:
-                yield ChatCompletionChunk.from_dict(normalize(data) if normalize else data, provider=name)
+            with plugin_code(in_transport):
+                async for data in events:
+                    yield ChatCompletionChunk.from_dict(value(data), provider=name)
         finally:
             await events.aclose()
 
     async def send(call: Call) -> Reply:
-        payload = prepare(call.request)
+        with plugin_code(f"{in_provider} (prepare)"):
+            payload = prepare(call.request)
         if not call.request.stream:
-            data = await transport.send(call.endpoint, payload)
-            return ChatCompletion.from_dict(normalize(data) if normalize else data, provider=name)
+            with plugin_code(in_transport):
+                data = await transport.send(call.endpoint, payload)
+            return ChatCompletion.from_dict(value(data), provider=name)
         # Wait for the first chunk, so that errors before it raise here, where the
         # middleware (retry above all) can still act on them.
-        rest = chunks(transport.stream(call.endpoint, payload))
+        with plugin_code(in_transport):
+            rest = chunks(transport.stream(call.endpoint, payload))
         try:
             first: ChatCompletionChunk | None = await rest.__anext__()
         except StopAsyncIteration:
@@ -136,7 +161,8 @@ def _middleware(
         factory = registry.middleware.get(item)
         if factory is None:
             raise unknown_name(f"providers.{spec.name}.middleware", "middleware", item, registry.middleware)
-        chain.append(factory(spec, settings))
+        with plugin_code(f"middleware {item!r} (making it for provider {spec.name!r})"):
+            chain.append(factory(spec, settings))
     return chain
 
 
@@ -162,7 +188,8 @@ async def build_route(
     base_url = own.base_url or spec.base_url
     if base_url is None and spec.launch is None:
         raise ConfigError(f"provider {name!r} has no base_url: set providers.{name}.base_url")
-    transport = factory()
+    with plugin_code(f"transport {transport_name!r} (making it)"):
+        transport = factory()
     launched = None
     if base_url is None:
         assert spec.launch is not None
@@ -178,7 +205,7 @@ async def build_route(
         transport=transport,
         transport_name=transport_name,
         endpoint=endpoint,
-        handle=compose(chain, _terminal(spec, transport)),
+        handle=compose(chain, _terminal(spec, transport, transport_name)),
         middleware=tuple(chain),
         launched=launched,
     )

@@ -197,3 +197,59 @@ def test_cli_lists() -> None:
     plugins = run("plugins").splitlines()
     assert plugins[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES"]
     assert plugins[1].startswith("llmadapters  llmadapters   0.1.0    provider:openai, provider:fake, transport:httpx")
+
+
+class BrokenTransport:
+    async def send(self, endpoint: Any, payload: Any) -> dict[str, Any]:
+        raise KeyError("oops")
+
+    async def stream(self, endpoint: Any, payload: Any) -> Any:
+        raise KeyError("oops")
+        yield {}  # pragma: no cover - makes this an async generator
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _broken_prepare(request: Any) -> dict[str, Any]:
+    raise ValueError("cannot prepare")
+
+
+async def test_plugin_bugs_at_call_time_are_contained_and_named(fake_server: FakeServer) -> None:
+    registry = Registry.builtin()
+    registry.add_providers(
+        [
+            ProviderSpec(name="badprep", base_url=fake_server.base_url, key_required=False, prepare=_broken_prepare),
+            ProviderSpec(
+                name="badverdict", base_url=fake_server.base_url, key_required=False, retryable=lambda e: 1 / 0
+            ),
+        ]
+    )
+    registry.add_transport("broken", BrokenTransport)
+    registry.add_transport("unbuildable", lambda: 1 / 0)  # type: ignore[arg-type,return-value]
+    registry.add_middleware("badmw", lambda spec, settings: 1 / 0)  # type: ignore[arg-type,return-value]
+    providers = {
+        "bt": {"base_url": fake_server.base_url, "transport": "broken"},
+        "ub": {"base_url": fake_server.base_url, "transport": "unbuildable"},
+        "mw": {"base_url": fake_server.base_url, "middleware": ["badmw"]},
+        "badverdict": {"headers": {"x-fake-fail-times": "1", "x-fake-retry-after": "0"}},
+    }
+    expected = {
+        "badprep/echo": "provider 'badprep' (prepare) raised ValueError: cannot prepare",
+        "bt/echo": "transport 'broken' raised KeyError: 'oops'",
+        "ub/echo": "transport 'unbuildable' (making it) raised ZeroDivisionError: division by zero",
+        "mw/echo": "middleware 'badmw' (making it for provider 'mw') raised ZeroDivisionError: division by zero",
+    }
+    async with la.AsyncClient({}, providers=providers, registry=registry, middleware=None) as client:
+        for model, message in expected.items():
+            for stream in (False, True):
+                with pytest.raises(la.PluginError) as info:
+                    await client.chat.completions.create(model=model, messages=MESSAGES, stream=stream)
+                assert str(info.value) == message
+        # A verdict that raises falls back to the general rules: the 503 is retried.
+        reply = await client.chat.completions.create(model="badverdict/echo+fail-503", messages=MESSAGES)
+        assert reply.choices[0].message.content == "plug me in"
+        # In a batch, a broken plugin costs its own lines, not the run.
+        rows = [{"model": m, "messages": MESSAGES} for m in (*expected, "badverdict/echo")]
+        results = [r async for r in client.batch(rows)]
+    assert sorted(type(r.error).__name__ for r in results) == ["NoneType"] + ["PluginError"] * 4

@@ -18,6 +18,7 @@ carries the same ``Idempotency-Key`` header.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["RetryMiddleware", "RetryPolicy"]
 
 _RETRY_STATUSES = frozenset({408, 409, 429})
+logger = logging.getLogger("llmadapters")
 
 
 @attrs.frozen(kw_only=True)
@@ -72,9 +74,19 @@ class RetryMiddleware:
     def __repr__(self) -> str:
         return f"RetryMiddleware({self.policy!r})"
 
+    @staticmethod
+    def _verdict(call: Call, exc: LLMAdapterError) -> bool | None:
+        if call.spec.retryable is None:
+            return None
+        try:
+            return call.spec.retryable(exc)
+        except Exception:  # a provider plugin's bug must not turn a call's error into another
+            logger.warning("provider %r: its retryable() raised; general rules used", call.provider, exc_info=True)
+            return None
+
     def delay(self, call: Call, exc: LLMAdapterError, attempt: int) -> float | None:
         """Seconds to wait before retrying after ``exc`` on ``attempt``, or None to give up."""
-        verdict = call.spec.retryable(exc) if call.spec.retryable is not None else None
+        verdict = self._verdict(call, exc)
         if verdict is False:
             return None
         if isinstance(exc, APIStatusError):
