@@ -1,0 +1,98 @@
+"""Recognisable keys for every installed provider, every failure kind, DEBUG logging on
+everywhere: no key in logs, exception strings, reprs, batch output records or summaries."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import llmadapters as la
+from llmadapters.batch import BatchSummary, write_record
+from llmadapters.plugins import Registry
+
+if TYPE_CHECKING:
+    import pytest
+
+    from llmadapters.testing import FakeServer
+
+FAILURES = (
+    "echo",
+    "fail-400",
+    "fail-401",
+    "fail-402",
+    "fail-429",
+    "fail-500",
+    "html-502",
+    "reset",
+    "reset-mid-body",
+    "truncate",
+    "malformed",
+    "empty",
+    "error-200",
+    "stream-error",
+    "stall",
+    "huge-header",
+    "redirect",
+)
+
+
+async def test_no_key_anywhere(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry.load(autoload=True)
+    providers = {spec.name: spec for spec in registry.providers.values() if spec.api_key_env}
+    assert {"openai", "deepseek", "zhipu", "zai", "mimo", "moonshot"} <= set(providers)
+    keys = {}
+    for name, spec in providers.items():
+        keys[name] = f"sk-{name}-SECRET-{'x' * 12}-7f3a"
+        assert spec.api_key_env is not None
+        monkeypatch.setenv(spec.api_key_env, keys[name])
+    caplog.set_level(logging.DEBUG)  # httpx2, httpcore, openai, aiohttp and ours
+    headers = {"x-fake-stall-s": "1", "x-fake-retry-after": "0", "x-fake-redirect-to": "http://127.0.0.1:9/v1"}
+    settings = {
+        name: {"base_url": fake_server.base_url, "headers": headers, "timeout": {"read": 0.3}} for name in providers
+    }
+    seen: list[str] = []
+    out = io.StringIO()
+    summary = BatchSummary()
+    for transport in ("httpx", "openai"):
+        config = {"defaults": {"retry": {"max_attempts": 2, "initial_delay": 0.001, "max_delay": 0.001}}}
+        async with la.AsyncClient(config, transport=transport, providers=settings, registry=registry) as client:
+            rows = [
+                {"model": f"{name}/echo+{failure}", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+                for name in providers
+                for failure in FAILURES
+            ]
+            async for result in client.batch(rows, concurrency=16):
+                write_record(out, result)
+                summary.add(result)
+                seen += [repr(result), str(result.error), repr(result.error)]
+                if result.error is not None:
+                    seen += [repr(getattr(result.error, "body", None)), repr(getattr(result.error, "headers", None))]
+            for name in providers:
+                for stream in (False, True):
+                    try:
+                        reply = await client.chat.completions.create(
+                            model=f"{name}/echo+stream-error",
+                            messages=[{"role": "user", "content": "hi"}],
+                            stream=stream,
+                        )
+                        if isinstance(reply, la.ChatCompletionStream):
+                            async for _ in reply:
+                                pass
+                    except la.LLMAdapterError as exc:
+                        seen += [str(exc), repr(exc)]
+                route = await client.route(name)
+                seen += [repr(route), repr(route.endpoint), repr(route.middleware), repr(client.settings)]
+    # The keys did reach the server, so the check below is not vacuous.
+    sent = {h.get("authorization") or h.get("api-key") for h in fake_server.seen_headers}
+    assert any(keys["deepseek"] in (value or "") for value in sent)
+    seen += [out.getvalue(), json.dumps(summary.as_dict()), caplog.text]
+    assert summary.done == 2 * len(providers) * len(FAILURES)
+    assert len(caplog.records) > 100
+    text = "\n".join(seen)
+    for name, key in keys.items():
+        assert key not in text, name
+        assert key[-12:] not in text, name  # nor a tail of it
