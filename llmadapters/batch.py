@@ -178,7 +178,8 @@ class _End:
 
 class BatchRun:
     """The results of ``client.batch(...)``: ``async for result in run``. `stop` ends
-    it early: no new request starts, those in flight finish and are yielded."""
+    it early: no new request starts, those in flight finish and are yielded; ``read`` is
+    the count of requests taken from the input, ``dropped`` of those never started."""
 
     def __init__(
         self,
@@ -198,6 +199,7 @@ class BatchRun:
         self._lanes: dict[str, _Lane] = {}
         self._stopping = False
         self.read = 0  # input requests taken so far
+        self.dropped = 0  # taken, but never started because the run was stopped
 
     def stop(self) -> None:
         self._stopping = True
@@ -280,6 +282,7 @@ class BatchRun:
         assert self._results is not None
         while (entry := await lane.queue.get()) is not None:
             if self._stopping:  # queued, never started: left for a resumed run
+                self.dropped += 1
                 continue
             item, request = entry
             await self._results.put(await self._call(item, request))
