@@ -11,7 +11,7 @@ This module imports nothing of llmadapters.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -94,8 +94,24 @@ def _message_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_M = TypeVar("_M", bound="_MessageFields")
+
+
 @attrs.frozen(kw_only=True)
-class Message:
+class _MessageFields:
+    role: str | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
+    refusal: str | None = None
+
+    @classmethod
+    def from_dict(cls: type[_M], data: Mapping[str, Any]) -> _M:
+        return cls(**_message_fields(data))
+
+
+@attrs.frozen(kw_only=True)
+class Message(_MessageFields):
     """An assistant message.
 
     Attributes:
@@ -107,30 +123,10 @@ class Message:
         refusal: OpenAI's refusal text, when sent.
     """
 
-    role: str | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
-    tool_calls: tuple[ToolCall, ...] | None = None
-    refusal: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Message:
-        return cls(**_message_fields(data))
-
 
 @attrs.frozen(kw_only=True)
-class Delta:
+class Delta(_MessageFields):
     """The change a stream chunk carries for one choice; the fields are those of `Message`."""
-
-    role: str | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
-    tool_calls: tuple[ToolCall, ...] | None = None
-    refusal: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Delta:
-        return cls(**_message_fields(data))
 
 
 @attrs.frozen(kw_only=True)

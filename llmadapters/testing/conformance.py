@@ -24,7 +24,6 @@ installed plugins, take its key from its variable, and send it where it says.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,6 +31,7 @@ from ..client import AsyncClient
 from ..errors import LLMAdapterError
 from ..plugins import Registry
 from .fake_server import FakeServer, FakeServerOptions
+from .providers import environment
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -131,14 +131,12 @@ class ProviderConformance:
     def test_key_from_its_variable_reaches_the_server(self) -> None:
         spec = self._spec()
         key = "sk-conformance-0123456789"
-        names = [spec.api_key_env] if spec.api_key_env else []
-        saved = {name: os.environ.get(name) for name in names}
-        os.environ.update(dict.fromkeys(names, key))
+        env = {spec.api_key_env: key} if spec.api_key_env else {}
 
         async def run() -> dict[str, str]:
             async with FakeServer() as server:
                 settings: dict[str, Any] = {"base_url": server.base_url}
-                if not names:
+                if not env:
                     settings["api_key"] = key
                 async with AsyncClient({}, providers={self.provider: settings}, middleware=[],
                                        registry=Registry.load(autoload=True)) as client:  # fmt: skip
@@ -146,14 +144,8 @@ class ProviderConformance:
                     assert not isinstance(reply, type), reply
                     return server.seen_headers[-1]
 
-        try:
+        with environment(env):
             sent = asyncio.run(run())
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
         assert key in sent.get(self.key_header, ""), f"the key did not arrive in {self.key_header!r}"
 
     def test_its_verdicts_do_not_crash_on_odd_errors(self) -> None:

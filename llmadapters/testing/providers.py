@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -21,11 +22,11 @@ from ..plugins import Registry
 from .fake_server import FakeServer
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
     from ..types import ChatCompletion
 
-__all__ = ["Outcome", "answer_after_error", "headers_sent"]
+__all__ = ["Outcome", "answer_after_error", "environment", "headers_sent"]
 
 _MESSAGES = [{"role": "user", "content": "probe"}]
 
@@ -37,6 +38,21 @@ class Outcome:
     attempts: int
     reply: ChatCompletion | None
     error: LLMAdapterError | None
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration, then put back what was there."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 async def _no_wait(seconds: float) -> None:
@@ -73,16 +89,8 @@ async def answer_after_error(provider: str, status: int, body: object) -> Outcom
 
 async def headers_sent(provider: str, env: Mapping[str, str]) -> dict[str, str]:
     """The headers the installed provider ``provider`` sends, with ``env`` set (its key)."""
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
+    with environment(env):
         outcome, server = await _call(provider, {})
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     if outcome.error is not None:
         raise outcome.error
     return server.seen_headers[-1]
