@@ -30,7 +30,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["DEFAULT_MIDDLEWARE", "DEFAULT_TRANSPORT", "ProviderSettings", "Secret", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_MIDDLEWARE",
+    "DEFAULT_TRANSPORT",
+    "SCHEMA",
+    "ProviderSettings",
+    "Secret",
+    "Settings",
+    "load_settings",
+]
 
 DEFAULT_TRANSPORT = "httpx"
 # Outermost first; auth is always added innermost.
@@ -126,22 +134,61 @@ class Settings:
         return self.provider(name).limits or self.limits
 
 
+# The schema: every key the loader accepts, with what it means. The loader's allow-lists
+# and the documentation's configuration reference are both made from these tables.
+SCHEMA: Mapping[str, Mapping[str, str]] = {
+    "defaults": {
+        "model": 'the "provider/model" used when a call names none',
+        "transport": '"httpx" (default), "openai", or a plugin\'s',
+        "timeout": "seconds (connect, read, write and pool each), or a [timeout] table",
+        "middleware": 'middleware names, outermost first (default ["logging", "retry", "ratelimit", "timeout"]); '
+        "auth is always added innermost",
+        "retry": "the retry policy: a [retry] table",
+        "limits": "each provider's rate limits: a [limits] table",
+        "plugins": "the installed plugins to load, by entry-point name (default: all)",
+    },
+    "providers.NAME": {
+        "base_url": "the API root, e.g. https://api.deepseek.com; for a name no plugin registers, "
+        "makes an ad hoc OpenAI-compatible provider",
+        "api_key_env": "the environment variable holding the key (keys never live in config files)",
+        "transport": "overrides defaults.transport",
+        "model": 'the model used when a call names only the provider ("deepseek")',
+        "headers": "extra headers sent with every request, a table of strings",
+        "timeout": "overrides defaults.timeout",
+        "middleware": "overrides defaults.middleware",
+        "retry": "overrides defaults.retry",
+        "limits": "overrides defaults.limits",
+    },
+    "timeout": {
+        "connect": "seconds to establish a connection (default 5)",
+        "read": "seconds between two reads of the response; bounds a stalled stream (default 600)",
+        "write": "seconds between two writes of the request (default 600)",
+        "pool": "seconds to wait for a free connection (default: no limit)",
+        "total": "seconds for a whole attempt, a stream's last chunk included (default: no limit)",
+        "first_token": "seconds until a stream's first chunk or a unary reply (default: no limit)",
+    },
+    "retry": {
+        "max_attempts": "attempts in all, the first included (default 3)",
+        "deadline": "seconds from the first attempt after which none starts (default: no limit)",
+        "initial_delay": "the first backoff, in seconds (default 0.5)",
+        "max_delay": "the longest backoff, in seconds (default 8)",
+        "max_retry_after": "the longest Retry-After honoured, in seconds; longer ones fail at once (default 120)",
+    },
+    "limits": {
+        "max_concurrency": "calls in flight at most (default: no limit)",
+        "rpm": "requests per minute (default: no limit)",
+        "tpm": "tokens per minute, prompt and completion (default: no limit)",
+        "adaptive": "lower the concurrency on 429s and raise it back on successes (default true)",
+        "per_model": "separate budgets per model instead of one for the provider (default false)",
+    },
+}
+
 _TOP_KEYS = ("defaults", "providers")
-_DEFAULT_KEYS = ("model", "transport", "timeout", "middleware", "retry", "limits", "plugins")
-_PROVIDER_KEYS = (
-    "base_url",
-    "api_key_env",
-    "transport",
-    "model",
-    "headers",
-    "timeout",
-    "middleware",
-    "retry",
-    "limits",
-)
-_LIMIT_KEYS = ("max_concurrency", "rpm", "tpm", "adaptive", "per_model")
-_TIMEOUT_KEYS = ("connect", "read", "write", "pool", "total", "first_token")
-_RETRY_KEYS = ("max_attempts", "deadline", "initial_delay", "max_delay", "max_retry_after")
+_DEFAULT_KEYS = tuple(SCHEMA["defaults"])
+_PROVIDER_KEYS = tuple(SCHEMA["providers.NAME"])
+_LIMIT_KEYS = tuple(SCHEMA["limits"])
+_TIMEOUT_KEYS = tuple(SCHEMA["timeout"])
+_RETRY_KEYS = tuple(SCHEMA["retry"])
 
 
 class _Reader:

@@ -147,3 +147,29 @@ def test_names_and_key_variables_are_checked_when_the_client_is_made(
         la.ConfigError, match=r"defaults.middleware: unknown middleware 'retyr' \(did you mean 'retry'\?\)"
     ):
         la.AsyncClient(path)
+
+
+def test_the_documented_defaults_are_the_real_ones() -> None:
+    """The configuration reference is generated from config.SCHEMA; its stated defaults
+    must be the attrs classes' defaults."""
+    import re
+
+    import attrs
+
+    from llmadapters.config import SCHEMA
+    from llmadapters.middleware.ratelimit import Limits
+    from llmadapters.middleware.retry import RetryPolicy
+
+    checked = 0
+    for table, cls in (("timeout", Timeouts), ("retry", RetryPolicy), ("limits", Limits)):
+        defaults = {f.name: f.default for f in attrs.fields(cls)}
+        assert set(SCHEMA[table]) == set(defaults), table
+        for key, text in SCHEMA[table].items():
+            stated = re.search(r"\(default:? ([^)]*)\)", text)
+            assert stated is not None, (table, key)
+            words = {"no limit": None, "true": True, "false": False}
+            value = words[stated.group(1)] if stated.group(1) in words else float(stated.group(1))
+            expected = defaults[key]
+            assert value == expected, (table, key, stated.group(1), expected)
+            checked += 1
+    assert checked == 16

@@ -1,0 +1,53 @@
+"""MkDocs hook: the reference pages are generated from the code at build time, so they
+cannot drift from it. A page asks for a part with a line ``<!-- generated: NAME -->``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_MARK = re.compile(r"<!-- generated: ([a-z-]+) -->")
+
+
+def _configuration() -> str:
+    from llmadapters.config import SCHEMA
+
+    parts = []
+    for table, keys in SCHEMA.items():
+        rows = "\n".join(f"| `{key}` | {text} |" for key, text in keys.items())
+        parts.append(f"### `[{table}]`\n\n| key | meaning |\n|---|---|\n{rows}\n")
+    return "\n".join(parts)
+
+
+def _cli() -> str:
+    import argparse
+
+    from llmadapters.cli import _parser
+
+    parser = _parser()
+    parts = ["```text\n" + parser.format_help().strip() + "\n```\n"]
+    for action in parser._actions:  # argparse keeps subcommands here; no public accessor
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                parts.append(f"## `llmadapters {name}`\n\n```text\n{sub.format_help().strip()}\n```\n")
+    return "\n".join(parts)
+
+
+def _errors() -> str:
+    import llmadapters.errors as errors
+
+    doc = errors.__doc__ or ""
+    tree = doc.split("::", 1)[1].split("\n\n", 2)[1]
+    lines = ["```text", *(line[4:] for line in tree.splitlines()), "```", ""]
+    for name in sorted(errors.__all__):
+        value = getattr(errors, name)
+        if isinstance(value, type) and value.__doc__:
+            lines.append(f"### `{name}`\n\n{' '.join(value.__doc__.split(chr(10) + chr(10))[0].split())}\n")
+    return "\n".join(lines)
+
+
+_PARTS = {"configuration": _configuration, "cli": _cli, "errors": _errors}
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    return _MARK.sub(lambda match: _PARTS[match.group(1)](), markdown)

@@ -1,0 +1,46 @@
+"""A middleware of your own: count tokens and cost per provider, for unary and streamed calls."""
+
+import asyncio
+from collections import Counter
+
+import llmadapters as la
+from llmadapters.middleware import Call, CallNext, Reply
+from llmadapters.streaming import ChatCompletionStream
+
+PRICE_PER_1K_TOKENS = {"fake": 0.002}
+spent: Counter[str] = Counter()
+
+
+async def cost_tracker(call: Call, call_next: CallNext) -> Reply:
+    reply = await call_next(call)
+    price = PRICE_PER_1K_TOKENS.get(call.provider, 0.0)
+    if not isinstance(reply, ChatCompletionStream):
+        spent[call.provider] += (reply.usage.total_tokens or 0) * price / 1000 if reply.usage else 0
+        return reply
+
+    async def chunks():  # a stream's usage comes with its last chunk
+        async with reply:
+            async for chunk in reply:
+                if chunk.usage:
+                    spent[call.provider] += (chunk.usage.total_tokens or 0) * price / 1000
+                yield chunk
+
+    return ChatCompletionStream(chunks())
+
+
+async def main() -> None:
+    async with la.AsyncClient(middleware=["logging", "retry", cost_tracker]) as client:
+        for _ in range(10):
+            await client.chat.completions.create(model="fake/lorem", messages=[{"role": "user", "content": "hi"}])
+        stream = await client.chat.completions.create(
+            model="fake/lorem",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for _ in stream:
+            pass
+    print(f"spent on fake: ${spent['fake']:.4f}")
+
+
+asyncio.run(main())

@@ -1,0 +1,30 @@
+"""Every example script runs (they are what the docs include)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(name: str, tmp_path: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_quickstart_async(tmp_path: Path) -> None:
+    assert run("quickstart_async.py", tmp_path) == "Summarise item 0 10 fake\nstreamed word by word\n"
+
+
+def test_quickstart_sync(tmp_path: Path) -> None:
+    assert run("quickstart_sync.py", tmp_path) == "hi\n50 of 50 answered\n"
+
+
+def test_cost_middleware(tmp_path: Path) -> None:
+    # 11 calls of 5 prompt + 16 completion tokens at $0.002 per 1,000.
+    assert run("cost_middleware.py", tmp_path) == "spent on fake: $0.0005\n"
