@@ -28,3 +28,11 @@ def test_quickstart_sync(tmp_path: Path) -> None:
 def test_cost_middleware(tmp_path: Path) -> None:
     # 11 calls of 5 prompt + 16 completion tokens at $0.002 per 1,000.
     assert run("cost_middleware.py", tmp_path) == "spent on fake: $0.0005\n"
+
+
+def test_tool_calls(tmp_path: Path) -> None:
+    assert run("tool_calls.py", tmp_path) == "tool_calls get_weather {'input': 'Paris'}\na short answer\n"
+
+
+def test_fan_out(tmp_path: Path) -> None:
+    assert run("fan_out.py", tmp_path) == "alpha what is 2 + 2\nbeta what is 2 + 2\nanswered by beta\n"
