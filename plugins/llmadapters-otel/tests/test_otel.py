@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import contextlib
+
+from llmadapters_otel import OTelMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import llmadapters as la
+from llmadapters.plugins import Registry
+from llmadapters.testing import FakeServer
+
+MESSAGES = [{"role": "user", "content": "trace me"}]
+
+
+async def test_one_span_per_call_with_genai_attributes() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel = OTelMiddleware(provider.get_tracer("test"))
+    async with FakeServer() as server:
+        port = int(server.base_url.split(":")[2].split("/")[0])
+        providers = {"local": {"base_url": server.base_url, "api_key": "sk-otel-SECRET"}}
+        async with la.AsyncClient(
+            {}, providers=providers, middleware=[otel, "retry"], retry={"max_attempts": 2}
+        ) as client:
+            await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+            stream = await client.chat.completions.create(
+                model="local/echo", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            )
+            async for _ in stream:
+                pass
+            with contextlib.suppress(la.BadRequestError):
+                await client.chat.completions.create(model="local/fail-400", messages=MESSAGES)
+    unary, streamed, failed = exporter.get_finished_spans()
+    assert unary.name == "chat echo"
+    assert unary.kind.name == "CLIENT"
+    assert dict(unary.attributes or {}) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "local",
+        "gen_ai.request.model": "echo",
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "gen_ai.response.model": "echo",
+        "gen_ai.response.id": unary.attributes["gen_ai.response.id"],  # type: ignore[index]
+        "gen_ai.usage.input_tokens": 6,
+        "gen_ai.usage.output_tokens": 2,
+        "gen_ai.response.finish_reasons": ("stop",),
+        "llmadapters.attempts": 1,
+    }
+    assert streamed.attributes is not None
+    assert streamed.attributes["gen_ai.usage.output_tokens"] == 2
+    assert streamed.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert failed.attributes is not None
+    assert failed.attributes["error.type"] == "BadRequestError"
+    assert failed.status.status_code.name == "ERROR"
+    assert all("SECRET" not in repr(dict(s.attributes or {})) for s in (unary, streamed, failed))
+
+
+def test_registered_and_named_in_config() -> None:
+    registry = Registry.load(allow=["otel"])
+    assert registry.source["middleware:otel"] == "otel"
+    la.AsyncClient({"defaults": {"middleware": ["otel", "logging"]}}, registry=registry)
