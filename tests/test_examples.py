@@ -36,3 +36,15 @@ def test_tool_calls(tmp_path: Path) -> None:
 
 def test_fan_out(tmp_path: Path) -> None:
     assert run("fan_out.py", tmp_path) == "alpha what is 2 + 2\nbeta what is 2 + 2\nanswered by beta\n"
+
+
+def test_batch_resume(tmp_path: Path) -> None:
+    source, target = str(EXAMPLES / "prompts.jsonl"), str(tmp_path / "results.jsonl")
+    first = subprocess.run(
+        [sys.executable, str(EXAMPLES / "batch_resume.py"), source, target], capture_output=True, text=True, timeout=120
+    )
+    assert (first.returncode, first.stdout) == (0, "0 already done; 300 answered now\n"), first.stderr
+    again = subprocess.run(
+        [sys.executable, str(EXAMPLES / "batch_resume.py"), source, target], capture_output=True, text=True, timeout=120
+    )
+    assert again.stdout == "300 already done; 0 answered now\n"
