@@ -46,8 +46,55 @@ def _errors() -> str:
     return "\n".join(lines)
 
 
-_PARTS = {"configuration": _configuration, "cli": _cli, "errors": _errors}
+def _docstring(obj: object) -> str:
+    import inspect
+
+    return inspect.cleandoc(obj.__doc__ or "")
+
+
+def _provider_spec() -> str:
+    from llmadapters.providers.base import ProviderSpec
+
+    return f"```text\n{_docstring(ProviderSpec)}\n```\n"
+
+
+def _hooks() -> str:
+    import inspect
+
+    from llmadapters import hookspecs
+
+    parts = []
+    for name in ("register_providers", "register_transports", "register_middleware"):
+        function = getattr(hookspecs, name)
+        signature = f"{name}{inspect.signature(function)}".replace("'", "")
+        parts.append(f"### `{signature}`\n\n```text\n{_docstring(function)}\n```\n")
+    return "\n".join(parts)
+
+
+def _fake_behaviours() -> str:
+    from llmadapters.testing import BEHAVIOURS
+
+    rows = "\n".join(f"| `{name}` | {text} |" for name, text in BEHAVIOURS.items())
+    return f"| behaviour | what the server does |\n|---|---|\n{rows}\n"
+
+
+_PARTS = {
+    "configuration": _configuration,
+    "cli": _cli,
+    "errors": _errors,
+    "provider-spec": _provider_spec,
+    "hooks": _hooks,
+    "fake-behaviours": _fake_behaviours,
+}
+
+
+_BROKEN_INCLUDE = re.compile(r"^--8\s*<\s*--(?!\s+\")", re.MULTILINE)
 
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    # A formatter once turned `--8<-- "file"` into `--8 < --"file"`, which renders as text
+    # instead of failing: refuse anything but the exact include syntax.
+    broken = _BROKEN_INCLUDE.search(markdown) or re.search(r"^--8 <", markdown, re.MULTILINE)
+    if broken:
+        raise ValueError(f"{kwargs['page'].file.src_path}: malformed snippet include: {broken.group(0)!r}")
     return _MARK.sub(lambda match: _PARTS[match.group(1)](), markdown)

@@ -104,10 +104,16 @@ class Registry:
         for module in _BUILTIN_MODULES:
             registry._manager.register(module, name=f"{BUILTIN}:{module.__name__}")
         plugins: list[tuple[PluginInfo, tuple[object, ...]]] = [(builtin, _BUILTIN_MODULES)]
+        found = set()
         for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+            found.add(entry_point.name)
             wanted = entry_point.name in allow if allow is not None else autoload
             if wanted and not registry._manager.has_plugin(entry_point.name):
                 plugins.append(registry._load(entry_point))
+        for name in sorted(set(allow or ()) - found):
+            known = ", ".join(sorted(found)) or "none"
+            message = f"the plugin allow-list names {name!r}, which no installed package declares (installed: {known})"
+            warnings.warn(message, PluginWarning, stacklevel=2)
         for info, modules in plugins:
             registry._collect(info, modules)
         return registry

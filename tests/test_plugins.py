@@ -253,3 +253,12 @@ async def test_plugin_bugs_at_call_time_are_contained_and_named(fake_server: Fak
         rows = [{"model": m, "messages": MESSAGES} for m in (*expected, "badverdict/echo")]
         results = [r async for r in client.batch(rows)]
     assert sorted(type(r.error).__name__ for r in results) == ["NoneType"] + ["PluginError"] * 4
+
+
+def test_an_allow_list_name_nobody_declares_is_reported(entry_points: list[FakeEntryPoint]) -> None:
+    entry_points.append(FakeEntryPoint("acme", acme_plugin(), "llmadapters-acme"))
+    with pytest.warns(
+        la.PluginWarning, match=r"allow-list names 'acne', which no installed package declares \(installed: acme\)"
+    ):
+        registry = Registry.load(allow=["acne"])
+    assert "acme" not in registry.providers
