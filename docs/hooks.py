@@ -53,9 +53,16 @@ def _docstring(obj: object) -> str:
 
 
 def _provider_spec() -> str:
-    from llmadapters.providers.base import ProviderSpec
+    import inspect
 
-    return f"```text\n{_docstring(ProviderSpec)}\n```\n"
+    from llmadapters.providers import base
+
+    parts = [f"```text\n{_docstring(base.ProviderSpec)}\n```\n", "Helpers for its fields:\n"]
+    for name in ("bearer_auth", "openai_payload", "thinking_toggle_payload", "verdict_by_error_field"):
+        function = getattr(base, name)
+        signature = f"{name}{inspect.signature(function)}".replace("'", "")
+        parts.append(f"### `{signature}`\n\n{' '.join(_docstring(function).split())}\n")
+    return "\n".join(parts)
 
 
 def _hooks() -> str:

@@ -96,6 +96,7 @@ class APIStatusError(LLMAdapterError):
             was not JSON.
         headers: the response headers, names in lower case (``set-cookie`` left out);
             the retry middleware reads ``x-should-retry`` and ``retry-after`` here.
+        code: the provider's error code, ``body["error"]["code"]`` as a string, or None.
     """
 
     def __init__(

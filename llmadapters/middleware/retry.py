@@ -2,10 +2,12 @@
 
 What is retried, in order:
 
-1. the provider's own verdict (``ProviderSpec.retryable``), when it gives one: e.g.
-   DeepSeek's 402 insufficient balance is never retried;
-2. an ``x-should-retry: true|false`` response header;
-3. statuses 408, 409, 429 and >= 500; connection errors, timeouts, a dropped or
+1. the provider's own verdict (``ProviderSpec.retryable``): ``False`` is final (e.g.
+   DeepSeek's 402 insufficient balance is never retried);
+2. an ``x-should-retry: true|false`` response header, which wins over a provider's
+   ``True``;
+3. the provider's ``True``;
+4. statuses 408, 409, 429 and >= 500; connection errors, timeouts, a dropped or
    malformed response, a stream that broke before its first chunk.
 
 The delay is the server's ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date)
