@@ -117,6 +117,7 @@ async def _chat(args: argparse.Namespace) -> int:
             sys.stdout.write(reply.choices[0].message.content or "" if reply.choices else "")
             usage = reply.usage
         sys.stdout.write("\n")
+        sys.stdout.flush()  # before the usage line on stderr
     if args.usage and usage is not None:
         print(f"tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out", file=sys.stderr)
     return 0
