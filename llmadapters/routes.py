@@ -158,9 +158,7 @@ def _middleware(
         if not isinstance(item, str):
             chain.append(item)
             continue
-        factory = registry.middleware.get(item)
-        if factory is None:
-            raise unknown_name(f"providers.{spec.name}.middleware", "middleware", item, registry.middleware)
+        factory = registry.middleware[item]  # the client checked every name when it was made
         with plugin_code(f"middleware {item!r} (making it for provider {spec.name!r})"):
             chain.append(factory(spec, settings))
     return chain
@@ -170,13 +168,13 @@ async def build_route(
     name: str, settings: Settings, registry: Registry, middleware: Sequence[MiddlewareChoice] | None = None
 ) -> Route:
     """Build the route of provider ``name``. ``middleware`` (names or callables,
-    outermost first) replaces the configured chain; auth is always added innermost."""
+    outermost first) replaces the configured chain; auth is always added innermost.
+    Transport and middleware names must be registered: `AsyncClient` checks them all
+    when it is made, with the key path and a "did you mean" in the message."""
     spec = provider_spec(name, settings, registry)
     own = settings.provider(name)
     transport_name = settings.transport_of(name)
-    factory = registry.transports.get(transport_name)
-    if factory is None:
-        raise unknown_name(f"providers.{name}.transport", "transport", transport_name, registry.transports)
+    factory = registry.transports[transport_name]  # the client checked every name when it was made
     chain = _middleware(spec, settings, registry, middleware)
     headers = {**spec.headers, **own.headers}
     _check_headers(headers, f"providers.{name}.headers")
