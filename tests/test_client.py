@@ -180,26 +180,19 @@ def test_exported_members() -> None:
         la.NoSuchThing  # noqa: B018
 
 
+def chat_cli(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "llmadapters.cli", "chat", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, input=stdin, timeout=60)
+
+
 def test_cli_chat_streams_the_fake_reply(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "llmadapters.cli", "chat", "hello cli", "--usage"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    run = chat_cli("hello cli", "--usage", cwd=tmp_path)
     assert (run.returncode, run.stdout) == (0, "hello cli\n")
     assert "tokens: 6 in, 2 out" in run.stderr
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "llmadapters.cli", "chat", "x", "-m", "fake/fail-500"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    run = chat_cli("x", "-m", "fake/fail-500", cwd=tmp_path)
     assert run.returncode == 1
     assert run.stderr == "llmadapters: error: HTTP 500 from fake: The server had an error (injected)\n"
 
@@ -272,14 +265,7 @@ async def test_fake_server_answers_bad_test_input_with_400(make_client: MakeClie
 
 
 def test_cli_chat_reads_stdin_without_a_prompt(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "llmadapters.cli", "chat", "-m", "fake/echo"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        input="piped prompt",
-        timeout=60,
-    )
+    run = chat_cli("-m", "fake/echo", cwd=tmp_path, stdin="piped prompt")
     assert (run.returncode, run.stdout) == (0, "piped prompt\n")
 
 
