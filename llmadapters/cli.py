@@ -83,11 +83,16 @@ def _listing(args: argparse.Namespace) -> int:
         for name, spec in sorted(registry.providers.items()):
             url = spec.base_url or ("(started on demand)" if spec.launch else "(set base_url)")
             rows.append((name, url, spec.api_key_env or "-", origin(f"provider:{name}")))
+    elif args.command == "transports":
+        from .transports.network import FEATURES
+
+        rows = [("TRANSPORT", "FROM", "CANNOT HONOUR")]
+        for name in sorted(registry.transports):
+            missing = [f for f in FEATURES if f not in registry.transport_features.get(name, ())]
+            rows.append((name, origin(f"transport:{name}"), ", ".join(missing) or "-"))
     else:
-        kind = "transport" if args.command == "transports" else "middleware"
-        table = registry.transports if kind == "transport" else registry.middleware
-        rows = [(kind.upper(), "FROM")]
-        rows += [(name, origin(f"{kind}:{name}")) for name in sorted(table)]
+        rows = [("MIDDLEWARE", "FROM")]
+        rows += [(name, origin(f"middleware:{name}")) for name in sorted(registry.middleware)]
     print(_table(rows))
     return 0
 

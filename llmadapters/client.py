@@ -14,7 +14,7 @@ from .config import Settings, load_settings
 from .errors import APIStatusError, ConfigError, MalformedResponseError, StreamError, TransportError, unknown_name
 from .middleware.base import Call
 from .plugins import Registry
-from .routes import MiddlewareChoice, Route, build_route
+from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features
 from .streaming import ChatCompletionStream
 from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest
 
@@ -119,12 +119,20 @@ class ClientOptions(TypedDict, total=False):
     timeout: float | Mapping[str, float] | None
     retry: Mapping[str, Any] | None
     limits: Mapping[str, Any] | None
+    headers: Mapping[str, str] | None
+    query: Mapping[str, str] | None
+    proxy: str | bool | None
+    verify: bool | str | None
+    cert: str | Mapping[str, str] | None
+    max_connections: int | None
+    keepalive_expiry: float | None
+    http2: bool | None
     providers: Mapping[str, Mapping[str, Any]] | None
     middleware: Sequence[MiddlewareChoice] | None
     registry: Registry | None
 
 
-_SETTINGS_KEYS = ("model", "transport", "timeout", "retry", "limits", "providers")
+_NOT_SETTINGS = ("middleware", "registry")
 
 
 class AsyncClient:
@@ -139,6 +147,10 @@ class AsyncClient:
             total/first_token.
         retry: the default retry policy, e.g. ``{"max_attempts": 6, "deadline": 600}``.
         limits: the default limits of each provider, e.g. ``{"rpm": 1000, "max_concurrency": 64}``.
+        headers, query: extra headers and query parameters of every request.
+        proxy, verify, cert, max_connections, keepalive_expiry, http2: the default
+            connection settings of every provider, as in ``[defaults]``: e.g.
+            ``proxy="http://proxy.corp:3128"``, ``verify="corp-ca.pem"``.
         providers: per-provider settings, e.g. ``{"local": {"base_url": ..., "transport": "openai"}}``.
         middleware: the middleware of every route, outermost first: names (``"logging"``,
             ``"retry"``, ``"timeout"``, a plugin's) or your own async callables
@@ -154,7 +166,7 @@ class AsyncClient:
         unknown = sorted(set(options) - set(ClientOptions.__annotations__))
         if unknown:
             raise TypeError(f"AsyncClient() got unexpected keyword arguments: {', '.join(unknown)}")
-        settings = {key: options.get(key) for key in _SETTINGS_KEYS}
+        settings = {key: value for key, value in options.items() if key not in _NOT_SETTINGS}
         self.settings: Settings = load_settings(config, **settings)
         middleware = options.get("middleware")
         self.registry = options.get("registry") or Registry.load(allow=self.settings.plugins)
@@ -189,6 +201,7 @@ class AsyncClient:
             for name in middleware or ():
                 if name not in registry.middleware:
                     raise unknown_name(f"{where}.middleware", "middleware", name, registry.middleware)
+        check_features("defaults", settings.transport, needed_features(settings.network, settings.timeouts), registry)
         for name, provider in settings.providers.items():
             if name not in registry.providers and provider.base_url is None:
                 error = unknown_name(f"providers.{name}", "provider", name, registry.providers)
@@ -196,6 +209,8 @@ class AsyncClient:
             env = provider.api_key_env
             if env and provider.api_key is None and not os.environ.get(env, "").strip():
                 raise ConfigError(f"providers.{name}.api_key_env: the variable {env} is not set")
+            needed = needed_features(settings.network_of(name), settings.timeouts_of(name))
+            check_features(f"providers.{name}", settings.transport_of(name), needed, registry)
 
     def __repr__(self) -> str:
         return f"AsyncClient(transport={self.settings.transport!r}, routes={sorted(self._routes)})"

@@ -24,6 +24,7 @@ from .errors import ConfigError
 from .middleware.ratelimit import Limits
 from .middleware.retry import RetryPolicy
 from .transports.base import Timeouts, redacted_repr
+from .transports.network import PROXY_SCHEMES, ClientCertificate, redact_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_MIDDLEWARE",
     "DEFAULT_TRANSPORT",
     "SCHEMA",
+    "NetworkSettings",
     "ProviderSettings",
     "Secret",
     "Settings",
@@ -60,6 +62,38 @@ class Secret:
         return "Secret('**********')"
 
 
+def _proxy_repr(proxy: str | bool | None) -> str:
+    return repr(redact_url(proxy)) if isinstance(proxy, str) else repr(proxy)
+
+
+@attrs.frozen(kw_only=True)
+class NetworkSettings:
+    """The connection keys of ``[defaults]`` or of one ``[providers.NAME]``; None
+    where that table does not set them.
+
+    Attributes:
+        proxy: a proxy URL (credentials hidden in repr), False for none, or None/True for
+            the environment's (``https_proxy``, ``http_proxy``, ``all_proxy``, ``no_proxy``).
+        verify: True (the system's CAs), False, or a CA bundle's path.
+        cert: a client certificate.
+        max_connections: connections open at most.
+        keepalive_expiry: seconds an idle connection is kept open.
+        http2: negotiate HTTP/2.
+    """
+
+    proxy: str | bool | None = attrs.field(default=None, repr=_proxy_repr)
+    verify: bool | str | None = None
+    cert: ClientCertificate | None = None
+    max_connections: int | None = None
+    keepalive_expiry: float | None = None
+    http2: bool | None = None
+
+    def over(self, base: NetworkSettings) -> NetworkSettings:
+        """These settings, with ``base``'s where these are not set."""
+        mine = attrs.asdict(self, recurse=False)
+        return attrs.evolve(base, **{key: value for key, value in mine.items() if value is not None})
+
+
 @attrs.frozen(kw_only=True)
 class ProviderSettings:
     """One ``[providers.NAME]`` table.
@@ -71,11 +105,13 @@ class ProviderSettings:
         api_key: a key given in code (never read from a file).
         transport: ``"httpx"``, ``"openai"``, or a plugin's.
         model: the model used when a call names only the provider.
-        headers: extra headers for every request.
+        headers: extra headers for every request (over ``[defaults]``' ones).
+        query: extra query parameters for every request (over ``[defaults]``' ones).
         timeouts: per-attempt timeouts.
         middleware: the middleware names, outermost first (auth is added innermost).
         retry: the retry middleware's policy.
         limits: the ratelimit middleware's limits.
+        network: proxy, TLS and connection settings (over ``[defaults]``' ones).
     """
 
     base_url: str | None = None
@@ -84,10 +120,12 @@ class ProviderSettings:
     transport: str | None = None
     model: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
+    query: Mapping[str, str] = attrs.field(factory=dict)
     timeouts: Timeouts | None = None
     middleware: tuple[str, ...] | None = None
     retry: RetryPolicy | None = None
     limits: Limits | None = None
+    network: NetworkSettings = attrs.field(factory=NetworkSettings)
 
 
 @attrs.frozen(kw_only=True)
@@ -99,6 +137,9 @@ class Settings:
     middleware: the default middleware names, outermost first.
     retry: the default retry policy.
     limits: the default rate limits (each provider gets its own budget of them).
+    headers: extra headers for every provider's requests.
+    query: extra query parameters for every provider's requests.
+    network: the default proxy, TLS and connection settings.
     plugins: the installed plugins to load, by entry-point name; None for all.
     providers: per-provider settings, by provider name.
     sources: where the settings came from, for messages.
@@ -110,6 +151,9 @@ class Settings:
     middleware: tuple[str, ...] = DEFAULT_MIDDLEWARE
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     limits: Limits = attrs.field(factory=Limits)
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
+    query: Mapping[str, str] = attrs.field(factory=dict)
+    network: NetworkSettings = attrs.field(factory=NetworkSettings)
     plugins: tuple[str, ...] | None = None
     providers: Mapping[str, ProviderSettings] = attrs.field(factory=dict)
     sources: tuple[str, ...] = ()
@@ -133,6 +177,30 @@ class Settings:
     def limits_of(self, name: str) -> Limits:
         return self.provider(name).limits or self.limits
 
+    def headers_of(self, name: str) -> dict[str, str]:
+        return {**self.headers, **self.provider(name).headers}
+
+    def query_of(self, name: str) -> dict[str, str]:
+        return {**self.query, **self.provider(name).query}
+
+    def network_of(self, name: str) -> NetworkSettings:
+        return self.provider(name).network.over(self.network)
+
+
+# The connection keys, the same in [defaults] and [providers.NAME].
+_NETWORK_SCHEMA = {
+    "proxy": 'a proxy URL: "http://", "https://" or "socks5://", credentials allowed (hidden in logs and '
+    "errors); false for none; by default the environment's https_proxy/http_proxy/all_proxy, except for "
+    "hosts in no_proxy",
+    "verify": "check the server's TLS certificate: true (the system's CAs, default), false, or a CA bundle "
+    "(a file or directory; relative to the config file)",
+    "cert": "a client certificate: a PEM file with the certificate and key, or a [cert] table",
+    "max_connections": "connections open at most (default: limits.max_concurrency when set, "
+    "else the transport's, about 1,000)",
+    "keepalive_expiry": "seconds an idle connection is kept open (default: the transport's)",
+    "http2": "negotiate HTTP/2 over TLS (default false; the httpx and openai transports, "
+    "with the h2 package: pip install 'llmadapters[http2]')",
+}
 
 # The schema: every key the loader accepts, with what it means. The loader's allow-lists
 # and the documentation's configuration reference are both made from these tables.
@@ -146,6 +214,9 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "retry": "the retry policy: a [retry] table",
         "limits": "each provider's rate limits: a [limits] table",
         "plugins": "the installed plugins to load, by entry-point name (default: all)",
+        "headers": "extra headers sent with every request to any provider, a table of strings",
+        "query": "extra query parameters sent with every request, a table of strings (e.g. api-version)",
+        **_NETWORK_SCHEMA,
     },
     "providers.NAME": {
         "base_url": "the API root, e.g. https://api.deepseek.com; for a name no plugin registers, "
@@ -153,11 +224,13 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "api_key_env": "the environment variable holding the key (keys never live in config files)",
         "transport": "overrides defaults.transport",
         "model": 'the model used when a call names only the provider ("deepseek")',
-        "headers": "extra headers sent with every request, a table of strings",
+        "headers": "extra headers sent with every request, a table of strings (over defaults.headers)",
+        "query": "extra query parameters sent with every request (over defaults.query)",
         "timeout": "overrides defaults.timeout",
         "middleware": "overrides defaults.middleware",
         "retry": "overrides defaults.retry",
         "limits": "overrides defaults.limits",
+        **{key: f"overrides defaults.{key}" for key in _NETWORK_SCHEMA},
     },
     "timeout": {
         "connect": "seconds to establish a connection (default 5)",
@@ -181,6 +254,11 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "adaptive": "lower the concurrency on 429s and raise it back on successes (default true)",
         "per_model": "separate budgets per model instead of one for the provider (default false)",
     },
+    "cert": {
+        "cert": "PEM file with the client certificate (and its key, when key is not given)",
+        "key": "PEM file with the private key",
+        "password_env": "the environment variable holding the key's password",
+    },
 }
 
 _TOP_KEYS = ("defaults", "providers")
@@ -189,14 +267,16 @@ _PROVIDER_KEYS = tuple(SCHEMA["providers.NAME"])
 _LIMIT_KEYS = tuple(SCHEMA["limits"])
 _TIMEOUT_KEYS = tuple(SCHEMA["timeout"])
 _RETRY_KEYS = tuple(SCHEMA["retry"])
+_CERT_KEYS = tuple(SCHEMA["cert"])
 
 
 class _Reader:
     """Validates one source's dict, naming the source and key path in every error."""
 
-    def __init__(self, source: str, *, from_file: bool) -> None:
+    def __init__(self, source: str, *, from_file: bool, base_dir: Path | None = None) -> None:
         self.source = source
         self.from_file = from_file
+        self.base_dir = base_dir  # where relative paths start; the working directory if None
 
     def fail(self, path: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.source}: {path}: {problem}")
@@ -260,10 +340,7 @@ class _Reader:
             key: self._seconds(table[key], f"{path}.{key}") for key in table if key != "max_attempts"
         }
         if "max_attempts" in table:
-            attempts = table["max_attempts"]
-            if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-                raise self.fail(f"{path}.max_attempts", f"expected a whole number >= 1, got {attempts!r}")
-            given["max_attempts"] = attempts
+            given["max_attempts"] = self.count(table["max_attempts"], f"{path}.max_attempts")
         return RetryPolicy(**given)  # type: ignore[arg-type]
 
     def limits(self, value: object, path: str) -> Limits | None:
@@ -277,8 +354,7 @@ class _Reader:
                 if not isinstance(item, bool):
                     raise self.fail(where, f"expected true or false, got {item!r}")
             elif key == "max_concurrency":
-                if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-                    raise self.fail(where, f"expected a whole number >= 1, got {item!r}")
+                self.count(item, where)
             elif isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item < float("inf"):
                 raise self.fail(where, f"expected a positive number per minute, got {item!r}")
             given[key] = item
@@ -291,12 +367,17 @@ class _Reader:
             raise self.fail(path, f"expected a list of names, got {value!r}")
         return tuple(value)
 
+    def count(self, value: object, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(path, f"expected a whole number >= 1, got {value!r}")
+        return value
+
     def _seconds(self, value: object, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise self.fail(path, f"expected a positive number of seconds, got {value!r}")
         return float(value)
 
-    def headers(self, value: object, path: str) -> dict[str, str]:
+    def strings(self, value: object, path: str) -> dict[str, str]:
         if value is None:
             return {}
         table = self.table(value, path, tuple(value) if isinstance(value, Mapping) else ())
@@ -314,7 +395,9 @@ class _Reader:
             "api_key_env": self.string(table.get("api_key_env"), f"{path}.api_key_env"),
             "transport": self.string(table.get("transport"), f"{path}.transport"),
             "model": self.string(table.get("model"), f"{path}.model"),
-            "headers": self.headers(table.get("headers"), f"{path}.headers"),
+            "headers": self.strings(table.get("headers"), f"{path}.headers"),
+            "query": self.strings(table.get("query"), f"{path}.query"),
+            "network": self.network(table, path),
             "timeouts": self.timeouts(table.get("timeout"), f"{path}.timeout"),
             "middleware": self.names(table.get("middleware"), f"{path}.middleware"),
             "retry": self.retry(table.get("retry"), f"{path}.retry"),
@@ -337,11 +420,78 @@ class _Reader:
             "retry": self.retry(defaults.get("retry"), "defaults.retry"),
             "limits": self.limits(defaults.get("limits"), "defaults.limits"),
             "plugins": self.names(defaults.get("plugins"), "defaults.plugins"),
+            "headers": self.strings(defaults.get("headers"), "defaults.headers"),
+            "query": self.strings(defaults.get("query"), "defaults.query"),
+            "network": self.network(defaults, "defaults"),
         }
         providers = top.get("providers", {})
         table = self.table(providers, "providers", tuple(providers) if isinstance(providers, Mapping) else ())
         out["providers"] = {str(name): self.provider(str(name), value) for name, value in table.items()}
-        return {k: v for k, v in out.items() if v is not None}
+        return {k: v for k, v in out.items() if v not in (None, {})}
+
+    def network(self, table: Mapping[str, Any], path: str) -> NetworkSettings | None:
+        """The connection keys of ``table`` (``[defaults]`` or a provider's)."""
+        given: dict[str, Any] = {}
+        for key in _NETWORK_SCHEMA:
+            if key in table and table[key] is not None:
+                given[key] = getattr(self, f"_{key}")(table[key], f"{path}.{key}")
+        return NetworkSettings(**given) if given else None
+
+    def _proxy(self, value: object, path: str) -> str | bool:
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"expected a proxy URL or false, got {value!r}")
+        problem = None
+        try:
+            parts = urllib.parse.urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError when out of range
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname:
+                problem = f"expected a {', '.join(f'{s}://' for s in PROXY_SCHEMES)} URL with a host"
+        if problem is None and not (value.isascii() and value.isprintable() and " " not in value):
+            problem = "spaces or control characters"
+        if problem is not None:
+            raise self.fail(path, f"invalid proxy URL {redact_url(value)!r}: {problem}")
+        return value
+
+    def _path(self, value: object, path: str) -> str:
+        name = self.string(value, path)
+        assert name is not None
+        found = Path(name).expanduser()
+        if self.base_dir is not None and not found.is_absolute():
+            found = self.base_dir / found
+        if not found.exists():
+            raise self.fail(path, f"no such file or directory: {str(found)!r}")
+        return str(found)
+
+    def _verify(self, value: object, path: str) -> bool | str:
+        return value if isinstance(value, bool) else self._path(value, path)
+
+    def _cert(self, value: object, path: str) -> ClientCertificate:
+        if isinstance(value, str):
+            return ClientCertificate(certfile=self._path(value, path))
+        table = self.table(value, path, _CERT_KEYS)
+        if "cert" not in table:
+            raise self.fail(path, "a [cert] table needs cert, the certificate's PEM file")
+        return ClientCertificate(
+            certfile=self._path(table["cert"], f"{path}.cert"),
+            keyfile=self._path(table["key"], f"{path}.key") if "key" in table else None,
+            password_env=self.string(table.get("password_env"), f"{path}.password_env"),
+        )
+
+    def _max_connections(self, value: object, path: str) -> int:
+        return self.count(value, path)
+
+    def _keepalive_expiry(self, value: object, path: str) -> float:
+        return self._seconds(value, path)
+
+    def _http2(self, value: object, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"expected true or false, got {value!r}")
+        return value
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -355,11 +505,14 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Later sources win, key by key (the connection keys too)."""
     for key, value in new.items():
         if key == "providers":
             providers = into.setdefault("providers", {})
             for name, table in value.items():
-                providers.setdefault(name, {}).update(table)
+                _merge(providers.setdefault(name, {}), table)
+        elif key == "network" and key in into:
+            into[key] = value.over(into[key])
         else:
             into[key] = value
 
@@ -386,7 +539,7 @@ def load_settings(config: str | os.PathLike[str] | Mapping[str, Any] | None = No
         sources.append("config dict")
     elif config is not None:
         path = Path(config)
-        _merge(merged, _Reader(str(path), from_file=True).settings(_read_file(path)))
+        _merge(merged, _Reader(str(path), from_file=True, base_dir=path.parent).settings(_read_file(path)))
         sources.append(str(path))
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:

@@ -21,7 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .plugins import MiddlewareFactory, TransportFactory
+    from .plugins import MiddlewareFactory
     from .providers.base import ProviderSpec
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
@@ -50,22 +50,27 @@ def register_providers(register: Callable[[ProviderSpec], None]) -> None:
 
 
 @hookspec
-def register_transports(register: Callable[[str, TransportFactory], None]) -> None:
+def register_transports(register: Callable[..., None]) -> None:
     """Register transports: how the bytes move.
 
-    ``register(name, factory)``: ``factory()`` returns a new object with the
-    `llmadapters.transports.base.Transport` methods (``send``, ``stream``,
-    ``aclose``); one is made per route. Import your HTTP library inside the factory, so
-    that installing the plugin costs nothing to programs that do not use it.
+    ``register(name, factory, supports=())``: ``factory(options)`` returns a new object
+    with the `llmadapters.transports.base.Transport` methods (``send``, ``stream``,
+    ``aclose``); one is made per route, with the route's
+    `llmadapters.transports.network.NetworkOptions` (proxy, TLS context, connection
+    limits). ``supports`` names the features of
+    `llmadapters.transports.network.FEATURES` it honours (``"proxy"``, ``"tls"``,
+    ``"http2"``, ...): a client refuses, when it is made, a setting that needs one it
+    does not list. Import your HTTP library inside the factory, so that installing the
+    plugin costs nothing to programs that do not use it.
 
     Use in a plugin::
 
         @hookimpl
         def register_transports(register):
-            def make():
+            def make(options):
                 from .transport import AcmeTransport
-                return AcmeTransport()
-            register("acme", make)
+                return AcmeTransport(proxy=options.proxy, ssl=options.ssl)
+            register("acme", make, supports=["proxy", "tls"])
     """
 
 

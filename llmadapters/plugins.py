@@ -27,6 +27,7 @@ from .errors import PluginError, PluginWarning
 from .middleware import builtin as builtin_middleware
 from .providers import builtin as builtin_providers
 from .transports import builtin as builtin_transports
+from .transports.network import FEATURES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -35,10 +36,12 @@ if TYPE_CHECKING:
     from .middleware.base import Middleware
     from .providers.base import ProviderSpec
     from .transports.base import Transport
+    from .transports.network import NetworkOptions
 
 __all__ = ["DISABLE_AUTOLOAD_ENV", "MiddlewareFactory", "PluginInfo", "Registry", "TransportFactory"]
 
-TransportFactory: TypeAlias = "Callable[[], Transport]"
+# Makes one route's transport, for the route's connection settings.
+TransportFactory: TypeAlias = "Callable[[NetworkOptions], Transport]"
 # Makes one route's instance of a middleware, from the provider and the settings.
 MiddlewareFactory: TypeAlias = "Callable[[ProviderSpec, Settings], Middleware]"
 
@@ -76,6 +79,8 @@ class Registry:
     def __init__(self) -> None:
         self.providers: dict[str, ProviderSpec] = {}
         self.transports: dict[str, TransportFactory] = {}
+        # What each transport honours of `llmadapters.transports.network.FEATURES`.
+        self.transport_features: dict[str, frozenset[str]] = {}
         self.middleware: dict[str, MiddlewareFactory] = {}
         self.plugins: list[PluginInfo] = []
         self.source: dict[str, str] = {}  # "kind:name" -> the plugin that registered it
@@ -145,18 +150,24 @@ class Registry:
         note which plugin registered what."""
         provides: list[str] = []
 
-        def add(kind: str, name: str, table: dict[str, Any], value: object) -> None:
+        def add(kind: str, name: str, table: dict[str, Any], value: object) -> bool:
             key = f"{kind}:{name}"
             if name in table:
                 self._problem(info, f"registers {kind} {name!r}, already registered by {self.source[key]!r}; ignored")
-                return
+                return False
             table[name] = value
             self.source[key] = info.name
             provides.append(key)
+            return True
 
-        registers: dict[str, Callable[..., None]] = {
+        def add_transport(name: str, factory: TransportFactory, supports: Collection[str] = ()) -> None:
+            features = _checked_features(name, supports)
+            if add("transport", name, self.transports, factory):
+                self.transport_features[name] = features
+
+        registers: dict[str, Callable[..., object]] = {
             "register_providers": lambda spec: add("provider", spec.name, self.providers, _checked_provider(spec)),
-            "register_transports": lambda name, factory: add("transport", name, self.transports, factory),
+            "register_transports": add_transport,
             "register_middleware": lambda name, factory: add("middleware", name, self.middleware, factory),
         }
         for hook, register in registers.items():
@@ -175,15 +186,27 @@ class Registry:
                 raise PluginError(f"provider {spec.name!r} is registered twice")
             self.providers[spec.name] = _checked_provider(spec)
 
-    def add_transport(self, name: str, factory: TransportFactory) -> None:
+    def add_transport(self, name: str, factory: TransportFactory, supports: Collection[str] = ()) -> None:
+        """Register a transport; ``supports`` names the `FEATURES
+        <llmadapters.transports.network.FEATURES>` it honours."""
         if name in self.transports:
             raise PluginError(f"transport {name!r} is registered twice")
+        self.transport_features[name] = _checked_features(name, supports)
         self.transports[name] = factory
 
     def add_middleware(self, name: str, factory: MiddlewareFactory) -> None:
         if name in self.middleware or name == "auth":
             raise PluginError(f"middleware {name!r} is registered twice (auth is built in, always innermost)")
         self.middleware[name] = factory
+
+
+def _checked_features(transport: str, supports: Collection[str]) -> frozenset[str]:
+    unknown = sorted(set(supports) - set(FEATURES))
+    if unknown or isinstance(supports, str):
+        raise PluginError(
+            f"transport {transport!r} supports unknown features {unknown or supports!r}; known: {', '.join(FEATURES)}"
+        )
+    return frozenset(supports)
 
 
 def _checked_provider(spec: ProviderSpec) -> ProviderSpec:

@@ -18,18 +18,19 @@ from .middleware.auth import AuthMiddleware
 from .middleware.base import Call, CallNext, Middleware, Reply, compose
 from .providers.builtin import openai_compatible
 from .streaming import ChatCompletionStream, prefetched
-from .transports.base import Endpoint
+from .transports.base import Endpoint, Timeouts
+from .transports.network import FEATURES, NetworkOptions, proxy_feature, proxy_for, redact_url, ssl_context
 from .types import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 
-    from .config import Settings
+    from .config import NetworkSettings, Settings
     from .plugins import Registry
     from .providers.base import Launched, ProviderSpec
     from .transports.base import Transport
 
-__all__ = ["Route", "build_route", "provider_spec"]
+__all__ = ["Route", "build_route", "check_features", "needed_features", "provider_spec"]
 
 MiddlewareChoice = str | Middleware
 
@@ -149,6 +150,64 @@ def _check_headers(headers: Mapping[str, str], what: str) -> None:
             raise ConfigError(f"{what}: header {name!r} has a value HTTP cannot send (non-ASCII or control characters)")
 
 
+def needed_features(network: NetworkSettings, timeouts: Timeouts) -> dict[str, str]:
+    """The transport features that explicit settings need, each with its key."""
+    needed: dict[str, str] = {}
+    if isinstance(network.proxy, str):
+        needed[proxy_feature(network.proxy) or "proxy"] = "proxy"
+    if network.cert is not None:
+        needed["tls"] = "cert"
+    elif network.verify not in (None, True):
+        needed["tls"] = "verify"
+    for key in ("max_connections", "keepalive_expiry", "http2"):
+        if getattr(network, key):
+            needed[key] = key
+    if timeouts.write != Timeouts().write:
+        needed["write_timeout"] = "timeout.write"
+    if timeouts.pool is not None:
+        needed["pool_timeout"] = "timeout.pool"
+    return needed
+
+
+def check_features(where: str, transport: str, needed: Mapping[str, str], registry: Registry) -> None:
+    """Refuse a setting that ``transport`` cannot honour, naming both, and the
+    transports that can."""
+    supported = registry.transport_features.get(transport, frozenset())
+    for feature, key in needed.items():
+        if feature not in supported:
+            able = sorted(name for name, features in registry.transport_features.items() if feature in features)
+            hint = f"; transports that can: {', '.join(able)}" if able else ""
+            raise ConfigError(f"{where}.{key}: transport {transport!r} cannot honour {FEATURES[feature]}{hint}")
+
+
+def _network_options(
+    name: str, settings: Settings, registry: Registry, base_url: str, *, launched: bool
+) -> NetworkOptions:
+    """The route's connection settings, the proxy resolved for its base URL (a server
+    the provider launched itself on loopback is reached directly)."""
+    network = settings.network_of(name)
+    limits = settings.limits_of(name)
+    proxy, variable = (None, None) if launched else proxy_for(base_url, network.proxy)
+    if proxy is not None and variable is not None:
+        feature = proxy_feature(proxy)
+        if feature is None:
+            url = redact_url(proxy)
+            raise ConfigError(f"the environment variable {variable} holds an unsupported proxy URL {url!r}")
+        transport = settings.transport_of(name)
+        check_features(f"providers.{name} (proxy from {variable})", transport, {feature: "proxy"}, registry)
+    tls = base_url.startswith("https:") or (proxy or "").startswith("https:")
+    verify = True if network.verify is None else network.verify
+    default_connections = None if limits.per_model else limits.max_concurrency
+    return NetworkOptions(
+        proxy=proxy,
+        ssl=ssl_context(verify, network.cert) if tls else None,
+        max_connections=network.max_connections or default_connections,
+        keepalive_expiry=network.keepalive_expiry,
+        http2=bool(network.http2),
+        timeouts=settings.timeouts_of(name),
+    )
+
+
 def _middleware(
     spec: ProviderSpec, settings: Settings, registry: Registry, chosen: Sequence[MiddlewareChoice] | None
 ) -> list[Middleware]:
@@ -174,9 +233,9 @@ async def build_route(
     spec = provider_spec(name, settings, registry)
     own = settings.provider(name)
     transport_name = settings.transport_of(name)
-    factory = registry.transports[transport_name]  # the client checked every name when it was made
+    factory = registry.transports[transport_name]  # the client checked every name and setting when it was made
     chain = _middleware(spec, settings, registry, middleware)
-    headers = {**spec.headers, **own.headers}
+    headers = {**spec.headers, **settings.headers_of(name)}
     _check_headers(headers, f"providers.{name}.headers")
     key = _api_key(spec, settings)
     if key:
@@ -186,18 +245,26 @@ async def build_route(
     base_url = own.base_url or spec.base_url
     if base_url is None and spec.launch is None:
         raise ConfigError(f"provider {name!r} has no base_url: set providers.{name}.base_url")
-    with plugin_code(f"transport {transport_name!r} (making it)"):
-        transport = factory()
     launched = None
     if base_url is None:
         assert spec.launch is not None
-        try:
-            launched = await spec.launch()
-        except BaseException:
-            await transport.aclose()
-            raise
+        launched = await spec.launch()
         base_url = launched.base_url
-    endpoint = Endpoint(base_url=base_url, headers=headers, timeouts=settings.timeouts_of(name), provider=name)
+    try:
+        options = _network_options(name, settings, registry, base_url, launched=launched is not None)
+        with plugin_code(f"transport {transport_name!r} (making it)"):
+            transport = factory(options)
+    except BaseException:
+        if launched is not None:
+            await launched.aclose()
+        raise
+    endpoint = Endpoint(
+        base_url=base_url,
+        headers=headers,
+        query=settings.query_of(name),
+        timeouts=settings.timeouts_of(name),
+        provider=name,
+    )
     return Route(
         spec=spec,
         transport=transport,

@@ -9,10 +9,14 @@ import pytest
 import llmadapters as la
 from llmadapters.plugins import Registry
 from llmadapters.testing import FakeServer, FakeServerOptions
+from llmadapters.transports.network import FEATURES
 from llmadapters.transports.openai_sdk import OpenAITransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+
+# The proxies, test CA and stall servers of the network tests.
+pytest_plugins = ["netservers"]
 
 # Every transport a test can run through: the two built-ins (the openai SDK on its
 # aiohttp client and on its default httpx2 client), and the aiohttp plugin's, which these
@@ -22,8 +26,10 @@ TRANSPORTS = ("httpx", "openai", "openai-httpx", "aiohttp")
 
 def test_registry() -> Registry:
     registry = Registry.builtin()
-    registry.add_transport("openai-httpx", lambda: OpenAITransport(http_client="httpx"))
-    registry.add_transport("aiohttp", llmadapters_aiohttp.aiohttp_transport)
+    registry.add_transport(
+        "openai-httpx", lambda options: OpenAITransport(options, http_client="httpx"), supports=FEATURES
+    )
+    registry.add_transport("aiohttp", llmadapters_aiohttp.aiohttp_transport, supports=llmadapters_aiohttp.FEATURES)
     return registry
 
 
@@ -34,6 +40,17 @@ test_registry.__test__ = False  # type: ignore[attr-defined]
 def no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see the built-ins only, whatever is installed, unless they ask for plugins."""
     monkeypatch.setenv("LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see no proxy from the environment unless they set one."""
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ async def calls() -> dict[str, object]:
     # Where a call to the real DeepSeek would go, seen by a transport that records instead
     # of sending (no traffic leaves the machine).
     registry = Registry.load()
-    registry.add_transport("record", Recording)
+    registry.add_transport("record", lambda options: Recording())
     async with la.AsyncClient({}, transport="record", registry=registry) as client:
         reply = await client.chat.completions.create(
             model="deepseek/deepseek-chat", messages=[{"role": "user", "content": "hi"}]

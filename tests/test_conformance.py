@@ -23,7 +23,7 @@ class TestOpenAITransport(TransportConformance):
 
 
 class TestOpenAITransportOnHttpx2(TransportConformance):
-    transport_factory = staticmethod(lambda: OpenAITransport(http_client="httpx"))
+    transport_factory = staticmethod(lambda options: OpenAITransport(options, http_client="httpx"))
 
 
 def test_the_pytest_plugin_serves_a_fake_server(llmadapters_fake_server: FakeServer) -> None:

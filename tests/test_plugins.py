@@ -70,7 +70,7 @@ def acme_plugin(base_url: str = "http://127.0.0.1:9/v1") -> types.ModuleType:
     def register_transports(register: Any) -> None:
         from llmadapters.transports.httpx import HttpxTransport
 
-        register("acme-http", lambda: HttpxTransport(connections_per_shard=2))
+        register("acme-http", lambda options: HttpxTransport(options, connections_per_shard=2))
 
     def register_middleware(register: Any) -> None:
         def make(spec: Any, settings: Any) -> Any:
@@ -154,7 +154,7 @@ def test_a_misspelt_hook_is_refused(entry_points: list[FakeEntryPoint]) -> None:
 
 def test_autoload_switch_and_allow_list(entry_points: list[FakeEntryPoint], monkeypatch: pytest.MonkeyPatch) -> None:
     entry_points.append(FakeEntryPoint("acme", acme_plugin(), "llmadapters-acme"))
-    other = plugin("other", register_transports=lambda register: register("other", lambda: None))
+    other = plugin("other", register_transports=lambda register: register("other", lambda options: None))
     entry_points.append(FakeEntryPoint("other", other, "llmadapters-other"))
     assert {"acme", "fake", "openai"} <= set(Registry.load().providers)
     assert "acme" not in Registry.load(allow=["other"]).providers
@@ -189,9 +189,9 @@ def test_cli_lists() -> None:
         "openai    https://api.openai.com/v1  OPENAI_API_KEY  llmadapters 0.1.0",
     ]
     assert run("transports").splitlines() == [
-        "TRANSPORT  FROM",
-        "httpx      llmadapters 0.1.0",
-        "openai     llmadapters 0.1.0",
+        "TRANSPORT  FROM               CANNOT HONOUR",
+        "httpx      llmadapters 0.1.0  -",
+        "openai     llmadapters 0.1.0  -",
     ]
     assert "ratelimit   llmadapters 0.1.0" in run("middleware")
     plugins = run("plugins").splitlines()
@@ -225,8 +225,8 @@ async def test_plugin_bugs_at_call_time_are_contained_and_named(fake_server: Fak
             ),
         ]
     )
-    registry.add_transport("broken", BrokenTransport)
-    registry.add_transport("unbuildable", lambda: 1 / 0)  # type: ignore[arg-type,return-value]
+    registry.add_transport("broken", lambda options: BrokenTransport())
+    registry.add_transport("unbuildable", lambda options: 1 / 0)  # type: ignore[arg-type,return-value]
     registry.add_middleware("badmw", lambda spec, settings: 1 / 0)  # type: ignore[arg-type,return-value]
     providers = {
         "bt": {"base_url": fake_server.base_url, "transport": "broken"},

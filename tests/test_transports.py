@@ -239,11 +239,6 @@ async def test_environment_does_not_leak_into_requests(
     # The SDK reads these from the environment; they belong to OpenAI, not to every provider.
     monkeypatch.setenv("OPENAI_ORG_ID", "org-should-not-be-sent")
     monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-should-not-be-sent")
-    # Proxies are not taken from the environment (yet): a proxy on a closed port would fail.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{sock.getsockname()[1]}")
-    monkeypatch.setenv("NO_PROXY", "")
     await _collect(make_client(transport), "echo", stream=False)
     sent = fake_server.seen_headers[-1]
     assert "openai-organization" not in sent

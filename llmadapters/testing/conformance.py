@@ -59,9 +59,10 @@ async def _ask(client: AsyncClient, model: str, stream: bool) -> object:
 
 
 class TransportConformance:
-    """Set ``transport_factory``: what your ``register_transports`` hook registers."""
+    """Set ``transport_factory``: what your ``register_transports`` hook registers
+    (called with a `llmadapters.transports.network.NetworkOptions`)."""
 
-    transport_factory: ClassVar[Callable[[], Any]]
+    transport_factory: ClassVar[Callable[[Any], Any]]
 
     def _both(self, models: tuple[str, ...], stream: bool) -> tuple[list[object], list[object]]:
         async def run() -> tuple[list[object], list[object]]:

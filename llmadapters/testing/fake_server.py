@@ -46,6 +46,7 @@ import h11
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from ssl import SSLContext
 
 __all__ = ["BEHAVIOURS", "FakeServer", "FakeServerOptions"]
 
@@ -245,13 +246,21 @@ class FakeServer:
     """Serve the fake API on ``host:port`` (port 0: any free port) until closed.
 
     Use as ``async with FakeServer() as server: server.base_url``. It runs on the event
-    loop that starts it.
+    loop that starts it. With ``ssl`` (a server-side `ssl.SSLContext`) it serves HTTPS.
     """
 
-    def __init__(self, options: FakeServerOptions | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        options: FakeServerOptions | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl: SSLContext | None = None,
+    ) -> None:
         self.options = options or FakeServerOptions()
         self._host = host
         self._port = port
+        self._ssl = ssl
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.requests_served = 0
@@ -259,8 +268,12 @@ class FakeServer:
         self.answered: collections.Counter[str] = collections.Counter()  # successful replies by prompt
         self.active = 0  # chat calls being answered
         self.peak_active = 0
-        # The headers of the latest requests, for tests that check what was sent.
+        # The headers and targets (path and query) of the latest requests, for tests
+        # that check what was sent.
         self.seen_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=256)
+        self.seen_targets: collections.deque[str] = collections.deque(maxlen=256)
+        # Over TLS: the protocol each connection's ALPN chose ("h2", "http/1.1"), or None.
+        self.alpn_protocols: list[str | None] = []
         self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     @property
@@ -270,10 +283,10 @@ class FakeServer:
             raise RuntimeError("server is not started")
         host, port = self._server.sockets[0].getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}/v1"
+        return f"{'https' if self._ssl else 'http'}://{host}:{port}/v1"
 
     async def start(self) -> FakeServer:
-        self._server = await asyncio.start_server(self._connection, self._host, self._port, backlog=2048)
+        self._server = await asyncio.start_server(self._connection, self._host, self._port, backlog=2048, ssl=self._ssl)
         return self
 
     async def aclose(self) -> None:
@@ -305,6 +318,9 @@ class FakeServer:
         assert task is not None
         self._connections.add(task)
         self.connections_opened += 1
+        tls = writer.get_extra_info("ssl_object")
+        if tls is not None:
+            self.alpn_protocols.append(tls.selected_alpn_protocol())
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
@@ -354,9 +370,11 @@ class FakeServer:
 
     async def _respond(self, ex: _Exchange, raw_body: bytes) -> bool:
         self.requests_served += 1
-        method, path = ex.request.method.decode(), ex.request.target.decode().split("?")[0]
+        method, target = ex.request.method.decode(), ex.request.target.decode()
+        path = target.split("?")[0]
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in ex.request.headers}
         self.seen_headers.append(headers)
+        self.seen_targets.append(target)
         if self.options.api_key is not None and headers.get("authorization") != f"Bearer {self.options.api_key}":
             await ex.send_json(
                 401, _error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +28,7 @@ __all__ = [
     "Timeouts",
     "Transport",
     "classify_transport_error",
+    "closed_before_sending",
     "decode_error_body",
     "decode_json_body",
     "decode_sse_json",
@@ -82,6 +84,7 @@ class Endpoint:
         base_url: e.g. ``https://api.deepseek.com/v1`` (no trailing slash needed).
         path: e.g. ``/chat/completions``.
         headers: sent with the request, auth included; redacted in repr.
+        query: query parameters added to the URL (e.g. ``api-version``).
         timeouts: per-attempt timeouts.
         provider: the provider's name, used only to label errors.
         on_headers: when set, called with the headers of a successful response
@@ -92,13 +95,16 @@ class Endpoint:
     base_url: str
     path: str = "/chat/completions"
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
+    query: Mapping[str, str] = attrs.field(factory=dict)
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     provider: str | None = None
     on_headers: Callable[[Mapping[str, str]], object] | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def url(self) -> str:
-        return self.base_url.rstrip("/") + "/" + self.path.lstrip("/")
+        """The full URL, query included."""
+        url = self.base_url.rstrip("/") + "/" + self.path.lstrip("/")
+        return f"{url}?{urllib.parse.urlencode(self.query)}" if self.query else url
 
     def with_headers(self, headers: Mapping[str, str]) -> Endpoint:
         """A copy that also sends ``headers`` (which win over existing ones)."""
@@ -243,6 +249,21 @@ def native_error_kind(exc: BaseException) -> type[TransportError] | None:
     if isinstance(exc, builtins.TimeoutError):
         return TimeoutError
     return None
+
+
+def closed_before_sending(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is aiohttp finding a pooled connection closed
+    by the server before a byte of the request went out, so that sending again on a new
+    connection cannot repeat the call. (A server may close an idle connection just as
+    it is reused: tinyproxy closes every one after its reply, keep-alive headers or not.)
+    """
+    chain = 0
+    cause: BaseException | None = exc
+    while cause is not None and chain < _MAX_CHAIN:
+        if type(cause).__name__ == "ClientConnectionResetError" and type(cause).__module__.startswith("aiohttp"):
+            return str(cause) == "Cannot write to closing transport"
+        cause, chain = cause.__cause__ or cause.__context__, chain + 1
+    return False
 
 
 def classify_transport_error(

@@ -18,7 +18,8 @@ import attrs
 import httpx2
 
 from .base import Endpoint, decode_json_body, decode_sse_json, drain, raise_for_status, read_body
-from .httpx2_base import httpx_timeout, map_httpx_errors
+from .httpx2_base import client_settings, httpx_timeout, map_httpx_errors
+from .network import NetworkOptions
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
@@ -29,6 +30,7 @@ __all__ = ["HttpxTransport"]
 @attrs.define
 class _Shard:
     client: httpx2.AsyncClient
+    capacity: int
     in_flight: int = 0
 
 
@@ -40,19 +42,20 @@ class HttpxTransport:
     """Sends requests through a growing set of small ``httpx2.AsyncClient`` pools.
 
     Args:
-        max_connections: connections open at most, over all shards.
+        options: the route's proxy, TLS and connection settings; ``max_connections``
+            (default 1,024) counts over all shards.
         connections_per_shard: connections of one ``httpx2.AsyncClient``; small pools
             keep httpx2's per-request bookkeeping cheap.
-        http2: negotiate HTTP/2 (needs the ``h2`` package). HTTP/1.1 by default: HTTP/2
-            puts every request to an origin on one connection.
     """
 
-    def __init__(self, *, max_connections: int = 1024, connections_per_shard: int = 8, http2: bool = False) -> None:
-        if connections_per_shard < 1 or max_connections < connections_per_shard:
-            raise ValueError("need 1 <= connections_per_shard <= max_connections")
+    def __init__(self, options: NetworkOptions | None = None, *, connections_per_shard: int = 8) -> None:
+        options = options or NetworkOptions()
+        max_connections = options.max_connections or 1024
+        if connections_per_shard < 1:
+            raise ValueError("need connections_per_shard >= 1")
         self._per_shard = connections_per_shard
-        self._max_shards = max_connections // connections_per_shard
-        self._http2 = http2
+        self._max_connections = max_connections
+        self._options = options
         self._shards: list[_Shard] = []
         self._closed = False
 
@@ -64,23 +67,19 @@ class HttpxTransport:
             raise RuntimeError("transport is closed")
         least: _Shard | None = None
         for shard in self._shards:
-            if shard.in_flight < self._per_shard:
+            if shard.in_flight < shard.capacity:
                 least = shard
                 break
             if least is None or shard.in_flight < least.in_flight:
                 least = shard
         else:
-            if len(self._shards) < self._max_shards:
-                least = _Shard(self._new_client())
+            capacity = min(self._per_shard, self._max_connections - sum(s.capacity for s in self._shards))
+            if capacity > 0:
+                least = _Shard(httpx2.AsyncClient(**client_settings(self._options, capacity)), capacity)
                 self._shards.append(least)
         assert least is not None
         least.in_flight += 1
         return least
-
-    def _new_client(self) -> httpx2.AsyncClient:
-        limits = httpx2.Limits(max_connections=self._per_shard, max_keepalive_connections=self._per_shard)
-        # Redirects are not followed: an auth header must never reach another host.
-        return httpx2.AsyncClient(limits=limits, http2=self._http2, follow_redirects=False, trust_env=False)
 
     def _request(self, shard: _Shard, endpoint: Endpoint, payload: Mapping[str, Any]) -> httpx2.Request:
         headers = {**endpoint.headers, "content-type": "application/json"}

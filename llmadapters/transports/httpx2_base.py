@@ -1,6 +1,6 @@
 """What both built-in transports share, since both move bytes through httpx2 (the
-``openai`` SDK is built on it): the mapping of httpx2's exceptions to ours, and the
-conversion of `Timeouts`.
+``openai`` SDK is built on it): the mapping of httpx2's exceptions to ours, the
+conversion of `Timeouts`, and the client settings made from `NetworkOptions`.
 
 The mapping looks at the innermost recognised exception of the ``__cause__`` chain
 (`classify_transport_error`), not the outermost: the SDK wraps its aiohttp client's
@@ -11,21 +11,29 @@ errors in httpx2 classes through a table that turns every
 
 from __future__ import annotations
 
+import importlib.util
+import ssl
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 
 from .. import errors
 from .base import classify_transport_error, native_error_kind
+from .network import KEEPALIVE_EXPIRY
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from .base import Timeouts
+    from .network import NetworkOptions
 
-__all__ = ["httpx_timeout", "map_httpx_errors", "transport_error"]
+__all__ = ["client_settings", "httpx_timeout", "map_httpx_errors", "require", "transport_error"]
+
+# For a route that needs no TLS: httpx2 would otherwise load the system's CAs for each
+# client (24 ms). It verifies, with no CA, so a TLS connection it is ever used for fails.
+_NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 _CONNECT = (httpx2.ConnectError, httpx2.ProxyError, httpx2.UnsupportedProtocol)
 
@@ -56,3 +64,36 @@ def map_httpx_errors(url: str) -> Iterator[None]:
 @lru_cache(maxsize=64)
 def httpx_timeout(timeouts: Timeouts) -> httpx2.Timeout:
     return httpx2.Timeout(connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.pool)
+
+
+def require(module: str, install: str, setting: str) -> None:
+    """Refuse ``setting`` when ``module``, which it needs, is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise errors.ConfigError(f"{setting} needs the {module} package: pip install '{install}'")
+
+
+def client_settings(options: NetworkOptions, connections: int) -> dict[str, Any]:
+    """The ``httpx2.AsyncClient`` keyword arguments for ``options``, with a pool of
+    ``connections``. Environment proxies are already resolved into ``options.proxy``;
+    redirects are not followed, so an auth header never reaches another host."""
+    proxy = None
+    if options.proxy is not None:
+        if options.proxy.startswith("socks"):
+            require("socksio", "llmadapters[socks]", "a socks5:// proxy")
+        https = options.proxy.startswith("https:")
+        proxy = httpx2.Proxy(options.proxy, ssl_context=options.ssl if https else None)
+    if options.http2:
+        require("h2", "llmadapters[http2]", "http2 = true")
+    limits = httpx2.Limits(
+        max_connections=connections,
+        max_keepalive_connections=connections,
+        keepalive_expiry=options.keepalive_expiry or KEEPALIVE_EXPIRY,
+    )
+    return {
+        "limits": limits,
+        "verify": _NO_TLS if options.ssl is None else options.ssl,
+        "proxy": proxy,
+        "http2": options.http2,
+        "follow_redirects": False,
+        "trust_env": False,
+    }

@@ -8,7 +8,10 @@ and the SDK's SSE decoder bugs (openai-python #2722) do not apply.
 
 When ``aiohttp`` is installed the SDK runs on its aiohttp client
 (``openai.DefaultAioHttpClient``), which measured 1.7x-3.3x the requests/s of its default
-httpx2 client at concurrency 64-256.
+httpx2 client at concurrency 64-256, unless the route asks for what only the httpx2
+client does: a socks5:// proxy, HTTP/2, or a write or pool timeout of its own (that
+client bounds a stalled upload by the read timeout, and the pool wait together with the
+connect).
 """
 
 from __future__ import annotations
@@ -21,8 +24,18 @@ import httpx2
 import openai
 
 from .. import errors
-from .base import Endpoint, decode_json_body, decode_sse_json, drain, raise_for_status, read_body
-from .httpx2_base import httpx_timeout, map_httpx_errors, transport_error
+from .base import (
+    Endpoint,
+    Timeouts,
+    closed_before_sending,
+    decode_json_body,
+    decode_sse_json,
+    drain,
+    raise_for_status,
+    read_body,
+)
+from .httpx2_base import client_settings, httpx_timeout, map_httpx_errors, transport_error
+from .network import NetworkOptions
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator, Mapping
@@ -49,20 +62,30 @@ def _map_sdk_errors(endpoint: Endpoint) -> Iterator[None]:
         raise
 
 
+def _needs_httpx2(options: NetworkOptions) -> bool:
+    """Whether ``options`` ask for what the SDK's aiohttp client cannot do."""
+    socks = options.proxy is not None and options.proxy.startswith("socks")
+    timeouts = options.timeouts
+    return socks or options.http2 or timeouts.write != Timeouts().write or timeouts.pool is not None
+
+
 class OpenAITransport:
     """Sends requests through one ``openai.AsyncOpenAI`` per base URL.
 
     Args:
+        options: the route's proxy, TLS and connection settings; ``max_connections``
+            sizes the SDK's pool (default 1,000).
         http_client: ``"aiohttp"`` for the SDK's aiohttp client, ``"httpx"`` for its
-            default httpx2 client, ``"auto"`` for aiohttp when it is installed.
-        max_connections: size of the SDK's connection pool.
+            default httpx2 client, ``"auto"`` for aiohttp when it is installed and
+            ``options`` need nothing only httpx2 does.
     """
 
-    def __init__(self, *, http_client: HttpClientKind = "auto", max_connections: int = 1000) -> None:
+    def __init__(self, options: NetworkOptions | None = None, *, http_client: HttpClientKind = "auto") -> None:
+        self._network = options or NetworkOptions()
         if http_client == "auto":
-            http_client = "aiohttp" if importlib.util.find_spec("aiohttp") else "httpx"
+            aiohttp = importlib.util.find_spec("aiohttp") is not None
+            http_client = "aiohttp" if aiohttp and not _needs_httpx2(self._network) else "httpx"
         self.http_client_kind: Literal["aiohttp", "httpx"] = http_client
-        self._max_connections = max_connections
         self._clients: dict[str, openai.AsyncOpenAI] = {}
 
     def __repr__(self) -> str:
@@ -71,12 +94,12 @@ class OpenAITransport:
     def _client(self, base_url: str) -> openai.AsyncOpenAI:
         client = self._clients.get(base_url)
         if client is None:
-            limits = httpx2.Limits(max_connections=self._max_connections, max_keepalive_connections=100)
+            settings = client_settings(self._network, self._network.max_connections or 1000)
             http: httpx2.AsyncClient
             if self.http_client_kind == "aiohttp":
-                http = openai.DefaultAioHttpClient(limits=limits, follow_redirects=False, trust_env=False)
+                http = openai.DefaultAioHttpClient(**settings)
             else:
-                http = openai.DefaultAsyncHttpxClient(limits=limits, follow_redirects=False, trust_env=False)
+                http = openai.DefaultAsyncHttpxClient(**settings)
             # The key travels in the endpoint's headers; the SDK's own is a placeholder
             # that `_options` removes from every request.
             client = openai.AsyncOpenAI(api_key="unused", base_url=base_url, max_retries=0, http_client=http)
@@ -92,7 +115,10 @@ class OpenAITransport:
             "OpenAI-Project": openai.Omit(),
             **endpoint.headers,
         }
-        return {"headers": headers, "timeout": httpx_timeout(endpoint.timeouts)}
+        options = {"headers": headers, "timeout": httpx_timeout(endpoint.timeouts)}
+        if endpoint.query:
+            options["params"] = dict(endpoint.query)
+        return options
 
     async def _open(self, endpoint: Endpoint, payload: Mapping[str, Any], *, stream: bool) -> httpx2.Response:
         """The response, an error status included: the SDK raises those, and we take the
@@ -100,12 +126,21 @@ class OpenAITransport:
         ``except`` (no SDK exception, holding the request's headers, in the chain)."""
         client = self._client(endpoint.base_url)
         with _map_sdk_errors(endpoint):
-            try:
-                return await client.post(
-                    endpoint.path, cast_to=httpx2.Response, body=payload, options=self._options(endpoint), stream=stream
-                )
-            except openai.APIStatusError as exc:
-                error_response = exc.response
+            for attempt in (1, 2):  # a second only when the pooled connection was found closed, nothing sent
+                try:
+                    return await client.post(
+                        endpoint.path,
+                        cast_to=httpx2.Response,
+                        body=payload,
+                        options=self._options(endpoint),
+                        stream=stream,
+                    )
+                except openai.APIStatusError as exc:
+                    error_response = exc.response
+                    break
+                except openai.APIConnectionError as exc:
+                    if attempt == 2 or not closed_before_sending(exc):
+                        raise
         return error_response
 
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,18 +9,31 @@ from llmadapters import hookimpl
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from llmadapters.plugins import TransportFactory
     from llmadapters.transports.base import Transport
+    from llmadapters.transports.network import NetworkOptions
 
 __all__ = ["register_transports"]
 
+# What the transport honours of `llmadapters.transports.network.FEATURES`: all but HTTP/2,
+# which aiohttp's client does not speak.
+FEATURES = (
+    "proxy",
+    "https_proxy",
+    "socks_proxy",
+    "tls",
+    "max_connections",
+    "keepalive_expiry",
+    "write_timeout",
+    "pool_timeout",
+)
 
-def aiohttp_transport() -> Transport:
+
+def aiohttp_transport(options: NetworkOptions) -> Transport:
     from .transport import AiohttpTransport
 
-    return AiohttpTransport()
+    return AiohttpTransport(options)
 
 
 @hookimpl
-def register_transports(register: Callable[[str, TransportFactory], None]) -> None:
-    register("aiohttp", aiohttp_transport)
+def register_transports(register: Callable[..., None]) -> None:
+    register("aiohttp", aiohttp_transport, supports=FEATURES)

@@ -1,29 +1,82 @@
-"""`AiohttpTransport`: the Transport protocol on one ``aiohttp.ClientSession``."""
+"""`AiohttpTransport`: the Transport protocol on one ``aiohttp.ClientSession``.
+
+aiohttp has no write timeout, and starts its read timeout only once the request body is
+sent, so a server that stops reading an upload would hold the call forever. A body
+larger than one write is therefore handed to aiohttp in 64 KiB chunks, and the call
+fails with `TimeoutError` when the next chunk is not taken within the write timeout.
+(A smaller body goes to the socket's buffer in one write, which never waits.)
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import yarl
 
+from llmadapters import errors
 from llmadapters.transports.base import (
     Endpoint,
     Timeouts,
     classify_transport_error,
+    closed_before_sending,
     decode_json_body,
     decode_sse_json,
     drain,
     raise_for_status,
     read_body,
 )
+from llmadapters.transports.network import KEEPALIVE_EXPIRY, NetworkOptions
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
 
 __all__ = ["AiohttpTransport"]
+
+# aiohttp waits for the socket to drain once more than this is buffered.
+_CHUNK = 64 * 1024
+
+
+class _Upload:
+    """A large body, fed to aiohttp chunk by chunk; cancels the calling task (and says
+    so) when a chunk is not taken within ``seconds``."""
+
+    def __init__(self, body: bytes, seconds: float) -> None:
+        self.body = body
+        self.seconds = seconds
+        self.expired = False
+        self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(self.body), _CHUNK):
+            # Taken again only once aiohttp has written the last chunk out.
+            self.stop()
+            self._timer = loop.call_later(self.seconds, self._expire)
+            yield self.body[start : start + _CHUNK]
+        self.stop()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def timed_out(self, url: str) -> errors.TimeoutError:
+        """The error of an expired upload, the task's cancellation taken back."""
+        uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+        return errors.TimeoutError(f"write timeout on {url}: the server took no data for {self.seconds} s")
 
 
 @contextmanager
@@ -36,17 +89,27 @@ def _map_errors(url: str) -> Iterator[None]:
 
 @lru_cache(maxsize=64)
 def _timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    pool = None if timeouts.pool is None or timeouts.connect is None else timeouts.pool + timeouts.connect
-    return aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=timeouts.connect, sock_read=timeouts.read)
+    # The pool wait is bounded by the transport's own slots, not by aiohttp's ``connect``
+    # (which would add it to the connect time).
+    return aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.read)
 
 
 class AiohttpTransport:
     """Args:
-    max_connections: connections open at most (aiohttp's ``TCPConnector(limit=...)``).
+    options: the route's proxy (http://, https:// or, with aiohttp-socks, socks5://),
+        TLS and connection settings; ``max_connections`` defaults to 1,024.
     """
 
-    def __init__(self, *, max_connections: int = 1024) -> None:
-        self._max_connections = max_connections
+    def __init__(self, options: NetworkOptions | None = None) -> None:
+        self._options = options or NetworkOptions()
+        self._max_connections = self._options.max_connections or 1024
+        # One slot per connection: a call waits here, for at most its pool timeout,
+        # instead of in aiohttp's connector.
+        self._slots = asyncio.Semaphore(self._max_connections)
+        self._proxy: yarl.URL | None = None
+        proxy = self._options.proxy
+        if proxy is not None and not proxy.startswith("socks"):
+            self._proxy = yarl.URL(proxy)  # aiohttp takes the credentials from the URL
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -54,36 +117,105 @@ class AiohttpTransport:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+            options = self._options
+            settings: dict[str, Any] = {
+                "limit": self._max_connections,
+                "limit_per_host": 0,
+                "ssl": True if options.ssl is None else options.ssl,
+                "keepalive_timeout": options.keepalive_expiry or KEEPALIVE_EXPIRY,
+            }
+            connector: aiohttp.TCPConnector
+            if options.proxy is not None and options.proxy.startswith("socks"):
+                from llmadapters.transports.httpx2_base import require
+
+                require("aiohttp_socks", "llmadapters-aiohttp[socks]", "a socks5:// proxy with the aiohttp transport")
+                from aiohttp_socks import ProxyConnector
+
+                # The proxy resolves host names, for socks5:// as for socks5h:// (as httpx2
+                # does), and aiohttp-socks knows only the former scheme.
+                url = "socks5://" + options.proxy.split("://", 1)[1]
+                connector = ProxyConnector.from_url(url, rdns=True, **settings)
+            else:
+                connector = aiohttp.TCPConnector(**settings)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
-    def _post(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> Any:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        headers = {**endpoint.headers, "content-type": "application/json"}
+    async def _slot(self, endpoint: Endpoint) -> None:
+        pool = endpoint.timeouts.pool
+        if not self._slots.locked() or pool is None:
+            await self._slots.acquire()
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), pool)
+        except asyncio.TimeoutError:
+            message = f"no free connection to {endpoint.url} within the pool timeout ({pool} s)"
+            raise errors.TimeoutError(message) from None
+
+    async def _open(self, endpoint: Endpoint, body: bytes, upload: _Upload | None) -> aiohttp.ClientResponse:
+        """The response, sent again once on a new connection when the pooled one was
+        found closed before anything was sent."""
+        try:
+            return await self._post(endpoint, body, upload)
+        except aiohttp.ClientError as exc:
+            if not closed_before_sending(exc):
+                raise
+        return await self._post(endpoint, body, upload)
+
+    def _post(self, endpoint: Endpoint, body: bytes, upload: _Upload | None) -> Awaitable[aiohttp.ClientResponse]:
+        headers = {**endpoint.headers, "content-type": "application/json", "content-length": str(len(body))}
         return self._client().post(
-            endpoint.url, data=body, headers=headers, timeout=_timeout(endpoint.timeouts), allow_redirects=False
+            endpoint.url,
+            data=body if upload is None else upload.chunks(),
+            headers=headers,
+            timeout=_timeout(endpoint.timeouts),
+            allow_redirects=False,
+            proxy=self._proxy,
         )
 
+    @contextmanager
+    def _request(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> Iterator[tuple[bytes, _Upload | None]]:
+        """The body to send, and its upload watch when it needs one; maps errors."""
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        write = endpoint.timeouts.write
+        upload = _Upload(body, write) if write is not None and len(body) > _CHUNK else None
+        try:
+            with _map_errors(endpoint.url):
+                yield body, upload
+        except asyncio.CancelledError:
+            if upload is not None and upload.expired:
+                raise upload.timed_out(endpoint.url) from None
+            raise
+        finally:
+            if upload is not None:
+                upload.stop()
+
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
-        with _map_errors(endpoint.url):
-            async with self._post(endpoint, payload) as response:
-                body = await read_body(response.content.iter_any())
-        raise_for_status(response.status, response.headers, body, endpoint)
-        return decode_json_body(body)
+        await self._slot(endpoint)
+        try:
+            with self._request(endpoint, payload) as (body, upload):
+                async with await self._open(endpoint, body, upload) as response:
+                    reply = await read_body(response.content.iter_any())
+        finally:
+            self._slots.release()
+        raise_for_status(response.status, response.headers, reply, endpoint)
+        return decode_json_body(reply)
 
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        with _map_errors(endpoint.url):
-            response = await self._post(endpoint, payload)
-            try:
-                error_body = await read_body(response.content.iter_any()) if response.status >= 300 else b""
-                raise_for_status(response.status, response.headers, error_body, endpoint)
-                chunks = response.content.iter_any()
-                async for event in decode_sse_json(chunks, provider=endpoint.provider):
-                    yield event
-                await drain(chunks)
-            finally:
-                response.release()
+        await self._slot(endpoint)
+        try:
+            with self._request(endpoint, payload) as (body, upload):
+                response = await self._open(endpoint, body, upload)
+                try:
+                    error_body = await read_body(response.content.iter_any()) if response.status >= 300 else b""
+                    raise_for_status(response.status, response.headers, error_body, endpoint)
+                    chunks: AsyncIterator[bytes] = response.content.iter_any()
+                    async for event in decode_sse_json(chunks, provider=endpoint.provider):
+                        yield event
+                    await drain(chunks)
+                finally:
+                    response.release()
+        finally:
+            self._slots.release()
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
