@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -303,8 +303,11 @@ class _Reader:
 
     def url(self, value: object, path: str) -> str | None:
         url = self.string(value, path)
-        if url is None:
-            return None
+        return None if url is None else self._checked_url(url, path, ("http", "https"), "URL")
+
+    def _checked_url(self, url: str, path: str, schemes: Collection[str], what: str) -> str:
+        """``url``, if it parses, has one of ``schemes`` and a host, and is printable
+        ASCII; the error shows it with any credentials hidden."""
         problem = None
         try:
             parts = urllib.parse.urlsplit(url)
@@ -312,12 +315,12 @@ class _Reader:
         except ValueError as exc:
             problem = str(exc)
         else:
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                problem = "expected an http:// or https:// URL with a host"
+            if parts.scheme.lower() not in schemes or not parts.hostname:
+                problem = f"expected {' or '.join(f'{s}://' for s in schemes)} URL with a host"
         if problem is None and not (url.isascii() and url.isprintable() and " " not in url):
             problem = "spaces or control characters"
         if problem is not None:
-            raise self.fail(path, f"invalid URL {url!r}: {problem}")
+            raise self.fail(path, f"invalid {what} {redact_url(url)!r}: {problem}")
         return url
 
     def timeouts(self, value: object, path: str) -> Timeouts | None:
@@ -442,20 +445,7 @@ class _Reader:
             return value
         if not isinstance(value, str) or not value:
             raise self.fail(path, f"expected a proxy URL or false, got {value!r}")
-        problem = None
-        try:
-            parts = urllib.parse.urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError when out of range
-        except ValueError as exc:
-            problem = str(exc)
-        else:
-            if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname:
-                problem = f"expected a {', '.join(f'{s}://' for s in PROXY_SCHEMES)} URL with a host"
-        if problem is None and not (value.isascii() and value.isprintable() and " " not in value):
-            problem = "spaces or control characters"
-        if problem is not None:
-            raise self.fail(path, f"invalid proxy URL {redact_url(value)!r}: {problem}")
-        return value
+        return self._checked_url(value, path, PROXY_SCHEMES, "proxy URL")
 
     def _path(self, value: object, path: str) -> str:
         name = self.string(value, path)

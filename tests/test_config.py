@@ -66,7 +66,10 @@ model = "qwen"
             "[defaults]\ntimeout = { conect = 1 }",
             "defaults.timeout.conect: unknown key; allowed: connect, read, write, pool, total, first_token",
         ),
-        ("[providers.x]\nbase_url = 'ftp://h'", "providers.x.base_url: invalid URL 'ftp://h': expected an http://"),
+        (
+            "[providers.x]\nbase_url = 'ftp://h'",
+            "providers.x.base_url: invalid URL 'ftp://h': expected http:// or https://",
+        ),
         (
             "[providers.x]\nbase_url = 'http://h:99999/v1'",
             "base_url: invalid URL 'http://h:99999/v1': Port out of range",

@@ -75,7 +75,10 @@ def test_network_keys_merge_key_by_key_from_defaults_to_provider(tmp_path: Path)
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"proxy": "ftp://127.0.0.1:21"}, "defaults.proxy: invalid proxy URL 'ftp://127.0.0.1:21': expected a http://"),
+        (
+            {"proxy": "ftp://127.0.0.1:21"},
+            "defaults.proxy: invalid proxy URL 'ftp://127.0.0.1:21': expected http:// or https:// or socks5://",
+        ),
         ({"proxy": "http://user:secret@127.0.0.1:99999"}, "invalid proxy URL 'http://****@127.0.0.1:99999'"),
         ({"proxy": 3128}, "defaults.proxy: expected a proxy URL or false, got 3128"),
         ({"verify": "no/such/ca.pem"}, "defaults.verify: no such file or directory"),
@@ -132,6 +135,8 @@ def test_proxy_resolution_follows_the_standard_variables(monkeypatch: pytest.Mon
     assert proxy_for("https://api.example/v1", False) == (None, None)
     assert proxy_for("https://api.example/v1", "socks5://127.0.0.1:1080") == ("socks5://127.0.0.1:1080", None)
     assert redact_url("http://user:pass@corp:3128") == "http://****@corp:3128"
+    assert redact_url("http://user:p@ss@[::1/v1") == "http://****@[::1/v1"
+    assert redact_url("socks5://127.0.0.1:1080/x@y") == "socks5://127.0.0.1:1080/x@y"
 
 
 async def test_an_unsupported_proxy_from_the_environment_fails_the_call_clearly(
@@ -239,13 +244,17 @@ async def test_the_total_timeout_bounds_a_stream_that_trickles_under_the_read_ti
     client = make_client(
         transport, middleware=["timeout"], timeout={"total": 0.5, "read": 5}, headers={"x-fake-tps": "20"}
     )
-    started = time.monotonic()
-    with pytest.raises(la.TimeoutError, match="total timeout"):
+
+    async def read_all() -> None:
         chunks = await client.chat.completions.create(
             model="local/text", messages=MESSAGES, stream=True, max_tokens=100
         )
         async for _ in chunks:
             pass
+
+    started = time.monotonic()
+    with pytest.raises(la.TimeoutError, match="total timeout"):
+        await read_all()
     assert 0.45 < time.monotonic() - started < 1.5
 
 

@@ -62,14 +62,16 @@ PROXY_SCHEMES: Mapping[str, str] = {
 
 
 def redact_url(url: str | None) -> str:
-    """``url`` with its user and password (a proxy's credentials) hidden."""
+    """``url`` with its user and password (a proxy's credentials) hidden; plain string
+    work, so that a URL too broken to parse is redacted too."""
     if url is None:
         return "None"
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
+    scheme, separator, rest = url.partition("://")
+    authority = rest.split("/", 1)[0]
+    at = authority.rfind("@")
+    if at < 0:
         return url
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"****@{host}"))
+    return f"{scheme}{separator}****{rest[at:]}"
 
 
 def proxy_feature(url: str) -> str | None:
