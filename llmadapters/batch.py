@@ -19,6 +19,7 @@ import asyncio
 import json
 import math
 import time
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterable, Iterable
 from typing import IO, TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ __all__ = [
     "BatchItem",
     "BatchRun",
     "BatchSummary",
+    "Shard",
     "completed_ids",
     "duplicate_ids",
     "output_record",
@@ -114,14 +116,46 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[BatchItem]:
         yield attrs.evolve(item, line=number)
 
 
-def duplicate_ids(lines: Iterable[str]) -> tuple[dict[str, list[int]], int]:
+@attrs.frozen
+class Shard:
+    """Shard ``index`` (1-based) of ``count``: the requests whose custom_id hashes to it.
+
+    The split depends on the custom_id alone (CRC-32, the same on every host and
+    Python), so N workers given the same input and ``1/N`` ... ``N/N`` answer every
+    request exactly once between them, whatever the order of the lines.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"``, with 1 <= I <= N."""
+        index, _, count = text.partition("/")
+        try:
+            shard = cls(int(index), int(count))
+        except ValueError:
+            raise ValueError(f"expected I/N (e.g. 2/4), got {text!r}") from None
+        if not 1 <= shard.index <= shard.count:
+            raise ValueError(f"expected I/N with 1 <= I <= N, got {text!r}")
+        return shard
+
+    def __contains__(self, custom_id: str) -> bool:
+        return zlib.crc32(custom_id.encode()) % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def duplicate_ids(lines: Iterable[str], shard: Shard | None = None) -> tuple[dict[str, list[int]], int]:
     """The custom_ids that appear on more than one line, with their line numbers; and
-    the number of requests read."""
+    the number of requests read (of ``shard``'s only, when given)."""
     first: dict[str, int] = {}
     duplicates: dict[str, list[int]] = {}
     count = 0
     for item in read_jsonl(lines):
-        count += 1
+        if shard is None or item.custom_id in shard:
+            count += 1
         line = item.line or 0
         if item.custom_id in first:
             duplicates.setdefault(item.custom_id, [first[item.custom_id]]).append(line)

@@ -2,7 +2,10 @@
 
 Output is appended and flushed record by record, so a killed run loses no completed
 result; ``--resume`` skips the custom_ids already in the output (repairing a last line
-cut short by the kill), so it sends no completed request again. The first Ctrl-C lets
+cut short by the kill), so it sends no completed request again. ``--shard I/N`` answers
+one shard of the input (split by custom_id), so that N workers share one input, each
+with its own output (and its own ``--resume``); concatenated, the outputs hold every
+request once. The first Ctrl-C lets
 the requests in flight finish and be written, then prints the summary; the second stops
 at once. Exit status: 0 when every request succeeded, 1 when some ended in an error
 (each has its error record), 2 for a usage problem (nothing sent), 130 when interrupted.
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .batch import BatchSummary, completed_ids, duplicate_ids, read_jsonl, write_record
+from .batch import BatchSummary, Shard, completed_ids, duplicate_ids, read_jsonl, write_record
 from .client import AsyncClient
 
 if TYPE_CHECKING:
@@ -44,6 +47,13 @@ def add_parser(commands: Any) -> None:
     batch.add_argument("--rpm", type=float, default=None, help="requests per minute, per provider")
     batch.add_argument("--tpm", type=float, default=None, help="tokens per minute, per provider")
     batch.add_argument("--resume", action="store_true", help="skip the custom_ids already in the output")
+    batch.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="I/N",
+        help="answer only shard I of N (split by custom_id), for N workers on one input, each with its own output",
+    )
     batch.add_argument("--config", default=None, help="a TOML config file")
     batch.add_argument("--summary-json", default=None, metavar="FILE", help="also write the summary as JSON")
     batch.add_argument(
@@ -53,6 +63,15 @@ def add_parser(commands: Any) -> None:
         help="a bar on a terminal (auto), JSON lines on stderr each second (json), or none",
     )
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary on stderr")
+
+
+def _shard(text: str) -> Shard:
+    import argparse
+
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _lines(path: str) -> Iterator[str]:
@@ -70,7 +89,7 @@ def _check_input(args: argparse.Namespace) -> int | None:
     path = Path(args.input)
     if not path.is_file():
         raise UsageProblem(f"cannot read {args.input}: no such file")
-    duplicates, count = duplicate_ids(_lines(args.input))
+    duplicates, count = duplicate_ids(_lines(args.input), args.shard)
     if duplicates:
         shown = "; ".join(
             f"{cid!r} on lines {', '.join(map(str, lines))}" for cid, lines in list(duplicates.items())[:10]
@@ -193,7 +212,12 @@ def run(args: argparse.Namespace) -> int:
     total = _check_input(args)
     out, done = _open_output(args)
     summary = BatchSummary()
-    items = (item for item in read_jsonl(_lines(args.input)) if item.custom_id not in done)
+    shard: Shard | None = args.shard
+    items = (
+        item
+        for item in read_jsonl(_lines(args.input))
+        if item.custom_id not in done and (shard is None or item.custom_id in shard)
+    )
     progress = _Progress("none" if args.quiet else args.progress, None if total is None else total - len(done), summary)
     interrupted = True
     try:
@@ -206,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
             out.close()
         figures = summary.as_dict()
         figures["skipped_as_done"] = len(done)
+        if shard is not None:
+            figures["shard"] = str(shard)
         if args.summary_json:
             Path(args.summary_json).write_text(json.dumps(figures, indent=2) + "\n")
         if not args.quiet:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import llmadapters as la
-from llmadapters.batch import BatchItem, completed_ids, read_jsonl
+from llmadapters.batch import BatchItem, Shard, completed_ids, read_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -241,6 +241,47 @@ def test_cli_batch_usage_problems_send_nothing(tmp_path: Path, setup: str, messa
     assert (run.returncode, run.stderr.strip()) == (2, message)
     if setup == "exists":
         assert (tmp_path / "out.jsonl").read_text() == '{"custom_id": "old"}\n'
+
+
+def test_shards_split_an_input_exactly_once_between_them() -> None:
+    ids = [f"q{i}" for i in range(1000)] + [f"line-{i}" for i in range(1, 200)]
+    shards = [Shard.parse(f"{i}/4") for i in range(1, 5)]
+    owners = [[shard for shard in shards if cid in shard] for cid in ids]
+    assert all(len(owner) == 1 for owner in owners)
+    sizes = [sum(owner == [shard] for owner in owners) for shard in shards]
+    assert min(sizes) > 0.2 * len(ids)  # roughly even
+    assert all(cid in Shard.parse("1/1") for cid in ids)
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "2", "a/b", "1/0", "2/-4"])
+def test_bad_shards_are_usage_errors(tmp_path: Path, text: str) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [line(0, "fake/echo")])
+    run = cli("batch", str(src), "-o", "out.jsonl", "--shard", text, cwd=tmp_path)
+    assert run.returncode == 2
+    assert "argument --shard: expected I/N" in run.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_cli_batch_shards_answer_every_request_once_and_resume_alone(tmp_path: Path) -> None:
+    rows = [line(i, "fake/echo") for i in range(40)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    seen: list[str] = []
+    for i in range(1, 4):
+        run = cli("batch", str(src), "-o", f"out.{i}.jsonl", "--shard", f"{i}/3", "--summary-json", f"s{i}.json",
+                  cwd=tmp_path)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        mine = [r["custom_id"] for r in records(tmp_path / f"out.{i}.jsonl")]
+        assert mine
+        assert all(cid in Shard(i, 3) for cid in mine)
+        summary = json.loads((tmp_path / f"s{i}.json").read_text())
+        assert (summary["shard"], summary["requests"]) == (f"{i}/3", len(mine))
+        seen += mine
+    assert sorted(seen) == sorted(f"q{i}" for i in range(40))  # merged: each request exactly once
+    again = cli("batch", str(src), "-o", "out.2.jsonl", "--shard", "2/3", "--resume", "--summary-json", "r.json",
+                cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads((tmp_path / "r.json").read_text())
+    assert (resumed["requests"], resumed["skipped_as_done"]) == (0, len(records(tmp_path / "out.2.jsonl")))
 
 
 def test_cli_batch_empty_input(tmp_path: Path) -> None:
