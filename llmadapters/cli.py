@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -141,10 +142,29 @@ async def _fake_server(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Notices(logging.Filter):
+    """The library's warnings, not the logging middleware's per-call records (a batch
+    reports each failed call in its output)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not hasattr(record, "llmadapters")
+
+
+def _show_warnings() -> None:
+    """Print the library's and plugins' warnings (e.g. a shared rate limiter that
+    cannot be reached) on stderr: the package's NullHandler would swallow them."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(_Notices())
+    handler.setFormatter(logging.Formatter("llmadapters: %(levelname)s: %(message)s"))
+    logging.getLogger("llmadapters").addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .errors import LLMAdapterError
 
+    _show_warnings()
     try:
         if args.command == "batch":
             from .batch_cli import UsageProblem, run

@@ -14,7 +14,7 @@ from .config import Settings, load_settings
 from .errors import APIStatusError, ConfigError, MalformedResponseError, StreamError, TransportError, unknown_name
 from .middleware.base import Call
 from .plugins import Registry
-from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features
+from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features, shared_limiter
 from .streaming import ChatCompletionStream
 from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest
 
@@ -211,6 +211,14 @@ class AsyncClient:
                 raise ConfigError(f"providers.{name}.api_key_env: the variable {env} is not set")
             needed = needed_features(settings.network_of(name), settings.timeouts_of(name))
             check_features(f"providers.{name}", settings.transport_of(name), needed, registry)
+        limits = [("defaults", settings.limits)]
+        limits += [(f"providers.{n}", p.limits) for n, p in settings.providers.items() if p.limits is not None]
+        for where, limit in limits:
+            if shared_limiter("ratelimit", limit.backend) not in registry.middleware:
+                raise ConfigError(
+                    f"{where}.limits.backend: no plugin provides the rate limit backend {limit.backend!r} "
+                    f"(middleware 'ratelimit-{limit.backend}'); for redis, pip install llmadapters-redis"
+                )
 
     def __repr__(self) -> str:
         return f"AsyncClient(transport={self.settings.transport!r}, routes={sorted(self._routes)})"

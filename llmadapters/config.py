@@ -253,6 +253,12 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "tpm": "tokens per minute, prompt and completion (default: no limit)",
         "adaptive": "lower the concurrency on 429s and raise it back on successes (default true)",
         "per_model": "separate budgets per model instead of one for the provider (default false)",
+        "backend": 'where the budgets live: "local" for this process, or a shared backend that a plugin adds, '
+        'such as "redis" (llmadapters-redis), for every process that uses it (default "local")',
+        "url": "the shared backend's address, e.g. redis://127.0.0.1:6379/0 (default: none)",
+        "fail_closed": "when the shared backend is unreachable, fail calls instead of falling back to "
+        "local budgets (default false)",
+        "lease": "seconds a shared concurrency permit outlives a process that died holding it (default 10)",
     },
     "cert": {
         "cert": "PEM file with the client certificate (and its key, when key is not given)",
@@ -353,11 +359,15 @@ class _Reader:
         given: dict[str, object] = {}
         for key, item in table.items():
             where = f"{path}.{key}"
-            if key in ("adaptive", "per_model"):
+            if key in ("adaptive", "per_model", "fail_closed"):
                 if not isinstance(item, bool):
                     raise self.fail(where, f"expected true or false, got {item!r}")
+            elif key in ("backend", "url"):
+                self.string(item, where)
             elif key == "max_concurrency":
                 self.count(item, where)
+            elif key == "lease":
+                item = self._seconds(item, where)
             elif isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item < float("inf"):
                 raise self.fail(where, f"expected a positive number per minute, got {item!r}")
             given[key] = item

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .providers.base import Launched, ProviderSpec
     from .transports.base import Transport
 
-__all__ = ["Route", "build_route", "check_features", "needed_features", "provider_spec"]
+__all__ = ["Route", "build_route", "check_features", "needed_features", "provider_spec", "shared_limiter"]
 
 MiddlewareChoice = str | Middleware
 
@@ -54,8 +54,14 @@ class Route:
     launched: Launched | None = None
 
     async def aclose(self) -> None:
+        """Close the transport, the middleware that hold resources (an ``aclose``
+        method), and a server the provider launched."""
         try:
             await self.transport.aclose()
+            for middleware in self.middleware:
+                close = getattr(middleware, "aclose", None)
+                if close is not None:
+                    await close()
         finally:
             if self.launched is not None:
                 await self.launched.aclose()
@@ -150,6 +156,12 @@ def _check_headers(headers: Mapping[str, str], what: str) -> None:
             raise ConfigError(f"{what}: header {name!r} has a value HTTP cannot send (non-ASCII or control characters)")
 
 
+def shared_limiter(middleware: str, backend: str) -> str:
+    """The middleware that serves ``middleware``: ``ratelimit`` with a shared backend is
+    the plugin's ``ratelimit-BACKEND``. The client checked that it is registered."""
+    return f"ratelimit-{backend}" if middleware == "ratelimit" and backend != "local" else middleware
+
+
 def needed_features(network: NetworkSettings, timeouts: Timeouts) -> dict[str, str]:
     """The transport features that explicit settings need, each with its key."""
     needed: dict[str, str] = {}
@@ -217,7 +229,7 @@ def _middleware(
         if not isinstance(item, str):
             chain.append(item)
             continue
-        factory = registry.middleware[item]  # the client checked every name when it was made
+        factory = registry.middleware[shared_limiter(item, settings.limits_of(spec.name).backend)]
         with plugin_code(f"middleware {item!r} (making it for provider {spec.name!r})"):
             chain.append(factory(spec, settings))
     return chain

@@ -32,12 +32,12 @@ from ..errors import RateLimitError, parse_retry_after
 from ..streaming import ChatCompletionStream
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping
+    from collections.abc import AsyncGenerator, Callable, Mapping
 
     from ..types import ChatCompletionChunk, ChatRequest, Usage
     from .base import Call, CallNext, Reply
 
-__all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens"]
+__all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "held_until_done"]
 
 
 @attrs.frozen(kw_only=True)
@@ -48,6 +48,12 @@ class Limits:
     tpm: tokens per minute, prompt and completion (None: no limit).
     adaptive: lower the concurrency on 429s and raise it back on successes.
     per_model: keep separate budgets per model instead of one for the provider.
+    backend: ``"local"`` (this process's budgets), or the name of a shared backend a
+        plugin registers as middleware ``ratelimit-NAME`` (``"redis"``).
+    url: the shared backend's address, e.g. ``redis://127.0.0.1:6379/0``.
+    fail_closed: when the shared backend is unreachable, fail calls instead of
+        falling back to this process's budgets.
+    lease: seconds a shared concurrency permit outlives a process that died holding it.
     """
 
     max_concurrency: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
@@ -55,6 +61,10 @@ class Limits:
     tpm: float | None = None
     adaptive: bool = True
     per_model: bool = False
+    backend: str = "local"
+    url: str | None = None
+    fail_closed: bool = False
+    lease: float = 10.0
 
 
 def estimate_tokens(request: ChatRequest) -> int:
@@ -226,24 +236,32 @@ class RateLimitMiddleware:
             budget.release()
             raise
         if isinstance(reply, ChatCompletionStream):
-            return ChatCompletionStream(self._held(reply, budget, estimate))
+
+            def finish(usage: Usage | None, ok: bool) -> None:
+                if ok:
+                    budget.succeeded()
+                budget.settle(estimate, usage)
+                budget.release()
+
+            return ChatCompletionStream(held_until_done(reply, finish))
         budget.settle(estimate, reply.usage)
         budget.succeeded()
         budget.release()
         return reply
 
-    @staticmethod
-    async def _held(
-        stream: ChatCompletionStream, budget: _Budget, estimate: int
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """A stream keeps its slot until it ends."""
-        usage = None
-        try:
-            async with stream:
-                async for chunk in stream:
-                    usage = chunk.usage or usage
-                    yield chunk
-            budget.succeeded()
-        finally:
-            budget.settle(estimate, usage)
-            budget.release()
+
+async def held_until_done(
+    stream: ChatCompletionStream, finish: Callable[[Usage | None, bool], object]
+) -> AsyncGenerator[ChatCompletionChunk, None]:
+    """``stream``'s chunks, then ``finish(usage, ok)`` (ok: it ran to its end), so
+    that a stream keeps its permit until it ends."""
+    usage = None
+    ok = False
+    try:
+        async with stream:
+            async for chunk in stream:
+                usage = chunk.usage or usage
+                yield chunk
+        ok = True
+    finally:
+        finish(usage, ok)

@@ -272,6 +272,9 @@ class FakeServer:
         # that check what was sent.
         self.seen_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=256)
         self.seen_targets: collections.deque[str] = collections.deque(maxlen=256)
+        # When each of the latest chat requests arrived (time.monotonic()), for tests of
+        # rate limits as the server sees them.
+        self.arrivals: collections.deque[float] = collections.deque(maxlen=100_000)
         # Over TLS: the protocol each connection's ALPN chose ("h2", "http/1.1"), or None.
         self.alpn_protocols: list[str | None] = []
         self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
@@ -393,6 +396,7 @@ class FakeServer:
         if method != "POST":
             await ex.send_json(405, _error_body(f"{method} not allowed", "invalid_request_error"))
             return True
+        self.arrivals.append(time.monotonic())
         try:
             body = json.loads(raw_body)
             if not isinstance(body, dict):

@@ -1,0 +1,343 @@
+"""`RedisRateLimit`: one provider's `Limits`, shared by every process on one Redis.
+
+State lives in Redis under ``llmadapters:{provider[:model]}:`` and is changed only by
+Lua scripts, each atomic on the server and timed by the server's clock (``TIME``), so
+hosts with skewed clocks agree:
+
+- Requests and tokens per minute: GCRA (the generic cell rate algorithm), one key per
+  budget holding its theoretical arrival time. GCRA over a sliding window: one number
+  per budget instead of a log of timestamps, O(1) per call, and the same continuous
+  refill and one-second burst as the local limiter (a cost above the burst waits for a
+  full one and leaves debt). The reply's actual token usage corrects the estimate.
+- Concurrency: a sorted set of leases scored by their expiry. A process renews its own
+  leases in the background; a process that dies stops renewing, and its leases lapse
+  after ``lease_s`` seconds, so a crashed worker leaks no permit.
+- Adaptive back-off: the concurrency limit and the pause after a 429 are fields of one
+  hash, so a 429 seen by one process slows all of them. The limit halves at most once a
+  second and grows by ``1/limit`` per success (AIMD), as the local limiter does.
+
+A call costs one round trip before it is sent (the acquire script); its release is sent
+after the reply without holding the caller up. When Redis is unreachable the limiter
+logs a warning and uses this process's own `RateLimitMiddleware` for a while (or fails
+the calls, with ``fail_closed = true``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from llmadapters.errors import ConfigError, ConnectError, RateLimitError, parse_retry_after
+from llmadapters.middleware.ratelimit import RateLimitMiddleware, estimate_tokens, held_until_done
+from llmadapters.streaming import ChatCompletionStream
+from llmadapters.transports.network import redact_url
+
+if TYPE_CHECKING:
+    from llmadapters.middleware.base import Call, CallNext, Reply
+    from llmadapters.middleware.ratelimit import Limits
+    from llmadapters.types import Usage
+
+__all__ = ["RedisRateLimit"]
+
+log = logging.getLogger("llmadapters.redis")
+
+_CLOCK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+# KEYS: leases, rpm tat, tpm tat, state. ARGV: lease id, lease seconds, max concurrency
+# (0: none), rpm (0: none), tpm (0: none), token cost. Returns 0 when granted, else the
+# seconds to wait (as a string), or -1 when every concurrency slot is taken.
+_ACQUIRE = (
+    _CLOCK
+    + """
+local lease_s, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+local rpm, tpm, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local wait = 0
+local paused = tonumber(redis.call('HGET', KEYS[4], 'paused_until') or '0')
+if paused > now then wait = paused - now end
+local function gcra(key, per_minute, c)
+  local T = 60.0 / per_minute
+  local burst = math.max(per_minute / 60.0, 1.0)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local allow_at = tat + math.min(c, burst) * T - burst * T
+  if allow_at > now then return allow_at - now, nil end
+  return 0, tat + c * T
+end
+local rpm_tat, tpm_tat
+if rpm > 0 then
+  local w
+  w, rpm_tat = gcra(KEYS[2], rpm, 1)
+  wait = math.max(wait, w)
+end
+if tpm > 0 then
+  local w
+  w, tpm_tat = gcra(KEYS[3], tpm, cost)
+  wait = math.max(wait, w)
+end
+if wait > 0 then return tostring(wait) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = tonumber(redis.call('HGET', KEYS[4], 'limit') or '0')
+if cap > 0 and (limit == 0 or limit > cap) then limit = cap end
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= math.floor(limit) then return -1 end
+redis.call('ZADD', KEYS[1], now + lease_s, ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(lease_s) + 60)
+if rpm_tat then redis.call('SET', KEYS[2], rpm_tat, 'EX', math.ceil(rpm_tat - now) + 60) end
+if tpm_tat then redis.call('SET', KEYS[3], tpm_tat, 'EX', math.ceil(tpm_tat - now) + 60) end
+return 0
+"""
+)
+
+# KEYS: leases, tpm tat, state. ARGV: lease id, token correction (actual - estimate),
+# tpm (0: none), success (1/0), max concurrency (0: none), adaptive (1/0).
+_RELEASE = (
+    _CLOCK
+    + """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local correction, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
+if tpm > 0 and correction ~= 0 then
+  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if tat > 0 then redis.call('SET', KEYS[2], tat + correction * 60.0 / tpm, 'KEEPTTL') end
+end
+if ARGV[4] == '1' and ARGV[6] == '1' then
+  local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or '0')
+  if limit > 0 then
+    local cap = tonumber(ARGV[5])
+    limit = limit + 1.0 / limit
+    if cap > 0 and limit >= cap then
+      redis.call('HDEL', KEYS[3], 'limit')
+    else
+      redis.call('HSET', KEYS[3], 'limit', limit)
+    end
+  end
+end
+return 0
+"""
+)
+
+# KEYS: leases, state. ARGV: seconds to pause (0: none), max concurrency (0: none).
+_THROTTLED = (
+    _CLOCK
+    + """
+local pause = tonumber(ARGV[1])
+if pause > 0 then
+  local paused = tonumber(redis.call('HGET', KEYS[2], 'paused_until') or '0')
+  if now + pause > paused then redis.call('HSET', KEYS[2], 'paused_until', now + pause) end
+end
+local last = tonumber(redis.call('HGET', KEYS[2], 'decreased_at') or '0')
+if now - last >= 1.0 then
+  local limit = tonumber(redis.call('HGET', KEYS[2], 'limit') or '0')
+  if limit == 0 then
+    limit = tonumber(ARGV[2])
+    if limit == 0 then limit = redis.call('ZCARD', KEYS[1]) end
+  end
+  redis.call('HSET', KEYS[2], 'limit', math.max(1.0, limit / 2), 'decreased_at', now)
+end
+redis.call('EXPIRE', KEYS[2], 3600)
+return 0
+"""
+)
+
+# KEYS: leases. ARGV: lease seconds, then lease ids. Extends the leases still held.
+_RENEW = (
+    _CLOCK
+    + """
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 60)
+return 0
+"""
+)
+
+_CONNECTIONS = 16  # to Redis, per process and provider
+_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_POLL_S = 0.02  # how often a caller waiting for a concurrency slot asks again
+_RETRY_REDIS_S = 5.0  # after a failure, how long to use the local budgets before trying Redis
+
+
+class _Keys:
+    def __init__(self, prefix: str) -> None:
+        self.leases = f"{prefix}:leases"
+        self.rpm = f"{prefix}:rpm"
+        self.tpm = f"{prefix}:tpm"
+        self.state = f"{prefix}:state"
+
+
+class RedisRateLimit:
+    """Keeps one provider's calls within `Limits` across every process on one Redis;
+    see the module docstring.
+
+    Args:
+        limits: the provider's limits; ``limits.url`` is the Redis URL, ``limits.lease``
+            how long a permit outlives a process that stops renewing it.
+        provider: the provider's name, which names its keys.
+    """
+
+    def __init__(self, limits: Limits, *, provider: str) -> None:
+        if not limits.url:
+            raise ConfigError(f"providers.{provider}.limits.url: the redis backend needs a redis:// URL")
+        self.limits = limits
+        self.provider = provider
+        self.lease_s = limits.lease
+        # A few connections per process, shared by all its calls: a call waits for one
+        # (up to 5 s) instead of failing as redis-py's default pool does when full.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            limits.url, max_connections=_CONNECTIONS, timeout=5.0, socket_timeout=5.0, socket_connect_timeout=2.0
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._release = self._redis.register_script(_RELEASE)
+        self._throttled = self._redis.register_script(_THROTTLED)
+        self._renew = self._redis.register_script(_RENEW)
+        self._local = RateLimitMiddleware(limits)
+        self._local_until = 0.0  # Redis failed: use the local budgets until then
+        self._held: dict[str, set[str]] = {}  # leases key -> lease ids this process holds
+        self._renewer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._lease_prefix = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+    def __repr__(self) -> str:
+        return f"RedisRateLimit({self.provider!r}, {redact_url(self.limits.url)!r})"
+
+    def _keys(self, model: str) -> _Keys:
+        scope = f"{self.provider}:{model}" if self.limits.per_model else self.provider
+        return _Keys(f"llmadapters:{{{scope}}}")  # one hash slot per scope, for Redis Cluster
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Reply:
+        if time.monotonic() < self._local_until:
+            return await self._local(call, call_next)
+        keys = self._keys(call.request.model)
+        estimate = estimate_tokens(call.request) if self.limits.tpm else 0
+        lease = f"{self._lease_prefix}-{uuid.uuid4().hex[:12]}"
+        try:
+            await self._wait_for_permit(keys, lease, estimate)
+        except _UNREACHABLE as exc:
+            if self.limits.fail_closed:
+                raise ConnectError(
+                    f"the shared rate limiter of provider {self.provider!r} ({redact_url(self.limits.url)}) is "
+                    f"unreachable, and limits.fail_closed is set: {exc}"
+                ) from None
+            self._unreachable(exc)
+            return await self._local(call, call_next)
+        self._held.setdefault(keys.leases, set()).add(lease)
+        self._ensure_renewer()
+        try:
+            reply = await call_next(call)
+        except RateLimitError as exc:
+            self._finish(keys, lease, estimate, None, success=False, throttled=exc)
+            raise
+        except BaseException:
+            self._finish(keys, lease, estimate, None, success=False)
+            raise
+        if isinstance(reply, ChatCompletionStream):
+            return ChatCompletionStream(
+                held_until_done(reply, lambda usage, ok: self._finish(keys, lease, estimate, usage, success=ok))
+            )
+        self._finish(keys, lease, estimate, reply.usage, success=True)
+        return reply
+
+    async def _wait_for_permit(self, keys: _Keys, lease: str, estimate: int) -> None:
+        limits = self.limits
+        args: list[str | float] = [
+            lease,
+            self.lease_s,
+            limits.max_concurrency or 0,
+            limits.rpm or 0,
+            limits.tpm or 0,
+            estimate,
+        ]
+        while True:
+            answer = await self._acquire(keys=[keys.leases, keys.rpm, keys.tpm, keys.state], args=args)
+            wait = float(answer)
+            if wait == 0:
+                return
+            # A full set of slots frees unpredictably: ask again soon, with jitter so
+            # that processes do not ask in lockstep.
+            await asyncio.sleep(_POLL_S * (0.5 + random.random()) if wait < 0 else wait)
+
+    def _finish(
+        self,
+        keys: _Keys,
+        lease: str,
+        estimate: int,
+        usage: Usage | None,
+        *,
+        success: bool,
+        throttled: RateLimitError | None = None,
+    ) -> None:
+        """Give the permit back (and report a 429) without holding the caller up."""
+        self._held.get(keys.leases, set()).discard(lease)
+        actual = usage.total_tokens if usage is not None else None
+        correction = actual - estimate if actual is not None and self.limits.tpm else 0
+        limits = self.limits
+        release_args: list[str | float] = [
+            lease,
+            correction,
+            limits.tpm or 0,
+            int(success),
+            limits.max_concurrency or 0,
+            int(limits.adaptive),
+        ]
+
+        async def report() -> None:
+            try:
+                if throttled is not None and limits.adaptive:
+                    wait = throttled.retry_after
+                    if wait is None:
+                        wait = parse_retry_after(throttled.headers)
+                    args = [wait or 0, limits.max_concurrency or 0]
+                    await self._throttled(keys=[keys.leases, keys.state], args=args)
+                await self._release(keys=[keys.leases, keys.tpm, keys.state], args=release_args)
+            except _UNREACHABLE as exc:
+                self._unreachable(exc)  # the lease lapses on its own
+
+        task = asyncio.get_running_loop().create_task(report())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        """Extend the leases this process holds, three times per lease period."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            for key, leases in list(self._held.items()):
+                if leases:
+                    try:
+                        args: list[str | float] = [self.lease_s, *leases]
+                        await self._renew(keys=[key], args=args)
+                    except _UNREACHABLE as exc:
+                        self._unreachable(exc)
+
+    def _unreachable(self, exc: BaseException) -> None:
+        """Use the local budgets for a while (warning once per outage)."""
+        where = redact_url(self.limits.url)
+        if time.monotonic() >= self._local_until:
+            log.warning(
+                "redis rate limiter of provider %r (%s) unreachable (%s): using this process's own limits for %.0f s",
+                self.provider,
+                where,
+                exc,
+                _RETRY_REDIS_S,
+            )
+        self._local_until = time.monotonic() + _RETRY_REDIS_S
+
+    async def aclose(self) -> None:
+        """Wait for the releases in flight, stop renewing, close the connections."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        await self._redis.aclose()
