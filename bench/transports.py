@@ -1,14 +1,17 @@
 """Requests/s and client CPU per 1,000 requests, each llmadapters transport side by side
-with plain httpx2 and plain AsyncOpenAI, against the fake server in its own process.
+with plain aiohttp, httpx2 and AsyncOpenAI, against nginx (default) or the fake server,
+each in its own process.
 
-    .venv/bin/python bench/transports.py                      # C=64 and 256, 3 rounds
-    .venv/bin/python bench/transports.py -c 64 -n 3000 -r 5
+    .venv/bin/python bench/transports.py                      # nginx, C=64 and 256, 3 rounds
+    .venv/bin/python bench/transports.py -c 256 -n 3000 -r 5
+    .venv/bin/python bench/transports.py --server fake
 
 Every contender makes the same non-streamed call; rounds interleave the contenders so
 that drift in the machine hits all of them alike; figures are medians over rounds.
 Client CPU is getrusage(RUSAGE_SELF) of this process, which holds no server.
 The server's own capacity is measured first with plain aiohttp at C=256, so a reader can
-see that the server is not what limits the clients.
+see that the server is not what limits the clients. nginx comes from Debian
+(``apt-get install nginx-light``; see bench/nginx.py).
 """
 
 from __future__ import annotations
@@ -29,18 +32,30 @@ BODY = {"model": "echo", "messages": [{"role": "user", "content": "benchmark req
 Setup = Callable[[str], Awaitable[tuple[Call, Callable[[], Awaitable[None]]]]]
 
 
-async def _llmadapters(transport: str, http_client: str | None = None) -> Setup:
+async def _llmadapters(transport: str, http_client: str | None = None, middleware: list[str] | None = None) -> Setup:
+    """llmadapters through ``transport``, with the default middleware stack unless
+    ``middleware`` is given."""
+
     async def setup(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+        import llmadapters_aiohttp
+
         import llmadapters as la
         from llmadapters.plugins import Registry
+        from llmadapters.transports.network import FEATURES
         from llmadapters.transports.openai_sdk import OpenAITransport
 
         registry = Registry.builtin()
+        registry.add_transport("aiohttp", llmadapters_aiohttp.aiohttp_transport, supports=llmadapters_aiohttp.FEATURES)
         name = transport
         if http_client is not None:
             name = f"openai-{http_client}"
-            registry.add_transport(name, lambda: OpenAITransport(http_client=http_client))  # type: ignore[arg-type]
-        client = la.AsyncClient({}, transport=name, providers={"bench": {"base_url": base_url}}, registry=registry)
+
+            def make(options: Any) -> Any:
+                return OpenAITransport(options, http_client=http_client)  # type: ignore[arg-type]
+
+            registry.add_transport(name, make, supports=FEATURES)
+        providers = {"bench": {"base_url": base_url}}
+        client = la.AsyncClient({}, transport=name, providers=providers, registry=registry, middleware=middleware)
         messages = BODY["messages"]
 
         async def call() -> object:
@@ -83,7 +98,7 @@ def _plain_openai(http_client: str) -> Setup:
 async def _plain_aiohttp(base_url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     import aiohttp
 
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0))
     url = base_url + "/chat/completions"
 
     async def call() -> object:
@@ -96,6 +111,9 @@ async def _plain_aiohttp(base_url: str) -> tuple[Call, Callable[[], Awaitable[No
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     contenders: dict[str, Setup] = {
+        "plain aiohttp": _plain_aiohttp,
+        "llmadapters aiohttp": await _llmadapters("aiohttp"),
+        "llmadapters aiohttp, no middleware": await _llmadapters("aiohttp", middleware=[]),
         "llmadapters httpx": await _llmadapters("httpx"),
         "llmadapters openai (aiohttp)": await _llmadapters("openai", "aiohttp"),
         "llmadapters openai (httpx2)": await _llmadapters("openai", "httpx"),
@@ -103,8 +121,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "plain AsyncOpenAI (httpx2)": _plain_openai("httpx"),
         "plain AsyncOpenAI (aiohttp)": _plain_openai("aiohttp"),
     }
-    proc, base_url = start_fake_server()
-    results: dict[str, Any] = {"n": args.n, "rounds": args.rounds, "cpus": os.cpu_count()}
+    if args.server == "nginx":
+        from nginx import start_nginx
+
+        proc, base_url, _ = start_nginx()
+    else:
+        proc, base_url = start_fake_server()
+    results: dict[str, Any] = {"server": args.server, "n": args.n, "rounds": args.rounds, "cpus": os.cpu_count()}
     try:
         call, close = await _plain_aiohttp(base_url)
         await drive(call, 200, 64)
@@ -143,6 +166,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2000, help="requests per contender and round")
     parser.add_argument("-c", "--concurrency", type=int, action="append", help="repeatable; default 64 and 256")
     parser.add_argument("-r", "--rounds", type=int, default=3)
+    parser.add_argument("--server", choices=("nginx", "fake"), default="nginx")
     args = parser.parse_args()
     args.concurrency = args.concurrency or [64, 256]
     results = asyncio.run(_run(args))
@@ -155,12 +179,14 @@ def main() -> None:
     print(json.dumps(results, indent=2))
     for key, table in results.items():
         if key.startswith("c") and isinstance(table, dict):
-            print(f"\nconcurrency {key[1:]}  (fake server alone: {results['server_req_s_c256']:.0f} req/s at C=256)")
-            base = table["plain httpx2.AsyncClient"]["req_s"]
+            server = f"{results['server']} with plain aiohttp: {results['server_req_s_c256']:.0f} req/s at C=256"
+            print(f"\nconcurrency {key[1:]}  ({server})")
+            aiohttp_base = table["plain aiohttp"]["req_s"]
+            httpx2_base = table["plain httpx2.AsyncClient"]["req_s"]
             for name, row in table.items():
-                ratio = row["req_s"] / base
                 req_s, cpu = row["req_s"], row["cpu_ms_per_1000"]
-                print(f"  {name:32} {req_s:>6} req/s  {cpu:>6} CPU-ms/1000  {ratio:4.2f}x httpx2")
+                ratios = f"{req_s / aiohttp_base:4.2f}x aiohttp  {req_s / httpx2_base:5.2f}x httpx2"
+                print(f"  {name:36} {req_s:>6} req/s  {cpu:>6} CPU-ms/1000  {ratios}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""nginx on loopback as a server no one of us wrote, fast enough not to be what limits a
+client: one worker, no access log, ``return 200`` with a fixed OpenAI-shaped reply.
+
+``start_nginx()`` runs Debian's nginx (``apt-get install nginx-light``) from a temporary
+prefix and returns the process and two base URLs: ``.../unary/v1`` answers every
+``POST /chat/completions`` with one chat.completion JSON body, ``.../sse/v1`` with a
+stream of ``STREAM_CHUNKS`` chunk events and ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+STREAM_CHUNKS = 50
+
+COMPLETION = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1_700_000_000,
+    "model": "echo",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "benchmark reply"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 6, "completion_tokens": 2, "total_tokens": 8},
+}
+
+
+def _sse_body() -> str:
+    # Chunks carry only their choices: nginx takes at most 4 KB in one `return`.
+    events = []
+    for i in range(STREAM_CHUNKS):
+        chunk = {"choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}
+        events.append(f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n")
+    return "".join(events) + "data: [DONE]\n\n"
+
+
+def _config(prefix: Path, port: int) -> str:
+    unary = json.dumps(COMPLETION, separators=(",", ":"))
+    return f"""
+daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /unary/v1/chat/completions {{
+            default_type application/json;
+            return 200 '{unary}';
+        }}
+        location = /sse/v1/chat/completions {{
+            default_type text/event-stream;
+            return 200 '{_sse_body()}';
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx() -> tuple[subprocess.Popen[bytes], str, str]:
+    """nginx on a free loopback port; returns it and the unary and streaming base URLs."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise SystemExit("nginx not found: apt-get install nginx-light")
+    prefix = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (prefix / "nginx.conf").write_text(_config(prefix, port))
+    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf")], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise SystemExit(f"nginx did not start: {(prefix / 'error.log').read_text()}")
+    base = f"http://127.0.0.1:{port}"
+    return proc, f"{base}/unary/v1", f"{base}/sse/v1"
