@@ -8,7 +8,6 @@ The per-call path is plain function calls: middleware -> provider.prepare -> tra
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -23,7 +22,7 @@ from .transports.network import FEATURES, NetworkOptions, proxy_feature, proxy_f
 from .types import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+    from collections.abc import AsyncGenerator, Mapping, Sequence
 
     from .config import NetworkSettings, Settings
     from .plugins import Registry
@@ -67,48 +66,57 @@ class Route:
                 await self.launched.aclose()
 
 
-@contextmanager
-def plugin_code(what: str) -> Iterator[None]:
+class plugin_code:
     """Around a plugin's (or the user's) code on a route: a bug there becomes a
     `PluginError` naming it, recorded like any failed call, instead of a bare exception
-    that would end a whole batch."""
-    try:
-        yield
-    except LLMAdapterError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+    that would end a whole batch. Stateless, so one instance serves every call (a class,
+    not a generator: it is on every call's path)."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, LLMAdapterError) or not isinstance(exc, Exception):
+            return
+        raise PluginError(f"{self.what} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> CallNext:
     """The innermost handler: provider quirks, the transport, the value types."""
     name, prepare, normalize = spec.name, spec.prepare, spec.normalize
-    in_provider, in_transport = f"provider {name!r}", f"transport {transport_name!r}"
+    in_normalize = plugin_code(f"provider {name!r} (normalize)")
+    in_prepare = plugin_code(f"provider {name!r} (prepare)")
+    in_transport = plugin_code(f"transport {transport_name!r}")
 
     def value(data: dict[str, Any]) -> dict[str, Any]:
         if normalize is None:
             return data
-        with plugin_code(f"{in_provider} (normalize)"):
+        with in_normalize:
             return normalize(data)
 
     async def chunks(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[ChatCompletionChunk, None]:
         try:
-            with plugin_code(in_transport):
+            with in_transport:
                 async for data in events:
                     yield ChatCompletionChunk.from_dict(value(data), provider=name)
         finally:
             await events.aclose()
 
     async def send(call: Call) -> Reply:
-        with plugin_code(f"{in_provider} (prepare)"):
+        with in_prepare:
             payload = prepare(call.request)
         if not call.request.stream:
-            with plugin_code(in_transport):
+            with in_transport:
                 data = await transport.send(call.endpoint, payload)
             return ChatCompletion.from_dict(value(data), provider=name)
         # Wait for the first chunk, so that errors before it raise here, where the
         # middleware (retry above all) can still act on them.
-        with plugin_code(in_transport):
+        with in_transport:
             rest = chunks(transport.stream(call.endpoint, payload))
         try:
             first: ChatCompletionChunk | None = await rest.__anext__()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import yarl
 
 from llmadapters import errors
 from llmadapters.transports.base import (
+    MAX_BODY_BYTES,
     Endpoint,
     Timeouts,
     classify_transport_error,
@@ -33,7 +33,7 @@ from llmadapters.transports.base import (
 from llmadapters.transports.network import KEEPALIVE_EXPIRY, NetworkOptions
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 
 __all__ = ["AiohttpTransport"]
 
@@ -77,14 +77,6 @@ class _Upload:
         if uncancel is not None:
             uncancel()
         return errors.TimeoutError(f"write timeout on {url}: the server took no data for {self.seconds} s")
-
-
-@contextmanager
-def _map_errors(url: str) -> Iterator[None]:
-    try:
-        yield
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise classify_transport_error(exc, url) from exc
 
 
 @lru_cache(maxsize=64)
@@ -172,50 +164,65 @@ class AiohttpTransport:
             proxy=self._proxy,
         )
 
-    @contextmanager
-    def _request(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> Iterator[tuple[bytes, _Upload | None]]:
-        """The body to send, and its upload watch when it needs one; maps errors."""
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    @staticmethod
+    def _upload(endpoint: Endpoint, body: bytes) -> _Upload | None:
+        """A watch on the upload, for a body larger than one write under a write timeout."""
         write = endpoint.timeouts.write
-        upload = _Upload(body, write) if write is not None and len(body) > _CHUNK else None
+        return _Upload(body, write) if write is not None and len(body) > _CHUNK else None
+
+    @staticmethod
+    async def _read(response: aiohttp.ClientResponse) -> bytes:
+        """The whole body: in one read when its declared size is under the cap."""
+        size = response.content_length
+        if size is not None and size <= MAX_BODY_BYTES and not response.headers.get("content-encoding"):
+            return await response.read()
+        return await read_body(response.content.iter_any())
+
+    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        upload = self._upload(endpoint, body)
+        await self._slot(endpoint)
         try:
-            with _map_errors(endpoint.url):
-                yield body, upload
+            async with await self._open(endpoint, body, upload) as response:
+                reply = await self._read(response)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise classify_transport_error(exc, endpoint.url) from exc
         except asyncio.CancelledError:
             if upload is not None and upload.expired:
                 raise upload.timed_out(endpoint.url) from None
             raise
         finally:
+            self._slots.release()
             if upload is not None:
                 upload.stop()
-
-    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
-        await self._slot(endpoint)
-        try:
-            with self._request(endpoint, payload) as (body, upload):
-                async with await self._open(endpoint, body, upload) as response:
-                    reply = await read_body(response.content.iter_any())
-        finally:
-            self._slots.release()
         raise_for_status(response.status, response.headers, reply, endpoint)
         return decode_json_body(reply)
 
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        upload = self._upload(endpoint, body)
         await self._slot(endpoint)
         try:
-            with self._request(endpoint, payload) as (body, upload):
-                response = await self._open(endpoint, body, upload)
-                try:
-                    error_body = await read_body(response.content.iter_any()) if response.status >= 300 else b""
-                    raise_for_status(response.status, response.headers, error_body, endpoint)
-                    chunks: AsyncIterator[bytes] = response.content.iter_any()
-                    async for event in decode_sse_json(chunks, provider=endpoint.provider):
-                        yield event
-                    await drain(chunks)
-                finally:
-                    response.release()
+            response = await self._open(endpoint, body, upload)
+            try:
+                error_body = await self._read(response) if response.status >= 300 else b""
+                raise_for_status(response.status, response.headers, error_body, endpoint)
+                chunks: AsyncIterator[bytes] = response.content.iter_any()
+                async for event in decode_sse_json(chunks, provider=endpoint.provider):
+                    yield event
+                await drain(chunks)
+            finally:
+                response.release()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise classify_transport_error(exc, endpoint.url) from exc
+        except asyncio.CancelledError:
+            if upload is not None and upload.expired:
+                raise upload.timed_out(endpoint.url) from None
+            raise
         finally:
             self._slots.release()
+            if upload is not None:
+                upload.stop()
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
