@@ -249,7 +249,7 @@ class AsyncClient:
     ) -> ChatCompletion | ChatCompletionStream:
         """Make one call to one model through its route (what ``create`` does per model)."""
         request = self.request(messages=messages, model=model, provider=provider, stream=stream, **params)
-        route = await self.route(request.provider)
+        route = self._routes.get(request.provider) or await self.route(request.provider)
         return await route.handle(Call(request=request, spec=route.spec, endpoint=route.endpoint))
 
     def _resolve(self, model: str | None, provider: str | None) -> tuple[str, str]:
