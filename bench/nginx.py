@@ -1,7 +1,7 @@
 """nginx on loopback as a server no one of us wrote, fast enough not to be what limits a
 client: one worker, no access log, ``return 200`` with a fixed OpenAI-shaped reply.
 
-``start_nginx()`` runs Debian's nginx (``apt-get install nginx-light``) from a temporary
+``start_nginx()`` runs Debian's nginx (``apt-get install nginx``) from a temporary
 prefix and returns the process and two base URLs: ``.../unary/v1`` answers every
 ``POST /chat/completions`` with one chat.completion JSON body, ``.../sse/v1`` with a
 stream of ``STREAM_CHUNKS`` chunk events and ``[DONE]``.
@@ -75,7 +75,7 @@ def start_nginx() -> tuple[subprocess.Popen[bytes], str, str]:
     """nginx on a free loopback port; returns it and the unary and streaming base URLs."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
-        raise SystemExit("nginx not found: apt-get install nginx-light")
+        raise SystemExit("nginx not found: apt-get install nginx")
     prefix = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ that drift in the machine hits all of them alike; figures are medians over round
 Client CPU is getrusage(RUSAGE_SELF) of this process, which holds no server.
 The server's own capacity is measured first with plain aiohttp at C=256, so a reader can
 see that the server is not what limits the clients. nginx comes from Debian
-(``apt-get install nginx-light``; see bench/nginx.py).
+(``apt-get install nginx``; see bench/nginx.py).
 """
 
 from __future__ import annotations
