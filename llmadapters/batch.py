@@ -141,7 +141,7 @@ class Shard:
         return shard
 
     def __contains__(self, custom_id: str) -> bool:
-        return zlib.crc32(custom_id.encode()) % self.count == self.index - 1
+        return zlib.crc32(custom_id.encode("utf-8", "surrogatepass")) % self.count == self.index - 1
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

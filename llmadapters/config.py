@@ -455,7 +455,8 @@ class _Reader:
             return value
         if not isinstance(value, str) or not value:
             raise self.fail(path, f"expected a proxy URL or false, got {value!r}")
-        return self._checked_url(value, path, PROXY_SCHEMES, "proxy URL")
+        scheme, _, rest = self._checked_url(value, path, PROXY_SCHEMES, "proxy URL").partition("://")
+        return f"{scheme.lower()}://{rest}"  # the transports match schemes in lower case
 
     def _path(self, value: object, path: str) -> str:
         name = self.string(value, path)

@@ -251,6 +251,7 @@ def test_shards_split_an_input_exactly_once_between_them() -> None:
     sizes = [sum(owner == [shard] for owner in owners) for shard in shards]
     assert min(sizes) > 0.2 * len(ids)  # roughly even
     assert all(cid in Shard.parse("1/1") for cid in ids)
+    assert sum("\ud800" in shard for shard in shards) == 1  # valid JSON, not encodable UTF-8
 
 
 @pytest.mark.parametrize("text", ["0/4", "5/4", "2", "a/b", "1/0", "2/-4"])

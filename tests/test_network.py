@@ -136,7 +136,8 @@ def test_proxy_resolution_follows_the_standard_variables(monkeypatch: pytest.Mon
     assert proxy_for("https://api.example/v1", "socks5://127.0.0.1:1080") == ("socks5://127.0.0.1:1080", None)
     assert redact_url("http://user:pass@corp:3128") == "http://****@corp:3128"
     assert redact_url("http://user:p@ss@[::1/v1") == "http://****@[::1/v1"
-    assert redact_url("socks5://127.0.0.1:1080/x@y") == "socks5://127.0.0.1:1080/x@y"
+    assert redact_url("http://user:pa/ss@corp:3128") == "http://****@corp:3128"
+    assert redact_url("socks5://127.0.0.1:1080") == "socks5://127.0.0.1:1080"
 
 
 async def test_an_unsupported_proxy_from_the_environment_fails_the_call_clearly(
@@ -507,3 +508,13 @@ def test_tls_errors_of_the_settings_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(la.ConfigError, match="cert: cannot load the client certificate"):
         ssl_context(True, ClientCertificate(certfile=str(bad)))
     assert isinstance(ssl_context(False, None), ssl.SSLContext)
+    unset = ClientCertificate(certfile=str(bad), password_env="NO_SUCH_KEY_PASSWORD")
+    with pytest.raises(la.ConfigError, match=r"cert\.password_env: the variable NO_SUCH_KEY_PASSWORD is not"):
+        ssl_context(True, unset)
+
+
+def test_proxy_schemes_are_kept_in_lower_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings({"defaults": {"proxy": "SOCKS5://u:p@127.0.0.1:1080"}})
+    assert settings.network.proxy == "socks5://u:p@127.0.0.1:1080"
+    monkeypatch.setenv("HTTPS_PROXY", "HTTPS://127.0.0.1:3129")
+    assert proxy_for("https://api.example/v1", None) == ("https://127.0.0.1:3129", "https_proxy")

@@ -67,8 +67,7 @@ def redact_url(url: str | None) -> str:
     if url is None:
         return "None"
     scheme, separator, rest = url.partition("://")
-    authority = rest.split("/", 1)[0]
-    at = authority.rfind("@")
+    at = rest.rfind("@")  # a password may hold a "/"; a proxy URL has no path
     if at < 0:
         return url
     return f"{scheme}{separator}****{rest[at:]}"
@@ -142,7 +141,8 @@ def proxy_for(url: str, setting: str | bool | None) -> tuple[str | None, str | N
         if found:
             if "://" not in found:  # "proxy.corp:3128", as curl allows
                 found = "http://" + found
-            return found, f"{scheme}_proxy"
+            head, _, tail = found.partition("://")
+            return f"{head.lower()}://{tail}", f"{scheme}_proxy"
     return None, None
 
 
@@ -169,7 +169,11 @@ def ssl_context(verify: bool | str, cert: ClientCertificate | None) -> ssl.SSLCo
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"verify: cannot load the CA certificates of {verify!r}: {exc}") from None
     if cert is not None:
-        password = os.environ.get(cert.password_env) if cert.password_env else None
+        password = None
+        if cert.password_env:
+            password = os.environ.get(cert.password_env)
+            if password is None:  # OpenSSL would ask for it on the terminal
+                raise ConfigError(f"cert.password_env: the variable {cert.password_env} is not set")
         try:
             context.load_cert_chain(cert.certfile, cert.keyfile, password)
         except (OSError, ssl.SSLError) as exc:

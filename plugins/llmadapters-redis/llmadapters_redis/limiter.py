@@ -107,7 +107,10 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 local correction, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
 if tpm > 0 and correction ~= 0 then
   local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if tat > 0 then redis.call('SET', KEYS[2], tat + correction * 60.0 / tpm, 'KEEPTTL') end
+  if tat > 0 then
+    tat = tat + correction * 60.0 / tpm
+    redis.call('SET', KEYS[2], tat, 'EX', math.max(math.ceil(tat - now), 0) + 60)
+  end
 end
 if ARGV[4] == '1' and ARGV[6] == '1' then
   local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or '0')
@@ -159,7 +162,9 @@ return 0
 )
 
 _CONNECTIONS = 16  # to Redis, per process and provider
-_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# Any Redis failure (unreachable, or an error reply such as READONLY or OOM) is handled
+# alike: the local budgets, or with fail_closed a ConnectError.
+_UNREACHABLE = (redis.exceptions.RedisError, OSError)
 _POLL_S = 0.02  # how often a caller waiting for a concurrency slot asks again
 _RETRY_REDIS_S = 5.0  # after a failure, how long to use the local budgets before trying Redis
 
@@ -213,7 +218,7 @@ class RedisRateLimit:
         return _Keys(f"llmadapters:{{{scope}}}")  # one hash slot per scope, for Redis Cluster
 
     async def __call__(self, call: Call, call_next: CallNext) -> Reply:
-        if time.monotonic() < self._local_until:
+        if not self.limits.fail_closed and time.monotonic() < self._local_until:
             return await self._local(call, call_next)
         keys = self._keys(call.request.model)
         estimate = estimate_tokens(call.request) if self.limits.tpm else 0
@@ -321,8 +326,12 @@ class RedisRateLimit:
                         self._unreachable(exc)
 
     def _unreachable(self, exc: BaseException) -> None:
-        """Use the local budgets for a while (warning once per outage)."""
+        """Use the local budgets for a while (warning once per outage); with
+        fail_closed, never: the next call asks Redis, and fails if it is still down."""
         where = redact_url(self.limits.url)
+        if self.limits.fail_closed:
+            log.warning("redis rate limiter of provider %r (%s) unreachable (%s)", self.provider, where, exc)
+            return
         if time.monotonic() >= self._local_until:
             log.warning(
                 "redis rate limiter of provider %r (%s) unreachable (%s): using this process's own limits for %.0f s",

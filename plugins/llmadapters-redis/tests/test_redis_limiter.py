@@ -160,6 +160,11 @@ async def test_with_fail_closed_calls_fail_clearly_when_redis_is_down(
         redis_server.stop()
         with pytest.raises(la.ConnectError, match=r"shared rate limiter of provider 'local'.*fail_closed is set"):
             await ask(c)
+        c_route = c._routes["local"]
+        limiter = c_route.middleware[0]
+        limiter._unreachable(OSError("a release failed"))  # as a background release would
+        with pytest.raises(la.ConnectError, match="fail_closed is set"):
+            await ask(c)  # still no fallback to local budgets
     assert fake_server.requests_served == 1
 
 
