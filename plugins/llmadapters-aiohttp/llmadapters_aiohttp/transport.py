@@ -179,52 +179,62 @@ class AiohttpTransport:
         return await read_body(response.content.iter_any())
 
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        upload = self._upload(endpoint, body)
-        await self._slot(endpoint)
-        try:
-            async with await self._open(endpoint, body, upload) as response:
-                reply = await self._read(response)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise classify_transport_error(exc, endpoint.url) from exc
-        except asyncio.CancelledError:
-            if upload is not None and upload.expired:
-                raise upload.timed_out(endpoint.url) from None
-            raise
-        finally:
-            self._slots.release()
-            if upload is not None:
-                upload.stop()
+        async with _Exchange(self, endpoint, payload) as response:
+            reply = await self._read(response)
         raise_for_status(response.status, response.headers, reply, endpoint)
         return decode_json_body(reply)
 
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        upload = self._upload(endpoint, body)
-        await self._slot(endpoint)
-        try:
-            response = await self._open(endpoint, body, upload)
-            try:
-                error_body = await self._read(response) if response.status >= 300 else b""
-                raise_for_status(response.status, response.headers, error_body, endpoint)
-                chunks: AsyncIterator[bytes] = response.content.iter_any()
-                async for event in decode_sse_json(chunks, provider=endpoint.provider):
-                    yield event
-                await drain(chunks)
-            finally:
-                response.release()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise classify_transport_error(exc, endpoint.url) from exc
-        except asyncio.CancelledError:
-            if upload is not None and upload.expired:
-                raise upload.timed_out(endpoint.url) from None
-            raise
-        finally:
-            self._slots.release()
-            if upload is not None:
-                upload.stop()
+        async with _Exchange(self, endpoint, payload) as response:
+            error_body = await self._read(response) if response.status >= 300 else b""
+            raise_for_status(response.status, response.headers, error_body, endpoint)
+            chunks: AsyncIterator[bytes] = response.content.iter_any()
+            async for event in decode_sse_json(chunks, provider=endpoint.provider):
+                yield event
+            await drain(chunks)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+class _Exchange:
+    """One request, as ``async with``: a connection slot, the upload watch, the response
+    (released on the way out), and aiohttp's errors (and an expired upload) raised as
+    ours. A class, not a generator context manager: it is on every call's path."""
+
+    __slots__ = ("_body", "_endpoint", "_response", "_transport", "_upload")
+
+    def __init__(self, transport: AiohttpTransport, endpoint: Endpoint, payload: Mapping[str, Any]) -> None:
+        self._transport = transport
+        self._endpoint = endpoint
+        self._body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        self._upload = transport._upload(endpoint, self._body)
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        await self._transport._slot(self._endpoint)
+        try:
+            self._response = await self._transport._open(self._endpoint, self._body, self._upload)
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)  # raises ours, when it maps
+            raise
+        return self._response
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            if self._response is not None:
+                if exc is None:
+                    await self._response.__aexit__(None, None, None)  # release, once the upload is done
+                else:
+                    self._response.release()
+        finally:
+            self._transport._slots.release()
+            if self._upload is not None:
+                self._upload.stop()
+        url = self._endpoint.url
+        if isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+            raise classify_transport_error(exc, url) from exc
+        if isinstance(exc, asyncio.CancelledError) and self._upload is not None and self._upload.expired:
+            raise self._upload.timed_out(url) from None
