@@ -207,6 +207,7 @@ def _network_options(
     the provider launched itself on loopback is reached directly)."""
     network = settings.network_of(name)
     limits = settings.limits_of(name)
+    needed = needed_features(network, settings.timeouts_of(name))
     proxy, variable = (None, None) if launched else proxy_for(base_url, network.proxy)
     if proxy is not None and variable is not None:
         feature = proxy_feature(proxy)
@@ -215,6 +216,7 @@ def _network_options(
             raise ConfigError(f"the environment variable {variable} holds an unsupported proxy URL {url!r}")
         transport = settings.transport_of(name)
         check_features(f"providers.{name} (proxy from {variable})", transport, {feature: "proxy"}, registry)
+        needed[feature] = "proxy"
     tls = base_url.startswith("https:") or (proxy or "").startswith("https:")
     verify = True if network.verify is None else network.verify
     default_connections = None if limits.per_model else limits.max_concurrency
@@ -224,7 +226,7 @@ def _network_options(
         max_connections=network.max_connections or default_connections,
         keepalive_expiry=network.keepalive_expiry,
         http2=bool(network.http2),
-        timeouts=settings.timeouts_of(name),
+        features=frozenset(needed),
     )
 
 

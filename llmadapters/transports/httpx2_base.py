@@ -11,7 +11,6 @@ errors in httpx2 classes through a table that turns every
 
 from __future__ import annotations
 
-import importlib.util
 import ssl
 from contextlib import contextmanager
 from functools import lru_cache
@@ -21,7 +20,7 @@ import httpx2
 
 from .. import errors
 from .base import classify_transport_error, native_error_kind
-from .network import KEEPALIVE_EXPIRY
+from .network import KEEPALIVE_EXPIRY, require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from .base import Timeouts
     from .network import NetworkOptions
 
-__all__ = ["client_settings", "httpx_timeout", "map_httpx_errors", "require", "transport_error"]
+__all__ = ["client_settings", "httpx_timeout", "map_httpx_errors", "transport_error"]
 
 # For a route that needs no TLS: httpx2 would otherwise load the system's CAs for each
 # client (24 ms). It verifies, with no CA, so a TLS connection it is ever used for fails.
@@ -64,12 +63,6 @@ def map_httpx_errors(url: str) -> Iterator[None]:
 @lru_cache(maxsize=64)
 def httpx_timeout(timeouts: Timeouts) -> httpx2.Timeout:
     return httpx2.Timeout(connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.pool)
-
-
-def require(module: str, install: str, setting: str) -> None:
-    """Refuse ``setting`` when ``module``, which it needs, is not installed."""
-    if importlib.util.find_spec(module) is None:
-        raise errors.ConfigError(f"{setting} needs the {module} package: pip install '{install}'")
 
 
 def client_settings(options: NetworkOptions, connections: int) -> dict[str, Any]:

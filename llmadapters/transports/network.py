@@ -12,6 +12,7 @@ way Python's ``urllib.request`` reads them, as httpx, requests and aiohttp do.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import ssl
 import urllib.parse
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..errors import ConfigError
-from .base import Timeouts
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -34,6 +34,7 @@ __all__ = [
     "proxy_feature",
     "proxy_for",
     "redact_url",
+    "require",
     "ssl_context",
 ]
 
@@ -105,8 +106,8 @@ class NetworkOptions:
         max_connections: connections open at most; None for the transport's default.
         keepalive_expiry: seconds an idle connection is kept; None for the default.
         http2: negotiate HTTP/2.
-        timeouts: the route's configured timeouts (each call's come on its
-            `Endpoint`), for a transport that sets up its clients by them.
+        features: the `FEATURES` the route's settings need (an explicit write or
+            pool timeout among them), for a transport that picks its client by them.
     """
 
     proxy: str | None = attrs.field(default=None, repr=redact_url)
@@ -114,7 +115,13 @@ class NetworkOptions:
     max_connections: int | None = None
     keepalive_expiry: float | None = None
     http2: bool = False
-    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    features: frozenset[str] = frozenset()
+
+
+def require(module: str, install: str, setting: str) -> None:
+    """Refuse ``setting`` when ``module``, which it needs, is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{setting} needs the {module} package: pip install '{install}'")
 
 
 def proxy_for(url: str, setting: str | bool | None) -> tuple[str | None, str | None]:

@@ -26,7 +26,6 @@ import openai
 from .. import errors
 from .base import (
     Endpoint,
-    Timeouts,
     closed_before_sending,
     decode_json_body,
     decode_sse_json,
@@ -62,11 +61,8 @@ def _map_sdk_errors(endpoint: Endpoint) -> Iterator[None]:
         raise
 
 
-def _needs_httpx2(options: NetworkOptions) -> bool:
-    """Whether ``options`` ask for what the SDK's aiohttp client cannot do."""
-    socks = options.proxy is not None and options.proxy.startswith("socks")
-    timeouts = options.timeouts
-    return socks or options.http2 or timeouts.write != Timeouts().write or timeouts.pool is not None
+# What the SDK's aiohttp client cannot do, and its httpx2 client can.
+_HTTPX2_ONLY = frozenset({"socks_proxy", "http2", "write_timeout", "pool_timeout"})
 
 
 class OpenAITransport:
@@ -84,7 +80,7 @@ class OpenAITransport:
         self._network = options or NetworkOptions()
         if http_client == "auto":
             aiohttp = importlib.util.find_spec("aiohttp") is not None
-            http_client = "aiohttp" if aiohttp and not _needs_httpx2(self._network) else "httpx"
+            http_client = "aiohttp" if aiohttp and not self._network.features & _HTTPX2_ONLY else "httpx"
         self.http_client_kind: Literal["aiohttp", "httpx"] = http_client
         self._clients: dict[str, openai.AsyncOpenAI] = {}
 

@@ -30,7 +30,7 @@ from llmadapters.transports.base import (
     raise_for_status,
     read_body,
 )
-from llmadapters.transports.network import KEEPALIVE_EXPIRY, NetworkOptions
+from llmadapters.transports.network import KEEPALIVE_EXPIRY, NetworkOptions, require
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
@@ -118,8 +118,6 @@ class AiohttpTransport:
             }
             connector: aiohttp.TCPConnector
             if options.proxy is not None and options.proxy.startswith("socks"):
-                from llmadapters.transports.httpx2_base import require
-
                 require("aiohttp_socks", "llmadapters-aiohttp[socks]", "a socks5:// proxy with the aiohttp transport")
                 from aiohttp_socks import ProxyConnector
 
