@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -42,3 +43,22 @@ def start_fake_server(options: list[str] | None = None) -> tuple[subprocess.Pope
     assert proc.stdout is not None
     line = proc.stdout.readline()
     return proc, line.rsplit(" ", 1)[-1].strip()
+
+
+def free_port() -> int:
+    """A loopback port free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, seconds: float = 5.0) -> bool:
+    """Whether something accepts connections on loopback ``port`` within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False

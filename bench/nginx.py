@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from common import free_port, wait_for_port
 
 STREAM_CHUNKS = 50
 
@@ -77,18 +77,10 @@ def start_nginx() -> tuple[subprocess.Popen[bytes], str, str]:
     if not Path(binary).exists():
         raise SystemExit("nginx not found: apt-get install nginx")
     prefix = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     (prefix / "nginx.conf").write_text(_config(prefix, port))
     proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf")], stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
+    if not wait_for_port(port):
         proc.kill()
         raise SystemExit(f"nginx did not start: {(prefix / 'error.log').read_text()}")
     base = f"http://127.0.0.1:{port}"

@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
 import statistics
 import subprocess
-import time
 
 import llmadapters_redis
-from common import drive, start_fake_server
+from common import drive, free_port, start_fake_server, wait_for_port
 
 import llmadapters as la
 from llmadapters.plugins import Registry
@@ -30,17 +28,12 @@ from llmadapters.plugins import Registry
 
 def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    if not wait_for_port(port):
+        proc.kill()
+        raise SystemExit("redis-server did not start")
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
