@@ -88,7 +88,7 @@ def register_middleware(register: Callable[[str, MiddlewareFactory], None]) -> N
         def register_middleware(register):
             def make(spec, settings):
                 async def tag(call, call_next):
-                    call.endpoint = call.endpoint.with_headers({"x-team": "search"})
+                    call.headers["x-team"] = "search"
                     return await call_next(call)
                 return tag
             register("tag", make)

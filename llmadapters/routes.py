@@ -110,14 +110,15 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
     async def send(call: Call) -> Reply:
         with in_prepare:
             payload = prepare(call.request)
+        endpoint = call.endpoint.with_headers(call.headers) if call.headers else call.endpoint
         if not call.request.stream:
             with in_transport:
-                data = await transport.send(call.endpoint, payload)
+                data = await transport.send(endpoint, payload)
             return ChatCompletion.from_dict(value(data), provider=name)
         # Wait for the first chunk, so that errors before it raise here, where the
         # middleware (retry above all) can still act on them.
         with in_transport:
-            rest = chunks(transport.stream(call.endpoint, payload))
+            rest = chunks(transport.stream(endpoint, payload))
         try:
             first: ChatCompletionChunk | None = await rest.__anext__()
         except StopAsyncIteration:

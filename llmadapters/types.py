@@ -11,7 +11,7 @@ This module imports nothing of llmadapters.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import attrs
 
@@ -32,7 +32,13 @@ __all__ = [
 JSON = dict[str, Any]
 
 
+# These run on every reply and chunk: each tests for the types that ``json.loads`` makes
+# first (plain ``type() is``), before the slower checks against the abstract classes.
+
+
 def _opt_int(value: object) -> int | None:
+    if type(value) is int:
+        return value
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -40,10 +46,14 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _dicts(value: object) -> list[Mapping[str, Any]]:
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+    if type(value) is not list and (not isinstance(value, Sequence) or isinstance(value, (str, bytes))):
         return []
-    return [item for item in value if isinstance(item, Mapping)]
+    return [item for item in value if _is_mapping(item)]
 
 
 @attrs.frozen(kw_only=True)
@@ -73,7 +83,7 @@ class ToolCall:
         return cls(
             id=_opt_str(data.get("id")),
             type=_opt_str(data.get("type")),
-            function=FunctionCall.from_dict(function) if isinstance(function, Mapping) else None,
+            function=FunctionCall.from_dict(function) if _is_mapping(function) else None,
             index=_opt_int(data.get("index")),
         )
 
@@ -81,17 +91,7 @@ class ToolCall:
 def _tool_calls(value: object) -> tuple[ToolCall, ...] | None:
     if value is None:
         return None
-    return tuple(ToolCall.from_dict(item) for item in _dicts(value))
-
-
-def _message_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "role": _opt_str(data.get("role")),
-        "content": _opt_str(data.get("content")),
-        "reasoning_content": _opt_str(data.get("reasoning_content")),
-        "tool_calls": _tool_calls(data.get("tool_calls")),
-        "refusal": _opt_str(data.get("refusal")),
-    }
+    return tuple([ToolCall.from_dict(item) for item in _dicts(value)])
 
 
 _M = TypeVar("_M", bound="_MessageFields")
@@ -107,7 +107,13 @@ class _MessageFields:
 
     @classmethod
     def from_dict(cls: type[_M], data: Mapping[str, Any]) -> _M:
-        return cls(**_message_fields(data))
+        return cls(
+            role=_opt_str(data.get("role")),
+            content=_opt_str(data.get("content")),
+            reasoning_content=_opt_str(data.get("reasoning_content")),
+            tool_calls=_tool_calls(data.get("tool_calls")),
+            refusal=_opt_str(data.get("refusal")),
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -147,7 +153,7 @@ class Usage:
 
 
 def _usage(value: object) -> Usage | None:
-    return Usage.from_dict(value) if isinstance(value, Mapping) else None
+    return Usage.from_dict(value) if _is_mapping(value) else None
 
 
 @attrs.frozen(kw_only=True)
@@ -161,7 +167,7 @@ class Choice:
         message = data.get("message")
         return cls(
             index=_opt_int(data.get("index")) or 0,
-            message=Message.from_dict(message) if isinstance(message, Mapping) else Message(),
+            message=Message.from_dict(message) if _is_mapping(message) else Message(),
             finish_reason=_opt_str(data.get("finish_reason")),
         )
 
@@ -177,7 +183,7 @@ class ChunkChoice:
         delta = data.get("delta")
         return cls(
             index=_opt_int(data.get("index")) or 0,
-            delta=Delta.from_dict(delta) if isinstance(delta, Mapping) else Delta(),
+            delta=Delta.from_dict(delta) if _is_mapping(delta) else Delta(),
             finish_reason=_opt_str(data.get("finish_reason")),
         )
 
@@ -205,7 +211,7 @@ class ChatCompletion:
             id=_opt_str(data.get("id")),
             model=_opt_str(data.get("model")),
             created=_opt_int(data.get("created")),
-            choices=tuple(Choice.from_dict(c) for c in _dicts(data.get("choices"))),
+            choices=tuple([Choice.from_dict(c) for c in _dicts(data.get("choices"))]),
             usage=_usage(data.get("usage")),
             provider=provider,
             raw=data,
@@ -230,7 +236,7 @@ class ChatCompletionChunk:
             id=_opt_str(data.get("id")),
             model=_opt_str(data.get("model")),
             created=_opt_int(data.get("created")),
-            choices=tuple(ChunkChoice.from_dict(c) for c in _dicts(data.get("choices"))),
+            choices=tuple([ChunkChoice.from_dict(c) for c in _dicts(data.get("choices"))]),
             usage=_usage(data.get("usage")),
             provider=provider,
             raw=data,

@@ -252,6 +252,28 @@ async def test_user_middleware_sees_the_wire_and_the_chunks(make_client: MakeCli
     assert fake_server.seen_headers[-1]["x-team"] == "search"
 
 
+async def test_call_headers_reach_the_wire_and_each_attempt_starts_afresh(
+    make_client: MakeClient, fake_server: FakeServer
+) -> None:
+    async def outer(call: Call, call_next: CallNext) -> Reply:
+        call.headers["x-outer"] = "kept"
+        return await call_next(call)
+
+    async def inner(call: Call, call_next: CallNext) -> Reply:
+        assert "x-inner" not in call.headers  # what the previous attempt added is gone
+        call.headers["x-inner"] = str(call.attempt)
+        return await call_next(call)
+
+    rec = Recorder()
+    stack = [outer, *rec.stack(None, inner)]
+    client = make_client(middleware=stack, headers={"x-fake-fail-times": "1", "x-fake-retry-after": "0"})
+    assert await _answer(client, "echo+fail-500", stream=False) == "retry me"
+    first, second = list(fake_server.seen_headers)[-2:]
+    assert (first["x-outer"], first["x-inner"]) == ("kept", "1")
+    assert (second["x-outer"], second["x-inner"]) == ("kept", "2")
+    assert first["idempotency-key"] == second["idempotency-key"]
+
+
 async def test_one_log_line_per_call(make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="llmadapters")
     client = make_client(middleware=["logging"])

@@ -46,6 +46,10 @@ class Call:
         spec: the provider that will answer (``spec.name`` is the provider's name).
         endpoint: where the transport sends it; a middleware may replace it, e.g. with
             ``call.endpoint = call.endpoint.with_headers({...})``.
+        headers: headers of this call alone, sent over the endpoint's, e.g.
+            ``call.headers["x-request-id"] = ...``: cheaper than a new endpoint per call.
+            Each attempt of a retried call starts from the headers the retry middleware
+            saw (plus its ``Idempotency-Key``).
         attempt: 1 for the first attempt; the retry middleware counts up.
         deadline: ``loop.time()`` after which no new attempt starts, or None.
         idempotency_key: the same for every attempt of this call.
@@ -55,6 +59,7 @@ class Call:
     request: ChatRequest
     spec: ProviderSpec
     endpoint: Endpoint
+    headers: dict[str, str] = attrs.field(factory=dict)
     attempt: int = 1
     deadline: float | None = None
     idempotency_key: str = attrs.field(factory=_new_key)
@@ -63,6 +68,24 @@ class Call:
     @property
     def provider(self) -> str:
         return self.spec.name
+
+
+class EndpointMemo:
+    """``make(endpoint)``, made again only when a call brings another endpoint than the
+    last one: for a middleware that puts the same thing on every call of a route (a
+    fresh endpoint per call would cost an allocation and a copy of its headers)."""
+
+    __slots__ = ("_in", "_make", "_out")
+
+    def __init__(self, make: Callable[[Endpoint], Endpoint]) -> None:
+        self._make = make
+        self._in: Endpoint | None = None
+        self._out: Endpoint | None = None
+
+    def __call__(self, endpoint: Endpoint) -> Endpoint:
+        if endpoint is not self._in or self._out is None:
+            self._in, self._out = endpoint, self._make(endpoint)
+        return self._out
 
 
 def compose(middleware: Sequence[Middleware], terminal: CallNext) -> CallNext:

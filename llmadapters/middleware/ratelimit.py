@@ -30,6 +30,7 @@ import attrs
 
 from ..errors import RateLimitError, parse_retry_after
 from ..streaming import ChatCompletionStream
+from .base import EndpointMemo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Mapping
@@ -120,6 +121,8 @@ class _Budget:
         self.paused_until = 0.0
         self.decreased_at = -math.inf  # when the last decrease happened, in calls finished
         self.finished = 0
+        # The endpoint that reports its responses' headers to `observe`.
+        self.observing = EndpointMemo(lambda endpoint: attrs.evolve(endpoint, on_headers=self.observe))
 
     def _wake(self) -> None:
         while self.waiters and self.in_flight < self.limit:
@@ -128,7 +131,32 @@ class _Budget:
                 self.in_flight += 1
                 waiter.set_result(None)
 
+    def _delay(self, now: float, cost: int) -> float:
+        return max(
+            self.paused_until - now,
+            self.requests.wait(now, 1) if self.requests else 0.0,
+            self.tokens.wait(now, cost) if self.tokens else 0.0,
+        )
+
+    def _spend(self, cost: int) -> None:
+        if self.requests:
+            self.requests.level -= 1
+        if self.tokens:
+            self.tokens.level -= cost
+
+    def take(self, cost: int) -> bool:
+        """Take a slot and ``cost`` now if nothing has to be waited for (the usual case,
+        without a coroutine); False, having taken nothing, otherwise."""
+        if self.in_flight >= self.limit or self.waiters:
+            return False
+        if self._delay(asyncio.get_running_loop().time(), cost) > 0:
+            return False
+        self.in_flight += 1
+        self._spend(cost)
+        return True
+
     async def acquire(self, cost: int) -> None:
+        """Wait for a slot, then for the rate budgets to allow ``cost``, and take both."""
         loop = asyncio.get_running_loop()
         if self.in_flight < self.limit and not self.waiters:
             self.in_flight += 1
@@ -143,19 +171,11 @@ class _Budget:
                 raise
         try:
             while True:
-                now = loop.time()
-                delay = max(
-                    self.paused_until - now,
-                    self.requests.wait(now, 1) if self.requests else 0.0,
-                    self.tokens.wait(now, cost) if self.tokens else 0.0,
-                )
+                delay = self._delay(loop.time(), cost)
                 if delay <= 0:
                     break
                 await asyncio.sleep(delay)
-            if self.requests:
-                self.requests.level -= 1
-            if self.tokens:
-                self.tokens.level -= cost
+            self._spend(cost)
         except BaseException:
             self.release()
             raise
@@ -223,9 +243,10 @@ class RateLimitMiddleware:
     async def __call__(self, call: Call, call_next: CallNext) -> Reply:
         budget = self.budget(call.request.model)
         estimate = estimate_tokens(call.request) if budget.tokens else 0
-        await budget.acquire(estimate)
+        if not budget.take(estimate):
+            await budget.acquire(estimate)
         if self.limits.adaptive:
-            call.endpoint = attrs.evolve(call.endpoint, on_headers=budget.observe)
+            call.endpoint = budget.observing(call.endpoint)
         try:
             reply = await call_next(call)
         except RateLimitError as exc:

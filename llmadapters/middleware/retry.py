@@ -113,11 +113,11 @@ class RetryMiddleware:
         if self.policy.deadline is not None:
             own = loop.time() + self.policy.deadline
             deadline = own if deadline is None else min(deadline, own)
-        call.endpoint = call.endpoint.with_headers({"Idempotency-Key": call.idempotency_key})
         attempt = 1
         while True:
+            headers = {**call.headers, "Idempotency-Key": call.idempotency_key}
             try:
-                reply = await call_next(attrs.evolve(call, attempt=attempt, deadline=deadline))
+                reply = await call_next(attrs.evolve(call, attempt=attempt, deadline=deadline, headers=headers))
             except LLMAdapterError as exc:
                 call.metadata["attempts"] = attempt
                 wait = self.delay(call, exc, attempt) if attempt < self.policy.max_attempts else None

@@ -51,14 +51,20 @@ class TimeoutMiddleware:
     def __repr__(self) -> str:
         return f"TimeoutMiddleware(total={self.total}, first_token={self.first_token})"
 
-    async def __call__(self, call: Call, call_next: CallNext) -> Reply:
+    def __call__(self, call: Call, call_next: CallNext) -> Awaitable[Reply]:
+        # A plain function: with nothing to bound (the default), the call goes on
+        # without a coroutine frame of this middleware's own.
+        if self.total is None and self.first_token is None and call.deadline is None:
+            return call_next(call)
+        return self._bounded_call(call, call_next)
+
+    async def _bounded_call(self, call: Call, call_next: CallNext) -> Reply:
         loop = asyncio.get_running_loop()
         start = loop.time()
         left = None if call.deadline is None else call.deadline - start
         budget = _least(self.total, left)
         first = _least(self.first_token, budget)
-        if first is None:
-            return await call_next(call)
+        assert first is not None
         try:
             reply = await _within(call_next(call), first)
         except (asyncio.TimeoutError, TimeoutError) as exc:
