@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .base import Timeouts
     from .network import NetworkOptions
 
-__all__ = ["client_settings", "httpx_timeout", "map_httpx_errors", "transport_error"]
+__all__ = ["client_settings", "httpx_timeout", "map_httpx_errors", "pool_settings", "transport_error"]
 
 # For a route that needs no TLS: httpx2 would otherwise load the system's CAs for each
 # client (24 ms). It verifies, with no CA, so a TLS connection it is ever used for fails.
@@ -67,8 +67,14 @@ def httpx_timeout(timeouts: Timeouts) -> httpx2.Timeout:
 
 def client_settings(options: NetworkOptions, connections: int) -> dict[str, Any]:
     """The ``httpx2.AsyncClient`` keyword arguments for ``options``, with a pool of
-    ``connections``. Environment proxies are already resolved into ``options.proxy``;
-    redirects are not followed, so an auth header never reaches another host."""
+    ``connections``: `pool_settings`, and redirects not followed, so that an auth header
+    never reaches another host."""
+    return {**pool_settings(options, connections), "follow_redirects": False}
+
+
+def pool_settings(options: NetworkOptions, connections: int) -> dict[str, Any]:
+    """The ``httpx2.AsyncHTTPTransport`` keyword arguments for ``options``, with a pool
+    of ``connections``. Environment proxies are already resolved into ``options.proxy``."""
     proxy = None
     if options.proxy is not None:
         if options.proxy.startswith("socks"):
@@ -87,6 +93,5 @@ def client_settings(options: NetworkOptions, connections: int) -> dict[str, Any]
         "verify": _NO_TLS if options.ssl is None else options.ssl,
         "proxy": proxy,
         "http2": options.http2,
-        "follow_redirects": False,
         "trust_env": False,
     }
