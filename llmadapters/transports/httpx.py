@@ -123,7 +123,7 @@ class HttpxTransport:
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
         shard = self._acquire()
         try:
-            with map_httpx_errors(endpoint.url):
+            with map_httpx_errors(endpoint):
                 response = await shard.pool.handle_async_request(self._request(endpoint, payload))
                 try:
                     body = await read_body(response.aiter_bytes())
@@ -137,7 +137,7 @@ class HttpxTransport:
     async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         shard = self._acquire()
         try:
-            with map_httpx_errors(endpoint.url):
+            with map_httpx_errors(endpoint):
                 response = await shard.pool.handle_async_request(self._request(endpoint, payload))
                 try:
                     error_body = await read_body(response.aiter_bytes()) if response.status_code >= 300 else b""

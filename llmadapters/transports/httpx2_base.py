@@ -12,7 +12,6 @@ errors in httpx2 classes through a table that turns every
 from __future__ import annotations
 
 import ssl
-from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +22,7 @@ from .base import classify_transport_error, native_error_kind
 from .network import KEEPALIVE_EXPIRY, require
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from .base import Timeouts
+    from .base import Endpoint, Timeouts
     from .network import NetworkOptions
 
 __all__ = ["client_settings", "httpx_timeout", "map_httpx_errors", "pool_settings", "transport_error"]
@@ -52,12 +49,24 @@ def transport_error(exc: BaseException, url: str) -> errors.TransportError:
     return classify_transport_error(exc, url, _kind)
 
 
-@contextmanager
-def map_httpx_errors(url: str) -> Iterator[None]:
-    try:
-        yield
-    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-        raise transport_error(exc, url) from exc
+_HTTPX_ERRORS = (httpx2.HTTPError, httpx2.InvalidURL)
+
+
+class map_httpx_errors:
+    """``with map_httpx_errors(endpoint):`` raises httpx2's errors as ours. A class, not
+    a generator context manager: it is on every call's path."""
+
+    __slots__ = ("_endpoint",)
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, _HTTPX_ERRORS):
+            raise transport_error(exc, self._endpoint.url) from exc
 
 
 @lru_cache(maxsize=64)

@@ -47,7 +47,7 @@ HttpClientKind = Literal["auto", "aiohttp", "httpx"]
 @contextmanager
 def _map_sdk_errors(endpoint: Endpoint) -> Iterator[None]:
     try:
-        with map_httpx_errors(endpoint.url):
+        with map_httpx_errors(endpoint):
             yield
     except openai.APIConnectionError as exc:  # APITimeoutError included
         raise transport_error(exc, endpoint.url) from exc
