@@ -16,7 +16,7 @@ from .errors import AuthenticationError, ConfigError, LLMAdapterError, PluginErr
 from .middleware.auth import AuthMiddleware
 from .middleware.base import Call, CallNext, Middleware, Reply, compose
 from .providers.builtin import openai_compatible
-from .streaming import ChatCompletionStream, prefetched
+from .streaming import ChatCompletionStream
 from .transports.base import Endpoint, Timeouts
 from .transports.network import FEATURES, NetworkOptions, proxy_feature, proxy_for, redact_url, ssl_context
 from .types import ChatCompletion, ChatCompletionChunk
@@ -126,7 +126,7 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
         except BaseException:
             await rest.aclose()
             raise
-        return ChatCompletionStream(prefetched(first, rest))
+        return ChatCompletionStream(rest, first=first)
 
     return send
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Awaitable
 
     from .types import ChatCompletionChunk
 
-__all__ = ["ChatCompletionStream", "prefetched"]
+__all__ = ["ChatCompletionStream"]
 
 
 class ChatCompletionStream:
@@ -33,16 +33,26 @@ class ChatCompletionStream:
             return ChatCompletionStream(chunks())
     """
 
-    __slots__ = ("_chunks",)
+    __slots__ = ("_chunks", "_first")
 
-    def __init__(self, chunks: AsyncGenerator[ChatCompletionChunk, None]) -> None:
+    def __init__(
+        self, chunks: AsyncGenerator[ChatCompletionChunk, None], *, first: ChatCompletionChunk | None = None
+    ) -> None:
+        """``first``: a chunk already received, to come before ``chunks``."""
         self._chunks = chunks
+        self._first = first
 
     def __aiter__(self) -> ChatCompletionStream:
         return self
 
-    async def __anext__(self) -> ChatCompletionChunk:
-        return await self._chunks.__anext__()
+    def __anext__(self) -> Awaitable[ChatCompletionChunk]:
+        # The generator's own awaitable, with no coroutine of this class around it: each
+        # middleware that wraps a stream iterates it, so this runs several times a chunk.
+        first = self._first
+        if first is None:
+            return self._chunks.__anext__()
+        self._first = None
+        return _now(first)
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
@@ -54,14 +64,5 @@ class ChatCompletionStream:
         await self.aclose()
 
 
-async def prefetched(
-    first: ChatCompletionChunk | None, rest: AsyncGenerator[ChatCompletionChunk, None]
-) -> AsyncGenerator[ChatCompletionChunk, None]:
-    """``first`` (already received), then the rest; closing it closes ``rest``."""
-    try:
-        if first is not None:
-            yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()
+async def _now(chunk: ChatCompletionChunk) -> ChatCompletionChunk:
+    return chunk
