@@ -33,6 +33,7 @@ __all__ = [
     "decode_json_body",
     "decode_sse_json",
     "drain",
+    "encode_json",
     "native_error_kind",
     "raise_for_status",
     "read_body",
@@ -131,6 +132,15 @@ class Transport(Protocol):
     def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]: ...
 
     async def aclose(self) -> None: ...
+
+
+# One encoder, not one per call (which json.dumps with arguments makes).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_json(payload: Mapping[str, Any]) -> bytes:
+    """The request body for ``payload``: compact UTF-8 JSON."""
+    return _ENCODER.encode(payload).encode()
 
 
 def _snippet(body: bytes) -> str:

@@ -16,14 +16,13 @@ fifth of httpx2's CPU per request.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx2
 
-from .base import Endpoint, decode_json_body, decode_sse_json, drain, raise_for_status, read_body
+from .base import Endpoint, decode_json_body, decode_sse_json, drain, encode_json, raise_for_status, read_body
 from .httpx2_base import httpx_timeout, map_httpx_errors, pool_settings
 from .network import NetworkOptions
 
@@ -51,10 +50,6 @@ _HEADERS = {
     "user-agent": f"python-httpx2/{httpx2.__version__}",
     "content-type": "application/json",
 }
-
-
-def _body(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @lru_cache(maxsize=64)
@@ -116,7 +111,7 @@ class HttpxTransport:
             "POST",
             _url(endpoint.url),
             headers={**_HEADERS, **{name.lower(): value for name, value in endpoint.headers.items()}},
-            content=_body(payload),
+            content=encode_json(payload),
             extensions=_extensions(endpoint.timeouts),
         )
 

@@ -10,7 +10,6 @@ fails with `TimeoutError` when the next chunk is not taken within the write time
 from __future__ import annotations
 
 import asyncio
-import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from llmadapters.transports.base import (
     decode_json_body,
     decode_sse_json,
     drain,
+    encode_json,
     raise_for_status,
     read_body,
 )
@@ -207,7 +207,7 @@ class _Exchange:
     def __init__(self, transport: AiohttpTransport, endpoint: Endpoint, payload: Mapping[str, Any]) -> None:
         self._transport = transport
         self._endpoint = endpoint
-        self._body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        self._body = encode_json(payload)
         self._upload = transport._upload(endpoint, self._body)
         self._response: aiohttp.ClientResponse | None = None
 
