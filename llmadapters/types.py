@@ -107,12 +107,16 @@ class _MessageFields:
 
     @classmethod
     def from_dict(cls: type[_M], data: Mapping[str, Any]) -> _M:
+        # Once per chunk of every stream: the checks of _opt_str written out.
+        get = data.get
+        role, content, reasoning, refusal = get("role"), get("content"), get("reasoning_content"), get("refusal")
+        tool_calls = get("tool_calls")
         return cls(
-            role=_opt_str(data.get("role")),
-            content=_opt_str(data.get("content")),
-            reasoning_content=_opt_str(data.get("reasoning_content")),
-            tool_calls=_tool_calls(data.get("tool_calls")),
-            refusal=_opt_str(data.get("refusal")),
+            role=role if isinstance(role, str) else None,
+            content=content if isinstance(content, str) else None,
+            reasoning_content=reasoning if isinstance(reasoning, str) else None,
+            tool_calls=None if tool_calls is None else _tool_calls(tool_calls),
+            refusal=refusal if isinstance(refusal, str) else None,
         )
 
 
@@ -180,11 +184,12 @@ class ChunkChoice:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChunkChoice:
-        delta = data.get("delta")
+        get = data.get
+        index, delta, finish_reason = get("index"), get("delta"), get("finish_reason")
         return cls(
-            index=_opt_int(data.get("index")) or 0,
-            delta=Delta.from_dict(delta) if _is_mapping(delta) else Delta(),
-            finish_reason=_opt_str(data.get("finish_reason")),
+            index=index if type(index) is int else _opt_int(index) or 0,
+            delta=Delta.from_dict(delta) if type(delta) is dict or _is_mapping(delta) else Delta(),
+            finish_reason=finish_reason if isinstance(finish_reason, str) else None,
         )
 
 
@@ -232,12 +237,14 @@ class ChatCompletionChunk:
 
     @classmethod
     def from_dict(cls, data: JSON, *, provider: str | None = None) -> ChatCompletionChunk:
+        get = data.get
+        id_, model, created, usage = get("id"), get("model"), get("created"), get("usage")
         return cls(
-            id=_opt_str(data.get("id")),
-            model=_opt_str(data.get("model")),
-            created=_opt_int(data.get("created")),
-            choices=tuple([ChunkChoice.from_dict(c) for c in _dicts(data.get("choices"))]),
-            usage=_usage(data.get("usage")),
+            id=id_ if isinstance(id_, str) else None,
+            model=model if isinstance(model, str) else None,
+            created=created if type(created) is int else _opt_int(created),
+            choices=tuple([ChunkChoice.from_dict(c) for c in _dicts(get("choices"))]),
+            usage=None if usage is None else _usage(usage),
             provider=provider,
             raw=data,
         )

@@ -1,0 +1,67 @@
+"""The value types keep what a provider sent in the shape it should have, and turn a value
+of the wrong type into None (never an exception), whatever the JSON holds."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from types import MappingProxyType
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmadapters.types import ChatCompletion, ChatCompletionChunk
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = ["id", "model", "created", "choices", "usage", "index", "delta", "message", "content", "role"]
+
+
+def test_a_well_formed_chunk_and_reply() -> None:
+    chunk = ChatCompletionChunk.from_dict(
+        {"id": "c1", "created": 7, "choices": [{"index": 1, "delta": {"role": "assistant", "content": "hi"}}]},
+        provider="p",
+    )
+    assert (chunk.id, chunk.created, chunk.provider) == ("c1", 7, "p")
+    choice = chunk.choices[0]
+    assert (choice.index, choice.delta.role, choice.delta.content) == (1, "assistant", "hi")
+    reply = ChatCompletion.from_dict(
+        {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {"total_tokens": 3}}
+    )
+    assert (reply.choices[0].message.content, reply.choices[0].finish_reason) == ("ok", "stop")
+    assert reply.usage is not None
+    assert reply.usage.total_tokens == 3
+
+
+def test_values_of_the_wrong_type_become_none() -> None:
+    chunk = ChatCompletionChunk.from_dict(
+        {"id": 5, "model": ["m"], "created": True, "choices": [{"index": "0", "delta": {"content": 3}}, 7], "usage": 1}
+    )
+    assert (chunk.id, chunk.model, chunk.created, chunk.usage) == (None, None, None, None)
+    assert len(chunk.choices) == 1  # the 7 is no choice
+    assert (chunk.choices[0].index, chunk.choices[0].delta.content) == (0, None)
+    reply = ChatCompletion.from_dict({"choices": "none", "created": 1.5})
+    assert (reply.choices, reply.created) == ((), None)
+
+
+def test_mappings_and_sequences_other_than_dict_and_list() -> None:
+    delta: Any = MappingProxyType({"content": "x"})
+    chunk = ChatCompletionChunk.from_dict({"choices": (OrderedDict(index=2, delta=delta),)})
+    assert (chunk.choices[0].index, chunk.choices[0].delta.content) == (2, "x")
+
+
+@given(st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6), st.lists(JSON_VALUES, max_size=3))
+def test_any_json_makes_a_value(data: dict[str, Any], choices: list[Any]) -> None:
+    data.setdefault("choices", choices)
+    chunk = ChatCompletionChunk.from_dict(data)
+    reply = ChatCompletion.from_dict(data)
+    assert chunk.raw is data
+    assert reply.raw is data
+    for value in (chunk.id, chunk.model, reply.id, reply.model):
+        assert value is None or isinstance(value, str)
+    for created in (chunk.created, reply.created):
+        assert created is None or (isinstance(created, int) and not isinstance(created, bool))
+    assert all(isinstance(c.index, int) for c in (*chunk.choices, *reply.choices))
