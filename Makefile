@@ -1,10 +1,11 @@
-# The README's two commands: `make run` (the main job, against the built-in fake
-# provider, no API key needed) and `make test` (what CI runs, via .ci/run).
+# The README's commands: `make run` (the main job, against the built-in fake provider,
+# no API key needed), `make test` (what CI runs, via .ci/run) and `make bench` (the
+# benchmark, which rewrites docs/performance.md).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint
+.PHONY: run test lint bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +45,19 @@ $(E2E)/.installed: $(SOURCES)
 
 test: lint $(E2E)/.installed
 	$(BIN)/python -m pytest
+
+# The benchmark in a venv of its own, with what it compares llmadapters with
+# (bench/requirements.txt: LiteLLM, httpx 0.28, matplotlib), none of them a dependency
+# of the project. About 45 minutes on 2 cores; see bench/run.py.
+BENCH := .venv-bench
+
+$(BENCH)/bin/python:
+	$(PYTHON) -m venv $(BENCH)
+	$(BENCH)/bin/python -m pip install --quiet --upgrade pip
+
+$(BENCH)/.installed: $(BENCH)/bin/python pyproject.toml plugins/llmadapters-aiohttp/pyproject.toml bench/requirements.txt
+	$(BENCH)/bin/python -m pip install --quiet -e . -e plugins/llmadapters-aiohttp -r bench/requirements.txt
+	touch $@
+
+bench: $(BENCH)/.installed
+	$(BENCH)/bin/python bench/run.py

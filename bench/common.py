@@ -19,16 +19,21 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def drive(call: Call, n: int, concurrency: int) -> tuple[float, float]:
-    """Run ``n`` calls with at most ``concurrency`` in flight; return (req/s, CPU-ms per 1,000)."""
+async def run_calls(call: Call, n: int, concurrency: int) -> None:
+    """Run ``n`` calls with at most ``concurrency`` in flight."""
     remaining = iter(range(n))
 
     async def worker() -> None:
         for _ in remaining:
             await call()
 
-    cpu_start, start = cpu(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def drive(call: Call, n: int, concurrency: int) -> tuple[float, float]:
+    """Run ``n`` calls with at most ``concurrency`` in flight; return (req/s, CPU-ms per 1,000)."""
+    cpu_start, start = cpu(), time.perf_counter()
+    await run_calls(call, n, concurrency)
     wall, used = time.perf_counter() - start, cpu() - cpu_start
     return n / wall, used * 1000 * 1000 / n
 

@@ -4,7 +4,8 @@ client: one worker, no access log, ``return 200`` with a fixed OpenAI-shaped rep
 ``start_nginx()`` runs Debian's nginx (``apt-get install nginx``) from a temporary
 prefix and returns the process and two base URLs: ``.../unary/v1`` answers every
 ``POST /chat/completions`` with one chat.completion JSON body, ``.../sse/v1`` with a
-stream of ``STREAM_CHUNKS`` chunk events and ``[DONE]``.
+stream of ``STREAM_CHUNKS`` chunk events (the last with the finish_reason) and
+``[DONE]``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ COMPLETION = {
 
 
 def _sse_body() -> str:
-    # Chunks carry only their choices: nginx takes at most 4 KB in one `return`.
-    events = []
-    for i in range(STREAM_CHUNKS):
-        chunk = {"choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}
-        events.append(f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n")
+    # Chunks carry only their choices: nginx takes at most 4 KB in one `return`. The last
+    # one ends the reply with its finish_reason, as a real stream does (LiteLLM fails a
+    # stream without one).
+    choices: list[dict[str, object]] = [{"index": 0, "delta": {"content": f"w{i} "}} for i in range(STREAM_CHUNKS - 1)]
+    choices.append({"index": 0, "delta": {}, "finish_reason": "stop"})
+    events = [f"data: {json.dumps({'choices': [c]}, separators=(',', ':'))}\n\n" for c in choices]
     return "".join(events) + "data: [DONE]\n\n"
 
 

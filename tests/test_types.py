@@ -64,4 +64,5 @@ def test_any_json_makes_a_value(data: dict[str, Any], choices: list[Any]) -> Non
         assert value is None or isinstance(value, str)
     for created in (chunk.created, reply.created):
         assert created is None or (isinstance(created, int) and not isinstance(created, bool))
-    assert all(isinstance(c.index, int) for c in (*chunk.choices, *reply.choices))
+    assert all(isinstance(c.index, int) for c in chunk.choices)
+    assert all(isinstance(c.index, int) for c in reply.choices)
