@@ -41,6 +41,7 @@ __all__ = [
     "BatchItem",
     "BatchRun",
     "BatchSummary",
+    "LatencyHistogram",
     "Shard",
     "completed_ids",
     "duplicate_ids",
@@ -341,13 +342,42 @@ class BatchRun:
         return BatchResult(index=item.index, custom_id=item.custom_id, latency_s=time.perf_counter() - start, **outcome)
 
 
+# Latencies are counted in buckets 1% wide (on a log scale), not kept one by one: the
+# summary of a run of millions of requests stays a few KiB.
+_BUCKET = math.log(1.01)
+
+
+@attrs.define
+class LatencyHistogram:
+    """Counts of latencies in buckets 1% wide; percentiles within 0.5%."""
+
+    counts: Counter[int] = attrs.field(factory=Counter)
+    total: int = 0
+
+    def add(self, seconds: float) -> None:
+        self.counts[math.floor(math.log(seconds) / _BUCKET) if seconds > 0 else -(2**31)] += 1
+        self.total += 1
+
+    def percentile(self, p: float) -> float | None:
+        """The latency under which ``p`` percent of them fall: the middle of its bucket."""
+        if not self.total:
+            return None
+        rank = max(1, math.ceil(p / 100 * self.total))
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen >= rank:
+                return 0.0 if bucket == -(2**31) else math.exp((bucket + 0.5) * _BUCKET)
+        raise AssertionError("unreachable: the counts add up to the total")
+
+
 @attrs.define
 class BatchSummary:
     """The figures of a batch run; `add` each result, then `as_dict`."""
 
     started: float = attrs.field(factory=time.monotonic)
     outcomes: Counter[str] = attrs.field(factory=Counter)
-    latencies: list[float] = attrs.field(factory=list)
+    latencies: LatencyHistogram = attrs.field(factory=LatencyHistogram)
     tokens_in: int = 0
     tokens_out: int = 0
     retries: int = 0
@@ -363,7 +393,7 @@ class BatchSummary:
     def add(self, result: BatchResult) -> None:
         self.outcomes["ok" if result.error is None else type(result.error).__name__] += 1
         if result.attempts:
-            self.latencies.append(result.latency_s)
+            self.latencies.add(result.latency_s)
             self.retries += result.attempts - 1
         usage = result.response.usage if result.response is not None else None
         if usage is not None:
@@ -372,12 +402,10 @@ class BatchSummary:
 
     def as_dict(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
-        ordered = sorted(self.latencies)
 
         def percentile(p: float) -> float | None:
-            if not ordered:
-                return None
-            return round(ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)], 4)
+            value = self.latencies.percentile(p)
+            return None if value is None else round(value, 4)
 
         return {
             "requests": self.done,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import llmadapters as la
-from llmadapters.batch import BatchItem, Shard, completed_ids, read_jsonl
+from llmadapters.batch import BatchItem, LatencyHistogram, Shard, completed_ids, read_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -385,3 +385,20 @@ def test_twenty_kills_at_random_points_never_leave_a_broken_output(tmp_path: Pat
     ids = [r["custom_id"] for r in records(out)]
     assert sorted(ids) == sorted(f"q{i}" for i in range(n))
     print(f"20 kills survived; {cut_lines} left a cut last line, repaired on resume")
+
+
+def test_latency_percentiles_stay_within_half_a_percent_in_bounded_memory() -> None:
+    rng = random.Random(7)
+    latencies = [rng.lognormvariate(-1, 1.5) for _ in range(50_000)] + [0.0] * 10
+    histogram = LatencyHistogram()
+    assert histogram.percentile(50) is None
+    for value in latencies:
+        histogram.add(value)
+    ordered = sorted(latencies)
+    for p in (1, 50, 95, 99, 100):
+        exact = ordered[max(1, -(-p * len(ordered) // 100)) - 1]
+        measured = histogram.percentile(p)
+        assert measured is not None
+        assert abs(measured - exact) <= 0.005 * exact, (p, measured, exact)
+    assert histogram.percentile(0.01) == 0.0  # the zero latencies have a bucket of their own
+    assert len(histogram.counts) < 3000  # buckets, not one entry per latency
