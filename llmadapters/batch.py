@@ -15,13 +15,14 @@ run's figures (`BatchSummary`).
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
 import math
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 import attrs
@@ -148,21 +149,47 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-def duplicate_ids(lines: Iterable[str], shard: Shard | None = None) -> tuple[dict[str, list[int]], int]:
+_MASK = 2**64 - 1
+
+
+def _mark(custom_id: str) -> tuple[int, int]:
+    """The 32-bit fingerprint (never 0) of ``custom_id``, and the rest of its hash."""
+    digest = hash(custom_id) & _MASK
+    return (digest >> 32) | 1, digest & 0xFFFF_FFFF
+
+
+def duplicate_ids(lines: Callable[[], Iterable[str]], shard: Shard | None = None) -> tuple[dict[str, list[int]], int]:
     """The custom_ids that appear on more than one line, with their line numbers; and
-    the number of requests read (of ``shard``'s only, when given)."""
-    first: dict[str, int] = {}
-    duplicates: dict[str, list[int]] = {}
+    the number of requests read (of ``shard``'s only, when given).
+
+    ``lines()`` gives the input's lines, each time it is called. The ids are not kept: a
+    table of their 32-bit fingerprints, 5.3 bytes a line, finds the ones that may repeat,
+    and when there are any a second reading keeps only those, so that a check of
+    millions of lines costs megabytes, not the hundreds a set of the ids would."""
+    size = sum(1 for _ in lines()) * 4 // 3 + 16
+    table = array.array("I", bytes(4 * size))  # open addressing; 0 is an empty slot
+    suspects: set[int] = set()
     count = 0
-    for item in read_jsonl(lines):
+    for item in read_jsonl(lines()):
         if shard is None or item.custom_id in shard:
             count += 1
-        line = item.line or 0
-        if item.custom_id in first:
-            duplicates.setdefault(item.custom_id, [first[item.custom_id]]).append(line)
+        mark, rest = _mark(item.custom_id)
+        slot = rest % size
+        while (seen := table[slot]) != 0:
+            if seen == mark:  # the same id, or another with the same fingerprint
+                suspects.add(mark)
+                break
+            slot = slot + 1 if slot + 1 < size else 0
         else:
-            first[item.custom_id] = line
-    return duplicates, count
+            table[slot] = mark
+    if not suspects:
+        return {}, count
+    del table
+    found: dict[str, list[int]] = {}
+    for item in read_jsonl(lines()):
+        if _mark(item.custom_id)[0] in suspects:
+            found.setdefault(item.custom_id, []).append(item.line or 0)
+    return {custom_id: numbers for custom_id, numbers in found.items() if len(numbers) > 1}, count
 
 
 def completed_ids(path: str | os.PathLike[str]) -> set[str]:

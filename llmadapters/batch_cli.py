@@ -89,7 +89,7 @@ def _check_input(args: argparse.Namespace) -> int | None:
     path = Path(args.input)
     if not path.is_file():
         raise UsageProblem(f"cannot read {args.input}: no such file")
-    duplicates, count = duplicate_ids(_lines(args.input), args.shard)
+    duplicates, count = duplicate_ids(lambda: _lines(args.input), args.shard)
     if duplicates:
         shown = "; ".join(
             f"{cid!r} on lines {', '.join(map(str, lines))}" for cid, lines in list(duplicates.items())[:10]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import llmadapters as la
-from llmadapters.batch import BatchItem, LatencyHistogram, Shard, completed_ids, read_jsonl
+from llmadapters.batch import BatchItem, LatencyHistogram, Shard, completed_ids, duplicate_ids, read_jsonl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -402,3 +402,28 @@ def test_latency_percentiles_stay_within_half_a_percent_in_bounded_memory() -> N
         assert abs(measured - exact) <= 0.005 * exact, (p, measured, exact)
     assert histogram.percentile(0.01) == 0.0  # the zero latencies have a bucket of their own
     assert len(histogram.counts) < 3000  # buckets, not one entry per latency
+
+
+def _id_lines(ids: list[str]) -> list[str]:
+    return [json.dumps({"custom_id": i, "messages": [{"role": "user", "content": "x"}]}) for i in ids]
+
+
+def test_duplicate_ids_are_found_exactly_among_many() -> None:
+    ids = [f"req-{n}" for n in range(20_000)] + ["req-17", "req-19999", "req-17"]
+    lines = _id_lines(ids)
+    duplicates, count = duplicate_ids(lambda: lines)
+    assert count == 20_003
+    assert duplicates == {"req-17": [18, 20001, 20003], "req-19999": [20000, 20002]}
+    assert duplicate_ids(lambda: lines[:20_000]) == ({}, 20_000)
+    shard = Shard(1, 2)
+    assert duplicate_ids(lambda: lines, shard)[1] == sum(i in shard for i in ids)
+
+
+def test_ids_sharing_a_fingerprint_are_not_taken_for_duplicates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmadapters import batch
+
+    # Every id gets the same fingerprint: all are suspects, and the second reading tells
+    # the true duplicates from the rest.
+    monkeypatch.setattr(batch, "_mark", lambda custom_id: (7, len(custom_id)))
+    lines = _id_lines(["a", "bb", "a", "cc", "d"])
+    assert duplicate_ids(lambda: lines) == ({"a": [1, 3]}, 5)
