@@ -187,8 +187,8 @@ class ChunkChoice:
         get = data.get
         index, delta, finish_reason = get("index"), get("delta"), get("finish_reason")
         return cls(
-            index=index if type(index) is int else _opt_int(index) or 0,
-            delta=Delta.from_dict(delta) if type(delta) is dict or _is_mapping(delta) else Delta(),
+            index=_opt_int(index) or 0,
+            delta=Delta.from_dict(delta) if _is_mapping(delta) else Delta(),
             finish_reason=finish_reason if isinstance(finish_reason, str) else None,
         )
 
@@ -242,7 +242,7 @@ class ChatCompletionChunk:
         return cls(
             id=id_ if isinstance(id_, str) else None,
             model=model if isinstance(model, str) else None,
-            created=created if type(created) is int else _opt_int(created),
+            created=_opt_int(created),
             choices=tuple([ChunkChoice.from_dict(c) for c in _dicts(get("choices"))]),
             usage=None if usage is None else _usage(usage),
             provider=provider,
