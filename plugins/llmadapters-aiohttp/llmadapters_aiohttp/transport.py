@@ -231,8 +231,7 @@ class _Exchange:
             self._transport._slots.release()
             if self._upload is not None:
                 self._upload.stop()
-        url = self._endpoint.url
         if isinstance(exc, (aiohttp.ClientError, TimeoutError)):
-            raise classify_transport_error(exc, url) from exc
+            raise classify_transport_error(exc, self._endpoint.url) from exc
         if isinstance(exc, asyncio.CancelledError) and self._upload is not None and self._upload.expired:
-            raise self._upload.timed_out(url) from None
+            raise self._upload.timed_out(self._endpoint.url) from None
