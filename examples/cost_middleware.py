@@ -25,7 +25,7 @@ async def cost_tracker(call: Call, call_next: CallNext) -> Reply:
                     spent[call.provider] += (chunk.usage.total_tokens or 0) * price / 1000
                 yield chunk
 
-    return ChatCompletionStream(chunks())
+    return reply.with_chunks(chunks())
 
 
 async def main() -> None:

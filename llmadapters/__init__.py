@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         Delta,
         FunctionCall,
         Message,
+        ResponseInfo,
         ToolCall,
         Usage,
     )
@@ -68,6 +69,7 @@ __all__ = [
     "PluginError",
     "PluginWarning",
     "RateLimitError",
+    "ResponseInfo",
     "ServerError",
     "StreamError",
     "SyncChatCompletionStream",
@@ -101,6 +103,7 @@ _MODULE_OF = {
     "PluginError": "errors",
     "PluginWarning": "errors",
     "RateLimitError": "errors",
+    "ResponseInfo": "types",
     "ServerError": "errors",
     "StreamError": "errors",
     "SyncChatCompletionStream": "client",

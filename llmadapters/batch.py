@@ -2,9 +2,13 @@
 
 ``client.batch(requests, concurrency=64)`` reads ``requests`` lazily (any iterable or
 async iterable), routes each to its provider's *lane* and yields `BatchResult`s as they
-complete. Each provider's lane has its own bounded queue and ``concurrency`` workers, so a
-slow or rate-limited provider does not hold up the lines of another, and memory grows
-with ``concurrency`` (and the number of providers), never with the input.
+complete. Each provider's lane has ``concurrency`` workers of its own. A request
+answered 429 is put aside (for its ``Retry-After``, or a short backoff: the rate limiter
+paces the lane) and sent again until its ``line_deadline``, without holding a worker,
+so a 429 never ends a line early. Reading stops while every lane has enough lines
+queued; while some lane has room it goes on, so that a slow or rate-limited provider's
+lines do not hold up the lines of another behind them, until `MAX_HELD` lines are taken
+and unfinished: memory is bounded, never growing with the input.
 
 Requests are dicts in the OpenAI Batch API line format
 (``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}``) or plain
@@ -19,6 +23,8 @@ import array
 import asyncio
 import json
 import math
+import os
+import random
 import time
 import zlib
 from collections import Counter
@@ -27,15 +33,16 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import APIStatusError, BadRequestError, ConfigError, LLMAdapterError
+from .errors import APIStatusError, BadRequestError, ConfigError, LLMAdapterError, RateLimitError
 from .middleware.base import Call
+from .middleware.retry import rate_limit_retryable
 from .types import BatchResult, ChatCompletion
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
     from .client import AsyncClient
+    from .providers.base import ProviderSpec
     from .types import ChatRequest
 
 __all__ = [
@@ -49,6 +56,7 @@ __all__ = [
     "output_record",
     "parse_item",
     "read_jsonl",
+    "set_aside_failed",
     "write_record",
 ]
 
@@ -211,12 +219,40 @@ def completed_ids(path: str | os.PathLike[str]) -> set[str]:
     return done
 
 
+def set_aside_failed(path: str | os.PathLike[str]) -> int:
+    """Move the error records of an output file to ``<path>.retried`` (appended), so that
+    their requests count as not done and a resumed run sends them again; the number
+    moved. The file is rewritten whole and then renamed over the old one, so a kill at
+    any point leaves either the old file or the new one."""
+    path = os.fspath(path)
+    completed_ids(path)  # repairs a last line cut short
+    moved = 0
+    kept = f"{path}.tmp"
+    with open(path, "rb") as source, open(kept, "wb") as good, open(f"{path}.retried", "ab") as failed:
+        for line in source:
+            if not line.strip():
+                continue
+            if json.loads(line).get("error") is None:
+                good.write(line)
+            else:
+                failed.write(line)
+                moved += 1
+        good.flush()
+        os.fsync(good.fileno())
+        failed.flush()
+        os.fsync(failed.fileno())
+    os.replace(kept, path)
+    return moved
+
+
 def output_record(result: BatchResult) -> dict[str, Any]:
     """``result`` in the OpenAI Batch API output format."""
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     if result.response is not None:
-        response = {"status_code": 200, "request_id": None, "body": result.response.raw}
+        http = result.response.http
+        status, request_id = (200, None) if http is None else (http.status, http.request_id)
+        response = {"status_code": status, "request_id": request_id, "body": result.response.raw}
     exc = result.error
     if isinstance(exc, APIStatusError) and result.attempts:  # a server's answer, not a local refusal
         response = {"status_code": exc.status, "request_id": exc.request_id, "body": exc.body}
@@ -225,11 +261,26 @@ def output_record(result: BatchResult) -> dict[str, Any]:
     return {"id": f"batch_req_{result.index}", "custom_id": result.custom_id, "response": response, "error": error}
 
 
-@attrs.define
-class _Lane:
-    """One provider's queue and workers."""
+@attrs.define(eq=False)
+class _Line:
+    """One request on its way through a lane."""
 
-    queue: asyncio.Queue[tuple[BatchItem, ChatRequest] | None]
+    item: BatchItem
+    request: ChatRequest
+    started: float | None = None  # loop.time() at its first attempt
+    attempts: int = 0
+    rate_limited: int = 0
+
+
+@attrs.define(eq=False)
+class _Lane:
+    """One provider's lines and workers: ``concurrency`` workers send the lines of
+    ``ready``, so a line waiting to be sent again after a 429 holds no worker."""
+
+    ready: asyncio.Queue[_Line] = attrs.field(factory=asyncio.Queue)
+    idle: asyncio.Event = attrs.field(factory=asyncio.Event)
+    open: int = 0
+    parked: dict[_Line, asyncio.TimerHandle] = attrs.field(factory=dict)
     workers: list[asyncio.Task[None]] = attrs.field(factory=list)
 
 
@@ -238,10 +289,23 @@ class _End:
         self.error = error
 
 
+# A 429 without Retry-After is sent again after this backoff (doubling, less up to 25%
+# jitter): the rate limiter has learned from it and paces the lane; the wait only keeps
+# the line from going first in the queue again.
+_REQUEUE_DELAY = 0.1
+_REQUEUE_MAX = 5.0
+# Lines taken from the input and not yet finished, over all lanes: the bound on memory.
+# Reading stops when every lane has enough lines queued (2 x concurrency + 16); while some
+# lane has room, it goes on, so that a slow lane's lines do not hold up the lines of the
+# others behind them in the input, until this many are waiting.
+MAX_HELD = 20_000
+
+
 class BatchRun:
     """The results of ``client.batch(...)``: ``async for result in run``. `stop` ends
     it early: no new request starts, those in flight finish and are yielded; ``read`` is
-    the count of requests taken from the input, ``dropped`` of those never started."""
+    the count of requests taken from the input, ``dropped`` of those left unanswered
+    (never started, or waiting to be sent again after a 429)."""
 
     def __init__(
         self,
@@ -250,21 +314,34 @@ class BatchRun:
         *,
         concurrency: int = 64,
         model: str | None = None,
+        line_deadline: float = 3600.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if not line_deadline > 0:
+            raise ValueError("line_deadline must be > 0")
         self._client = client
         self._requests = requests
         self._concurrency = concurrency
         self._model = model
+        self._line_deadline = line_deadline
         self._results: asyncio.Queue[BatchResult | _End] | None = None
         self._lanes: dict[str, _Lane] = {}
+        self._held = asyncio.Semaphore(max(MAX_HELD, 4 * concurrency))
+        self._queue_room = 2 * concurrency + 16
+        self._room = asyncio.Event()  # set when a lane's queue falls below its room
         self._stopping = False
         self.read = 0  # input requests taken so far
-        self.dropped = 0  # taken, but never started because the run was stopped
+        self.dropped = 0  # taken, but left unanswered because the run was stopped
 
     def stop(self) -> None:
         self._stopping = True
+        for lane in self._lanes.values():
+            parked, lane.parked = lane.parked, {}
+            for handle in parked.values():
+                handle.cancel()
+                self.dropped += 1
+                self._finish(lane)
 
     def __aiter__(self) -> AsyncIterator[BatchResult]:
         return self._run()
@@ -284,6 +361,9 @@ class BatchRun:
                     return
                 yield result
         finally:
+            for lane in self._lanes.values():
+                for handle in lane.parked.values():
+                    handle.cancel()
             tasks = [dispatcher, *(w for lane in self._lanes.values() for w in lane.workers)]
             for task in tasks:
                 task.cancel()
@@ -310,11 +390,15 @@ class BatchRun:
                     await self._results.put(request)
                     continue
                 lane = self._lanes.get(request.provider) or self._open_lane(request.provider)
-                await lane.queue.put((item, request))
+                await self._held.acquire()
+                lane.open += 1
+                lane.idle.clear()
+                lane.ready.put_nowait(_Line(item, request))
+                while all(lane.ready.qsize() >= self._queue_room for lane in self._lanes.values()):
+                    self._room.clear()
+                    await self._room.wait()
             for lane in self._lanes.values():
-                for _ in lane.workers:
-                    await lane.queue.put(None)
-            await asyncio.gather(*(w for lane in self._lanes.values() for w in lane.workers))
+                await lane.idle.wait()
         except Exception as exc:
             await self._results.put(_End(exc))
         else:
@@ -335,38 +419,87 @@ class BatchRun:
         return BatchResult(index=item.index, custom_id=item.custom_id, error=error)
 
     def _open_lane(self, provider: str) -> _Lane:
-        lane = _Lane(queue=asyncio.Queue(maxsize=self._concurrency))
+        lane = _Lane()
+        lane.idle.set()
         lane.workers = [asyncio.create_task(self._work(lane)) for _ in range(self._concurrency)]
         self._lanes[provider] = lane
         return lane
 
+    def _finish(self, lane: _Lane) -> None:
+        lane.open -= 1
+        self._held.release()
+        if not lane.open:
+            lane.idle.set()
+
     async def _work(self, lane: _Lane) -> None:
         assert self._results is not None
-        while (entry := await lane.queue.get()) is not None:
-            if self._stopping:  # queued, never started: left for a resumed run
+        while True:
+            line = await lane.ready.get()
+            if lane.ready.qsize() < self._queue_room:
+                self._room.set()
+            if self._stopping:  # never started, or put aside: left for a resumed run
                 self.dropped += 1
+                self._finish(lane)
                 continue
-            item, request = entry
-            await self._results.put(await self._call(item, request))
+            result = await self._call(lane, line)
+            if result is not None:
+                await self._results.put(result)
+                self._finish(lane)
 
-    async def _call(self, item: BatchItem, request: ChatRequest) -> BatchResult:
-        start = time.perf_counter()
+    def _park(self, lane: _Lane, line: _Line, delay: float) -> None:
+        def wake() -> None:
+            del lane.parked[line]
+            lane.ready.put_nowait(line)
+
+        lane.parked[line] = asyncio.get_running_loop().call_later(delay, wake)
+
+    def _requeue_delay(self, line: _Line, exc: RateLimitError, spec: ProviderSpec) -> float | None:
+        """Seconds until a line answered 429 is sent again, or None when it may not be."""
+        assert line.started is not None
+        if not rate_limit_retryable(spec, exc):
+            return None
+        line.rate_limited += 1
+        delay = exc.retry_after
+        if delay is None:
+            backoff = min(_REQUEUE_DELAY * 2.0 ** (line.rate_limited - 1), _REQUEUE_MAX)
+            delay = backoff * (1 - 0.25 * random.random())
+        if asyncio.get_running_loop().time() + delay > line.started + self._line_deadline:
+            return None
+        return delay
+
+    async def _call(self, lane: _Lane, line: _Line) -> BatchResult | None:
+        """Send ``line``: its result, or None when it was put aside to be sent again."""
+        loop = asyncio.get_running_loop()
+        if line.started is None:
+            line.started = loop.time()
         outcome: dict[str, Any]
         try:
-            route = await self._client.route(request.provider)
+            route = await self._client.route(line.request.provider)
         except LLMAdapterError as exc:  # no route (a missing key): no call was made
-            outcome = {"error": exc, "attempts": 0}
+            outcome = {"error": exc}
         else:
-            call = Call(request=request, spec=route.spec, endpoint=route.endpoint)
+            call = Call(request=line.request, spec=route.spec, endpoint=route.endpoint, defer_rate_limits=True)
             try:
                 reply = await route.handle(call)
+            except RateLimitError as exc:
+                line.attempts += call.metadata.get("attempts", 1)
+                delay = self._requeue_delay(line, exc, route.spec)
+                if delay is not None and not self._stopping:
+                    self._park(lane, line, delay)
+                    return None
+                outcome = {"error": exc}
             except LLMAdapterError as exc:
+                line.attempts += call.metadata.get("attempts", 1)
                 outcome = {"error": exc}
             else:
+                line.attempts += call.metadata.get("attempts", 1)
                 assert isinstance(reply, ChatCompletion)  # a unary request gets a whole reply
                 outcome = {"response": reply}
-            outcome["attempts"] = call.metadata.get("attempts", 1)
-        return BatchResult(index=item.index, custom_id=item.custom_id, latency_s=time.perf_counter() - start, **outcome)
+        item = line.item
+        latency = loop.time() - line.started
+        return BatchResult(
+            index=item.index, custom_id=item.custom_id, latency_s=latency, attempts=line.attempts, **outcome
+        )
 
 
 # Latencies are counted in buckets 1% wide (on a log scale), not kept one by one: the
@@ -408,6 +541,7 @@ class BatchSummary:
     tokens_in: int = 0
     tokens_out: int = 0
     retries: int = 0
+    limits: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # AsyncClient.limits() at the end
 
     @property
     def done(self) -> int:
@@ -444,6 +578,7 @@ class BatchSummary:
             "tokens": {"in": self.tokens_in, "out": self.tokens_out},
             "wall_s": round(wall, 3),
             "requests_per_s": round(self.done / wall, 1) if wall > 0 else None,
+            "limits": self.limits,
         }
 
 

@@ -5,7 +5,9 @@ result; ``--resume`` skips the custom_ids already in the output (repairing a las
 cut short by the kill), so it sends no completed request again. ``--shard I/N`` answers
 one shard of the input (split by custom_id), so that N workers share one input, each
 with its own output (and its own ``--resume``); concatenated, the outputs hold every
-request once. The first Ctrl-C lets
+request once. A request answered 429 is sent again until ``--line-deadline``; one that
+ended in an error is sent again by ``--resume --retry-failed``, which first moves the
+error records to ``OUT.retried``, so the output keeps one record per custom_id. The first Ctrl-C lets
 the requests in flight finish and be written, then prints the summary; the second stops
 at once. Exit status: 0 when every request succeeded, 1 when some ended in an error
 (each has its error record), 2 for a usage problem (nothing sent), 130 when interrupted.
@@ -22,12 +24,12 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .batch import BatchSummary, Shard, completed_ids, duplicate_ids, read_jsonl, write_record
+from .batch import BatchSummary, Shard, completed_ids, duplicate_ids, read_jsonl, set_aside_failed, write_record
 from .client import AsyncClient
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from .batch import BatchItem, BatchRun
 
@@ -48,6 +50,18 @@ def add_parser(commands: Any) -> None:
     batch.add_argument("--tpm", type=float, default=None, help="tokens per minute, per provider")
     batch.add_argument("--resume", action="store_true", help="skip the custom_ids already in the output")
     batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume, send again the requests whose records are errors (their records move to OUT.retried)",
+    )
+    batch.add_argument(
+        "--line-deadline",
+        type=_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long a request answered 429 is sent again, from its first attempt (3600)",
+    )
+    batch.add_argument(
         "--shard",
         type=_shard,
         default=None,
@@ -63,6 +77,18 @@ def add_parser(commands: Any) -> None:
         help="a bar on a terminal (auto), JSON lines on stderr each second (json), or none",
     )
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary on stderr")
+
+
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def _shard(text: str) -> Shard:
@@ -104,10 +130,14 @@ def _open_output(args: argparse.Namespace) -> tuple[IO[str], set[str]]:
         return sys.stdout, set()
     path = Path(args.output)
     done: set[str] = set()
+    if args.retry_failed and not args.resume:
+        raise UsageProblem("--retry-failed continues an output file: add --resume")
     if path.exists() and path.stat().st_size > 0:
         if not args.resume:
             raise UsageProblem(f"{args.output} exists: add --resume to continue it, or choose another file")
         try:
+            if args.retry_failed:
+                set_aside_failed(path)
             done = completed_ids(path)
         except (ValueError, KeyError) as exc:
             raise UsageProblem(f"{args.output}: not a batch output file ({exc})") from None
@@ -126,6 +156,7 @@ class _Progress:
         self.mode = mode
         self.summary = summary
         self.total = total
+        self.limits: Callable[[], dict[str, dict[str, Any]]] = dict
         self._last = 0.0
         self._bar: Any = None
         if mode == "bar":
@@ -139,9 +170,10 @@ class _Progress:
                 TextColumn("[red]{task.fields[errors]} errors"),
                 TextColumn("{task.fields[retries]} retries"),
                 TimeRemainingColumn(),
+                TextColumn("{task.fields[limits]}"),
                 transient=False,
             )
-            self._task = self._bar.add_task("batch", total=total, rate="", errors=0, retries=0)
+            self._task = self._bar.add_task("batch", total=total, rate="", errors=0, retries=0, limits="")
             self._bar.start()
 
     def update(self, final: bool = False) -> None:
@@ -153,16 +185,26 @@ class _Progress:
         wall = max(now - s.started, 1e-9)
         if self._bar is not None:
             rate = f"{s.done / wall:.0f} req/s {s.tokens_out / wall:.0f} tok/s"
-            self._bar.update(self._task, completed=s.done, rate=rate, errors=s.errors, retries=s.retries)
+            limits = "  ".join(f"{name}: {_limits_text(stats)}" for name, stats in self.limits().items())
+            self._bar.update(self._task, completed=s.done, rate=rate, errors=s.errors, retries=s.retries, limits=limits)
         elif self.mode == "json":
             record: dict[str, Any] = {"done": s.done, "total": self.total, "errors": s.errors, "retries": s.retries}
             record["requests_per_s"] = round(s.done / wall, 1)
+            record["limits"] = self.limits()
             print(json.dumps(record), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.update(final=True)
         if self._bar is not None:
             self._bar.stop()
+
+
+def _limits_text(stats: dict[str, Any]) -> str:
+    """One provider's limits, short: ``c=32 rpm=600 429s=4 waited 1.2s``."""
+    if "models" in stats:
+        return ", ".join(f"{model} {_limits_text(each)}" for model, each in stats["models"].items())
+    shown = [f"{key}={stats[key]}" for key in ("concurrency", "rpm", "tpm") if stats.get(key) is not None]
+    return " ".join([*shown, f"429s={stats.get('rate_limited', 0)}", f"waited {stats.get('waited_s', 0)}s"])
 
 
 def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
@@ -174,6 +216,7 @@ def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
         f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out",
         f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s",
         f"  wall {figures['wall_s']} s, {figures['requests_per_s']} requests/s",
+        *(f"  limits of {name}: {_limits_text(stats)}" for name, stats in figures.get("limits", {}).items()),
     ]
     print("\n".join(lines), file=sys.stderr)
 
@@ -184,7 +227,10 @@ async def _drive(args: argparse.Namespace, items: Iterator[BatchItem], out: IO[s
     interrupted = False
     loop = asyncio.get_running_loop()
     async with AsyncClient(args.config, limits=limits or None) as client:
-        run: BatchRun = client.batch(items, concurrency=args.concurrency, model=args.model)
+        run: BatchRun = client.batch(
+            items, concurrency=args.concurrency, model=args.model, line_deadline=args.line_deadline
+        )
+        progress.limits = client.limits
         main = asyncio.current_task()
         assert main is not None
 
@@ -203,6 +249,8 @@ async def _drive(args: argparse.Namespace, items: Iterator[BatchItem], out: IO[s
                 progress.summary.add(result)
                 progress.update()
         finally:
+            progress.summary.limits = client.limits()
+            progress.limits = dict
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
     return interrupted

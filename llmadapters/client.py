@@ -298,6 +298,7 @@ class AsyncClient:
         *,
         concurrency: int = 64,
         model: str | None = None,
+        line_deadline: float = 3600.0,
     ) -> BatchRun:
         """Answer many requests: ``async for result in client.batch(requests)``.
 
@@ -306,9 +307,24 @@ class AsyncClient:
         bodies (``{"model", "messages", ...}``); ``model`` is used where a request names
         none. Each provider gets ``concurrency`` calls in flight at most, within its
         route's limits, retries and timeouts; results come as they complete, one per
-        request, in `BatchResult`s. See `llmadapters.batch`.
+        request, in `BatchResult`s. A request answered 429 is put aside and sent again
+        (after its ``Retry-After``) until ``line_deadline`` seconds have passed since
+        its first attempt, without holding a place among the ``concurrency``. See
+        `llmadapters.batch`.
         """
-        return BatchRun(self, requests, concurrency=concurrency, model=model)
+        return BatchRun(self, requests, concurrency=concurrency, model=model, line_deadline=line_deadline)
+
+    def limits(self) -> dict[str, dict[str, Any]]:
+        """Per provider with a route, what its rate limiter has learned and met
+        (`RateLimitMiddleware.stats`): the concurrency, rpm and tpm in force, 429s, and
+        seconds spent waiting on the limits."""
+        found: dict[str, dict[str, Any]] = {}
+        for name, route in self._routes.items():
+            for middleware in route.middleware:
+                stats = getattr(middleware, "stats", None)
+                if callable(stats):
+                    found[name] = stats()
+        return found
 
     async def aclose(self) -> None:
         """Close every route (its connections, its launched server); idempotent."""
@@ -478,12 +494,17 @@ class Client:
         return f"Client(transport={self.settings.transport!r})"
 
     def batch(
-        self, requests: Iterable[object], *, concurrency: int = 64, model: str | None = None
+        self,
+        requests: Iterable[object],
+        *,
+        concurrency: int = 64,
+        model: str | None = None,
+        line_deadline: float = 3600.0,
     ) -> SyncIterator[BatchResult]:
         """Same as `AsyncClient.batch`, for sync code: the requests run concurrently on the
         client's loop, and ``for result in client.batch(requests)`` gets them as they
         complete."""
-        run = self._async.batch(requests, concurrency=concurrency, model=model)
+        run = self._async.batch(requests, concurrency=concurrency, model=model, line_deadline=line_deadline)
         return SyncIterator(aiter(run), self._runner)
 
     def close(self) -> None:

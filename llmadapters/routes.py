@@ -19,7 +19,7 @@ from .providers.builtin import openai_compatible
 from .streaming import ChatCompletionStream
 from .transports.base import Endpoint, Timeouts
 from .transports.network import FEATURES, NetworkOptions, proxy_feature, proxy_for, redact_url, ssl_context
-from .types import ChatCompletion, ChatCompletionChunk
+from .types import ChatCompletion, ChatCompletionChunk, ResponseInfo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -99,10 +99,14 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
         with in_normalize:
             return normalize(data)
 
-    async def chunks(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[ChatCompletionChunk, None]:
+    async def chunks(
+        events: AsyncGenerator[ResponseInfo | dict[str, Any], None],
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         try:
             with in_transport:
                 async for data in events:
+                    if isinstance(data, ResponseInfo):
+                        raise TypeError("a stream yielded its ResponseInfo twice")
                     yield ChatCompletionChunk.from_dict(value(data), provider=name)
         finally:
             await events.aclose()
@@ -113,12 +117,22 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
         endpoint = call.endpoint.with_headers(call.headers) if call.headers else call.endpoint
         if not call.request.stream:
             with in_transport:
-                data = await transport.send(endpoint, payload)
-            return ChatCompletion.from_dict(value(data), provider=name)
-        # Wait for the first chunk, so that errors before it raise here, where the
-        # middleware (retry above all) can still act on them.
+                data, info = await transport.send(endpoint, payload)
+            return ChatCompletion.from_dict(value(data), provider=name, http=info)
+        # Wait for the response's info and the first chunk, so that errors before it
+        # raise here, where the middleware (retry above all) can still act on them.
         with in_transport:
-            rest = chunks(transport.stream(endpoint, payload))
+            events = transport.stream(endpoint, payload)
+            try:
+                head = await events.__anext__()
+            except BaseException:
+                await events.aclose()
+                raise
+            if not isinstance(head, ResponseInfo):
+                await events.aclose()
+                raise TypeError("a stream's first item must be its ResponseInfo")
+        info = head
+        rest = chunks(events)
         try:
             first: ChatCompletionChunk | None = await rest.__anext__()
         except StopAsyncIteration:
@@ -126,7 +140,7 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
         except BaseException:
             await rest.aclose()
             raise
-        return ChatCompletionStream(rest, first=first)
+        return ChatCompletionStream(rest, first=first, http=info)
 
     return send
 

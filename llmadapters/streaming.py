@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable
 
-    from .types import ChatCompletionChunk
+    from .types import ChatCompletionChunk, ResponseInfo
 
 __all__ = ["ChatCompletionStream"]
 
@@ -16,9 +16,11 @@ class ChatCompletionStream:
     """The chunks of a streamed reply: ``async for chunk in stream``.
 
     The HTTP response stays open until the stream is exhausted or closed; use
-    ``async with stream:`` or `aclose` when stopping early.
+    ``async with stream:`` or `aclose` when stopping early. ``stream.http`` holds the
+    response's status and headers (`ResponseInfo`), known before the first chunk.
 
-    A middleware that observes or rewrites chunks wraps one stream in another::
+    A middleware that observes or rewrites chunks wraps one stream in another, with
+    `with_chunks` so that the new stream keeps the response's ``http``::
 
         async def upper(call, call_next):
             reply = await call_next(call)
@@ -30,17 +32,27 @@ class ChatCompletionStream:
                     async for chunk in reply:
                         yield rewrite(chunk)
 
-            return ChatCompletionStream(chunks())
+            return reply.with_chunks(chunks())
     """
 
-    __slots__ = ("_chunks", "_first")
+    __slots__ = ("_chunks", "_first", "http")
 
     def __init__(
-        self, chunks: AsyncGenerator[ChatCompletionChunk, None], *, first: ChatCompletionChunk | None = None
+        self,
+        chunks: AsyncGenerator[ChatCompletionChunk, None],
+        *,
+        first: ChatCompletionChunk | None = None,
+        http: ResponseInfo | None = None,
     ) -> None:
-        """``first``: a chunk already received, to come before ``chunks``."""
+        """``first``: a chunk already received, to come before ``chunks``; ``http``: the
+        response's status and headers."""
         self._chunks = chunks
         self._first = first
+        self.http = http
+
+    def with_chunks(self, chunks: AsyncGenerator[ChatCompletionChunk, None]) -> ChatCompletionStream:
+        """A stream of ``chunks`` (which normally read this one) with this one's ``http``."""
+        return ChatCompletionStream(chunks, http=self.http)
 
     def __aiter__(self) -> ChatCompletionStream:
         return self

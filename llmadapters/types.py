@@ -25,6 +25,7 @@ __all__ = [
     "Delta",
     "FunctionCall",
     "Message",
+    "ResponseInfo",
     "ToolCall",
     "Usage",
 ]
@@ -193,6 +194,26 @@ class ChunkChoice:
         )
 
 
+@attrs.frozen
+class ResponseInfo:
+    """The HTTP side of a reply: its status and headers, for middleware to read on the
+    way back (the rate limiter reads ``x-ratelimit-*`` here) and for the caller's records.
+
+    Attributes:
+        status: the HTTP status.
+        headers: the response headers, looked up case-insensitively (the transport's own
+            headers object, or a dict with lower-case names).
+    """
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(repr=False)
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's ``x-request-id``, when it sent one."""
+        return self.headers.get("x-request-id")
+
+
 @attrs.frozen(kw_only=True)
 class ChatCompletion:
     """A whole (non-streamed) reply.
@@ -200,6 +221,8 @@ class ChatCompletion:
     Attributes:
         provider: name of the provider that answered.
         raw: the provider's JSON, as received.
+        http: the HTTP status and headers it came with (None for a reply that did not
+            come over HTTP); not part of equality.
     """
 
     id: str | None = None
@@ -209,9 +232,10 @@ class ChatCompletion:
     usage: Usage | None = None
     provider: str | None = None
     raw: JSON = attrs.field(factory=dict, repr=False)
+    http: ResponseInfo | None = attrs.field(default=None, repr=False, eq=False)
 
     @classmethod
-    def from_dict(cls, data: JSON, *, provider: str | None = None) -> ChatCompletion:
+    def from_dict(cls, data: JSON, *, provider: str | None = None, http: ResponseInfo | None = None) -> ChatCompletion:
         return cls(
             id=_opt_str(data.get("id")),
             model=_opt_str(data.get("model")),
@@ -220,6 +244,7 @@ class ChatCompletion:
             usage=_usage(data.get("usage")),
             provider=provider,
             raw=data,
+            http=http,
         )
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import llmadapters as la
 from llmadapters.plugins import Registry
 from llmadapters.testing import FakeServer
+from llmadapters.types import ResponseInfo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
@@ -79,13 +80,18 @@ class Recording:
 
     seen: ClassVar[list[dict[str, object]]] = []
 
-    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]:
         auth = {k: v for k, v in endpoint.headers.items() if k.lower() == "authorization"}
         Recording.seen.append({"url": endpoint.url, "auth": auth, "model": payload["model"]})
-        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "recorded"}}]}
+        reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "recorded"}}]}
+        return reply, ResponseInfo(200, {})
 
-    async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        yield await self.send(endpoint, payload)
+    async def stream(
+        self, endpoint: Endpoint, payload: Mapping[str, Any]
+    ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]:
+        data, info = await self.send(endpoint, payload)
+        yield info
+        yield data
 
     async def aclose(self) -> None:
         return None

@@ -245,7 +245,7 @@ async def test_user_middleware_sees_the_wire_and_the_chunks(make_client: MakeCli
                     )
                     yield attrs.evolve(chunk, choices=choices)
 
-        return ChatCompletionStream(chunks())
+        return reply.with_chunks(chunks())
 
     client = make_client(middleware=[tag, shout])
     assert await _answer(client, "echo", stream=True) == "RETRY ME"

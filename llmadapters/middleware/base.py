@@ -53,6 +53,9 @@ class Call:
         attempt: 1 for the first attempt; the retry middleware counts up.
         deadline: ``loop.time()`` after which no new attempt starts, or None.
         idempotency_key: the same for every attempt of this call.
+        defer_rate_limits: raise a 429 at once instead of waiting to retry it, so that
+            the caller can put the call aside without holding a slot and send it again
+            later (the batch engine does; the retry middleware reads it).
         metadata: free for middleware to share state along the chain.
     """
 
@@ -63,6 +66,7 @@ class Call:
     attempt: int = 1
     deadline: float | None = None
     idempotency_key: str = attrs.field(factory=_new_key)
+    defer_rate_limits: bool = False
     metadata: dict[str, Any] = attrs.field(factory=dict)
 
     @property

@@ -73,7 +73,7 @@ class LoggingMiddleware:
             self._emit(call, start, type(exc).__name__, exc.status if isinstance(exc, APIStatusError) else None, None)
             raise
         if isinstance(reply, ChatCompletionStream):
-            return ChatCompletionStream(self._observed(reply, call, start))
+            return reply.with_chunks(self._observed(reply, call, start))
         self._emit(call, start, "ok", 200, reply.usage)
         return reply
 

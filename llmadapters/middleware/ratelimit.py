@@ -1,20 +1,46 @@
 """Rate limits per provider (one limiter per route, so providers never wait on each
-other), optionally per model: concurrency, requests/minute and tokens/minute.
+other), optionally per model: concurrency, requests/minute and tokens/minute, each
+configured, learned from the provider's replies, or both (a configured limit is an
+upper bound on a learned one).
 
-- Concurrency is a FIFO gate whose size can change while calls wait.
-- Requests and tokens per minute are token buckets that refill continuously and hold at
-  most one second's worth (a burst of a full minute's budget is what providers that
-  enforce their limits over shorter windows answer with 429s). A call waits until its
-  cost is in the bucket; a call costing more than the whole bucket waits for a full one
-  and leaves it in debt, which later calls wait out; so the average rate holds.
-- Tokens are estimated before the call (prompt characters / 4, plus ``max_tokens`` when
-  given) and corrected with the reply's ``usage`` once it is known.
-- Adaptive mode (on by default) treats 429 as congestion: it halves the concurrency (at
-  most once per round of calls in flight, so that one burst of 429s counts once) and
-  pauses every caller for the server's ``Retry-After``; each success adds
-  ``1/limit``, i.e. +1 per round (AIMD). An ``x-ratelimit-remaining-requests|tokens: 0``
-  header, on any response, pauses callers until its ``x-ratelimit-reset-*`` (OpenAI's
-  ``1s``, ``6m0s``, ``20ms``).
+Concurrency is a FIFO gate whose size changes while calls wait. Requests and tokens per
+minute are token buckets that refill continuously. A call waits for a slot, then until
+its cost is in the buckets, and takes both.
+
+What adaptive mode (on by default) learns, and from what:
+
+- **Rate budgets from headers.** Every reply, success or 429, is read for
+  ``x-ratelimit-limit|remaining|reset-requests`` and ``-tokens`` (OpenAI's names, which
+  Azure, Groq and others share). ``remaining`` is the provider's own count, so the bucket's level is set from it, less
+  what was sent since; ``limit`` is per minute, as OpenAI's, unless ``reset`` (the time
+  until the bucket is full again) shows a much lower rate, a longer window (Groq's
+  request limits are per day). The bucket
+  holds at most the most the provider ever reported remaining, so calls are paced at
+  the rate once the first burst is spent, and a reserve of 2% of it is never spent, so
+  that ``remaining`` is not driven to zero. A ``remaining`` of 0 with no limit to pace
+  by pauses the lane until its ``reset`` (``1s``, ``6m0s``, ``20ms``, or seconds).
+- **Concurrency from 429s.** With no configured cap, a lane starts at 16 calls in
+  flight; each time a call sent at the limit succeeds (so the limit held calls back),
+  the limit grows by a step that doubles each time (8, 16, 32, ...: about one round
+  each). A 429 sent at level *n* (the calls in flight, itself included) shows
+  that the provider allows fewer than *n*: the limit becomes *n - 1* and holds there.
+  After a quiet spell (at least 100 calls and 8 rounds without a decrease) the lane
+  probes upwards again, by one and then by steps that double while they succeed, so
+  that a cap that was lowered for a while is found again within a few rounds once it
+  comes back; each probe costs about one 429.
+- **Sporadic 429s are not congestion.** A 429 only lowers the limit when the evidence
+  says the limit caused it: it came from a level above every level that succeeded since
+  the last decrease (twice in a row, when 429s also come at random at the levels that
+  succeed, as a provider under load sends them), or 4 of the last 12 calls were 429s,
+  or the provider said so (Zhipu's code ``1302``; a message stating the limit, as
+  DeepSeek's "exceeds your concurrency limit of 39" and Moonshot's "max organization
+  concurrency: 50", which then sets it). Otherwise only that call waits (its
+  ``Retry-After``, in the retry middleware or the batch engine). The whole lane pauses
+  for a ``Retry-After`` only when 8 of the last 16 calls were 429s.
+
+Tokens are estimated before the call (prompt characters / 4, scaled by what the
+provider's ``usage`` showed so far, plus ``max_tokens``, or the mean completion seen so
+far) and corrected with the reply's ``usage`` when no header gave the provider's count.
 """
 
 from __future__ import annotations
@@ -24,30 +50,38 @@ import collections
 import json
 import math
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ..errors import RateLimitError, parse_retry_after
 from ..streaming import ChatCompletionStream
-from .base import EndpointMemo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Mapping
 
-    from ..types import ChatCompletionChunk, ChatRequest, Usage
+    from ..types import ChatCompletionChunk, ChatRequest, ResponseInfo, Usage
     from .base import Call, CallNext, Reply
 
 __all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "held_until_done"]
+
+_INITIAL = 16  # calls in flight a lane starts at, when no cap is configured
+_STEP = 8  # its first increase
+_PROBE_CALLS = 100  # calls, at least, between a decrease and the next probe upwards ...
+_PROBE_ROUNDS = 8  # ... and rounds of the limit
+_RESERVE = 0.02  # of a learned bucket, never spent
+_EWMA = 0.05
+# Error codes that name a concurrency limit: Zhipu's 1302 (docs.bigmodel.cn/cn/api/api-code).
+_CONCURRENCY_CODES = frozenset({"1302"})
 
 
 @attrs.frozen(kw_only=True)
 class Limits:
     """Attributes:
-    max_concurrency: calls in flight at most (None: no limit).
-    rpm: requests per minute (None: no limit).
-    tpm: tokens per minute, prompt and completion (None: no limit).
-    adaptive: lower the concurrency on 429s and raise it back on successes.
+    max_concurrency: calls in flight at most (None: no limit, found from 429s when adaptive).
+    rpm: requests per minute at most (None: no limit, or what the headers say when adaptive).
+    tpm: tokens per minute at most, prompt and completion (likewise).
+    adaptive: learn the limits from the replies (headers and 429s); see the module docstring.
     per_model: keep separate budgets per model instead of one for the provider.
     backend: ``"local"`` (this process's budgets), or the name of a shared backend a
         plugin registers as middleware ``ratelimit-NAME`` (``"redis"``).
@@ -68,23 +102,31 @@ class Limits:
     lease: float = 10.0
 
 
+def _prompt_chars(request: ChatRequest) -> int:
+    return sum(len(json.dumps(m.get("content", ""), ensure_ascii=False)) for m in request.messages)
+
+
+def _max_tokens(request: ChatRequest) -> int | None:
+    limit = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+
+
 def estimate_tokens(request: ChatRequest) -> int:
     """A cheap upper-leaning guess of a request's tokens before it is sent."""
-    text = sum(len(json.dumps(m.get("content", ""), ensure_ascii=False)) for m in request.messages)
-    limit = request.params.get("max_completion_tokens") or request.params.get("max_tokens") or 0
-    return math.ceil(text / 4) + (limit if isinstance(limit, int) else 0)
+    return math.ceil(_prompt_chars(request) / 4) + (_max_tokens(request) or 0)
 
 
 class _Bucket:
     """A token bucket refilled at ``rate`` per second, holding at most ``capacity``."""
 
-    __slots__ = ("capacity", "level", "rate", "stamp")
+    __slots__ = ("capacity", "level", "rate", "reserve", "stamp")
 
-    def __init__(self, per_minute: float, now: float) -> None:
+    def __init__(self, per_minute: float, now: float, *, capacity: float | None = None) -> None:
         self.rate = per_minute / 60.0
-        self.capacity = max(self.rate, 1.0)
+        self.capacity = capacity if capacity is not None else max(self.rate, 1.0)
         self.level = self.capacity
         self.stamp = now
+        self.reserve = 0.0
 
     def refill(self, now: float) -> None:
         self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
@@ -94,8 +136,17 @@ class _Bucket:
         """Seconds until ``cost`` can be taken (0: now). A cost above the capacity waits
         for a full bucket and leaves it in debt."""
         self.refill(now)
-        need = min(cost, self.capacity)
-        return 0.0 if self.level >= need else (need - self.level) / self.rate
+        need = min(cost, self.capacity - self.reserve) + self.reserve
+        short = need - self.level
+        return 0.0 if short < 1e-6 else short / self.rate
+
+    def sync(self, remaining: float, counted: float, since: float, now: float) -> None:
+        """The provider reported ``remaining`` when it counted a call, at ``counted``;
+        ``since`` was taken from us after that call."""
+        self.capacity = max(self.capacity, remaining)
+        self.reserve = _RESERVE * self.capacity
+        self.level = min(self.capacity, remaining + (now - counted) * self.rate) - since
+        self.stamp = now
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -103,9 +154,45 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _duration(text: str) -> float | None:
-    """OpenAI's reset durations: ``1s``, ``6m0s``, ``20ms``."""
+    """OpenAI's reset durations: ``1s``, ``6m0s``, ``20ms``; a bare number is seconds."""
     parts = _DURATION.findall(text)
-    return sum(float(n) * _UNIT[u] for n, u in parts) if parts else None
+    if parts:
+        return sum(float(n) * _UNIT[u] for n, u in parts)
+    return _number(text)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+# The limit stated in a 429's message: DeepSeek's "exceeds your concurrency limit of 39",
+# Moonshot's "max organization concurrency: 50".
+_STATED = re.compile(r"concurrency(?: limit)?(?: of|:)\s*(\d+)", re.IGNORECASE)
+
+
+def _concurrency_error(exc: RateLimitError) -> tuple[bool, int | None]:
+    """Whether ``exc`` names a concurrency limit, and the limit when it states one."""
+    stated = _STATED.search(str(exc))
+    if stated:
+        return True, int(stated.group(1))
+    return exc.code in _CONCURRENCY_CODES, None
+
+
+class _Ticket:
+    """One call's place in its budget: the level it was sent at, and what was sent before it."""
+
+    __slots__ = ("cost", "level", "sent_at", "seq", "tokens_before")
+
+    def __init__(self, level: int, seq: int, tokens_before: float, cost: int, sent_at: float) -> None:
+        self.level = level
+        self.seq = seq
+        self.tokens_before = tokens_before
+        self.cost = cost
+        self.sent_at = sent_at
 
 
 class _Budget:
@@ -113,23 +200,42 @@ class _Budget:
 
     def __init__(self, limits: Limits, now: float) -> None:
         self.limits = limits
-        self.limit = float(limits.max_concurrency) if limits.max_concurrency else math.inf
+        self.cap = float(limits.max_concurrency) if limits.max_concurrency else math.inf
+        self.limit = self.cap if limits.max_concurrency or not limits.adaptive else float(_INITIAL)
         self.in_flight = 0
-        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future[int]] = collections.deque()
         self.requests = _Bucket(limits.rpm, now) if limits.rpm else None
         self.tokens = _Bucket(limits.tpm, now) if limits.tpm else None
         self.paused_until = 0.0
-        self.decreased_at = -math.inf  # when the last decrease happened, in calls finished
         self.finished = 0
-        # The endpoint that reports its responses' headers to `observe`.
-        self.observing = EndpointMemo(lambda endpoint: attrs.evolve(endpoint, on_headers=self.observe))
+        self.sent = 0  # calls that took a slot, in order
+        self.sent_tokens = 0.0  # their estimated tokens
+        # Concurrency discovery.
+        self.ceiling = math.inf  # the limit is held here after a decrease, until a probe
+        self.step = float(_STEP)  # what the next increase adds; doubles while increases succeed
+        self.proven = 0  # the highest level that succeeded since the last decrease
+        self.quiet = 0  # calls finished since the last decrease
+        self.recent = 0  # the last 16 outcomes, a bit per 429, newest lowest
+        self.strikes = 0  # 429s above every level that succeeded, since one last did ...
+        self.struck = 1 << 30  # ... and the lowest level they were sent at
+        self.sporadic = 0.0  # the share of 429s at levels that succeed (a moving average)
+        self.judged = 0  # calls in that average
+        # Token estimates, calibrated by the replies' usage.
+        self.prompt_scale = 1.0
+        self.completion_mean = 0.0
+        # What the user sees.
+        self.rate_limited = 0
+        self.decreases = 0
+        self.waited = 0.0
+
+    # -- taking and giving back ------------------------------------------------------
 
     def _wake(self) -> None:
         while self.waiters and self.in_flight < self.limit:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 self.in_flight += 1
-                waiter.set_result(None)
+                waiter.set_result(self.in_flight)
 
     def _delay(self, now: float, cost: int) -> float:
         return max(
@@ -138,33 +244,47 @@ class _Budget:
             self.tokens.wait(now, cost) if self.tokens else 0.0,
         )
 
-    def _spend(self, cost: int) -> None:
+    def _spend(self, cost: int, level: int, now: float) -> _Ticket:
         if self.requests:
             self.requests.level -= 1
         if self.tokens:
             self.tokens.level -= cost
+        ticket = _Ticket(level, self.sent, self.sent_tokens, cost, now)
+        self.sent += 1
+        self.sent_tokens += cost
+        return ticket
 
-    def take(self, cost: int) -> bool:
+    def estimate(self, request: ChatRequest) -> int:
+        """The tokens ``request`` will count, as well as can be told before it is sent."""
+        if self.tokens is None:
+            return 0
+        completion = _max_tokens(request)
+        prompt = math.ceil(_prompt_chars(request) / 4 * self.prompt_scale)
+        return prompt + (completion if completion is not None else math.ceil(self.completion_mean))
+
+    def take(self, cost: int) -> _Ticket | None:
         """Take a slot and ``cost`` now if nothing has to be waited for (the usual case,
-        without a coroutine); False, having taken nothing, otherwise."""
+        without a coroutine); None, having taken nothing, otherwise."""
         if self.in_flight >= self.limit or self.waiters:
-            return False
-        if self._delay(asyncio.get_running_loop().time(), cost) > 0:
-            return False
+            return None
+        now = asyncio.get_running_loop().time()
+        if self._delay(now, cost) > 0:
+            return None
         self.in_flight += 1
-        self._spend(cost)
-        return True
+        return self._spend(cost, self.in_flight, now)
 
-    async def acquire(self, cost: int) -> None:
+    async def acquire(self, cost: int) -> _Ticket:
         """Wait for a slot, then for the rate budgets to allow ``cost``, and take both."""
         loop = asyncio.get_running_loop()
+        start = loop.time()
         if self.in_flight < self.limit and not self.waiters:
             self.in_flight += 1
+            level = self.in_flight
         else:
-            waiter = loop.create_future()
+            waiter: asyncio.Future[int] = loop.create_future()
             self.waiters.append(waiter)
             try:
-                await waiter
+                level = await waiter
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self.release()  # the slot was handed over as we were cancelled
@@ -175,51 +295,151 @@ class _Budget:
                 if delay <= 0:
                     break
                 await asyncio.sleep(delay)
-            self._spend(cost)
         except BaseException:
             self.release()
             raise
+        now = loop.time()
+        self.waited += now - start
+        return self._spend(cost, level, now)
 
     def release(self) -> None:
         self.in_flight -= 1
         self.finished += 1
         self._wake()
 
-    def settle(self, estimate: int, usage: Usage | None) -> None:
-        if self.tokens is not None and usage is not None and usage.total_tokens is not None:
-            self.tokens.level += estimate - usage.total_tokens
+    # -- learning ------------------------------------------------------------------
 
-    def succeeded(self) -> None:
-        cap = float(self.limits.max_concurrency or math.inf)
-        if self.limits.adaptive and self.limit < cap:
-            self.limit = min(self.limit + 1.0 / self.limit, cap)
-            self._wake()
+    def _outcome(self, rate_limited: bool) -> None:
+        self.recent = ((self.recent << 1) | rate_limited) & 0xFFFF
+        self.quiet += 1
 
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Read a response's ``x-ratelimit-*``: a budget used up pauses every caller
-        until its reset."""
-        now = asyncio.get_running_loop().time()
+    def _learn(self, ticket: _Ticket, headers: Mapping[str, str], now: float) -> bool:
+        """Read ``x-ratelimit-*``; True when they say a budget is spent."""
+        spent = False
         for kind in ("requests", "tokens"):
-            if headers.get(f"x-ratelimit-remaining-{kind}") == "0":
-                reset = _duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
-                if reset:
+            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
+            if remaining is None:
+                continue
+            bucket = self.requests if kind == "requests" else self.tokens
+            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+            reset = _duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
+            if limit:
+                per_minute = limit  # OpenAI's window
+                if bucket is not None and reset and remaining < bucket.capacity:
+                    # The reset is the time until the bucket is full again: a much lower
+                    # rate than limit per minute shows a longer window (Groq's request
+                    # limits are per day).
+                    per_day = (bucket.capacity - remaining) / reset * 60
+                    per_minute = per_day if per_day < limit / 3 else limit
+                configured = self.limits.rpm if kind == "requests" else self.limits.tpm
+                per_minute = min(per_minute, configured) if configured else per_minute
+                if bucket is None:
+                    bucket = _Bucket(per_minute, now, capacity=max(remaining, ticket.cost if kind == "tokens" else 1))
+                    if kind == "requests":
+                        self.requests = bucket
+                    else:
+                        self.tokens = bucket
+                else:
+                    bucket.rate = per_minute / 60.0
+            if bucket is not None:
+                since = self.sent - ticket.seq - 1 if kind == "requests" else self.sent_tokens - ticket.tokens_before
+                bucket.sync(remaining, ticket.sent_at, since, now)
+            if remaining < 1:
+                spent = True
+                if bucket is None and reset:  # no rate to pace by: wait for the reset
                     self.paused_until = max(self.paused_until, now + reset)
+        return spent
 
-    def throttled(self, exc: RateLimitError, now: float) -> None:
+    def _calibrate(self, ticket: _Ticket, request: ChatRequest, usage: Usage | None, synced: bool) -> None:
+        if self.tokens is None or usage is None:
+            return
+        if usage.prompt_tokens:
+            chars = _prompt_chars(request)
+            if chars:
+                self.prompt_scale += _EWMA * (usage.prompt_tokens / (chars / 4) - self.prompt_scale)
+        if usage.completion_tokens is not None:
+            self.completion_mean += _EWMA * (usage.completion_tokens - self.completion_mean)
+        if not synced and usage.total_tokens is not None:
+            self.tokens.level += ticket.cost - usage.total_tokens
+
+    def succeeded(self, ticket: _Ticket, request: ChatRequest, http: ResponseInfo | None, usage: Usage | None) -> None:
+        synced = False
+        if self.limits.adaptive:
+            if http is not None:
+                synced = self._learn(ticket, http.headers, asyncio.get_running_loop().time()) or (
+                    "x-ratelimit-remaining-tokens" in http.headers
+                )
+            self._grow(ticket)
+        self._calibrate(ticket, request, usage, synced)
+
+    def _judge(self, rate_limited: bool) -> None:
+        self.judged += 1
+        self.sporadic += max(_EWMA / 5, 1 / self.judged) * (rate_limited - self.sporadic)
+
+    def _grow(self, ticket: _Ticket) -> None:
+        self._outcome(False)
+        if ticket.level <= self.proven:
+            self._judge(False)
+        else:
+            self.proven = ticket.level
+            self.strikes, self.struck = 0, 1 << 30
+        if self.limit >= self.cap or ticket.level < self.limit:
+            return  # only a call sent at the limit shows that the limit held it back
+        if self.limit >= self.ceiling:
+            if self.quiet < max(_PROBE_CALLS, _PROBE_ROUNDS * self.limit):
+                return
+            self.ceiling = math.inf  # probe upwards
+        self.limit = min(self.limit + self.step, self.cap)
+        self.step *= 2
+        self._wake()
+
+    def throttled(self, ticket: _Ticket, exc: RateLimitError) -> None:
+        """A call sent at ``ticket`` was answered 429."""
+        self.rate_limited += 1
         if not self.limits.adaptive:
             return
-        self.observe(exc.headers)
-        wait = exc.retry_after if exc.retry_after is not None else parse_retry_after(exc.headers)
-        if wait:
-            self.paused_until = max(self.paused_until, now + wait)
-        # Once per round: the 429s of calls that started before the last decrease were
-        # caused by the old limit and must not lower it again.
-        round_size = self.limit if math.isfinite(self.limit) else self.in_flight + 1
-        if self.finished - self.decreased_at >= round_size:
-            if not math.isfinite(self.limit):
-                self.limit = float(max(self.in_flight, 1))
-            self.limit = max(1.0, self.limit / 2)
-            self.decreased_at = self.finished
+        now = asyncio.get_running_loop().time()
+        self._outcome(True)
+        if self._learn(ticket, exc.headers, now):
+            return  # a rate budget ran out, not the concurrency
+        retry_after = exc.retry_after if exc.retry_after is not None else parse_retry_after(exc.headers)
+        if retry_after and (self.recent & 0xFFFF).bit_count() >= 8:
+            self.paused_until = max(self.paused_until, now + retry_after)
+        named, stated = _concurrency_error(exc)
+        dense = (self.recent & 0xFFF).bit_count() >= 4
+        level = ticket.level
+        if level <= self.proven:
+            self._judge(True)
+            if not (named or dense):
+                return  # sporadic: the level has succeeded since the last decrease
+        else:
+            # Above every level that succeeded: the limit's doing, unless 429s come at
+            # random here too; then it takes two in a row to tell.
+            self.strikes += 1
+            self.struck = level = min(self.struck, level)
+            sure = self.judged >= 100 and self.sporadic < 0.005
+            if not (named or dense or sure or self.strikes >= 2):
+                return
+        self.strikes, self.struck = 0, 1 << 30
+        allowed = float(min(level - 1, stated if stated is not None else level))
+        if allowed < self.limit:
+            self.limit = max(1.0, allowed)
+            self.decreases += 1
+        self.ceiling = self.limit
+        self.step = 1.0
+        self.proven = min(self.proven, int(self.limit))
+        self.quiet = 0
+
+    def stats(self) -> dict[str, Any]:
+        """What was learned and met: the concurrency, requests and tokens per minute in
+        force (None: no limit), 429s met, and seconds calls waited on the limits."""
+        return {
+            "concurrency": None if math.isinf(self.limit) else int(self.limit),
+            "rpm": None if self.requests is None else round(self.requests.rate * 60),
+            "tpm": None if self.tokens is None else round(self.tokens.rate * 60),
+            "rate_limited": self.rate_limited,
+            "waited_s": round(self.waited, 3),
+        }
 
 
 class RateLimitMiddleware:
@@ -240,33 +460,35 @@ class RateLimitMiddleware:
             budget = self._budgets[key] = _Budget(self.limits, asyncio.get_running_loop().time())
         return budget
 
+    def stats(self) -> dict[str, Any]:
+        """`_Budget.stats` of the provider's budget, or of each model's (per_model)."""
+        if not self.limits.per_model:
+            return self._budgets[None].stats() if None in self._budgets else {}
+        return {"models": {str(model): budget.stats() for model, budget in self._budgets.items()}}
+
     async def __call__(self, call: Call, call_next: CallNext) -> Reply:
         budget = self.budget(call.request.model)
-        estimate = estimate_tokens(call.request) if budget.tokens else 0
-        if not budget.take(estimate):
-            await budget.acquire(estimate)
-        if self.limits.adaptive:
-            call.endpoint = budget.observing(call.endpoint)
+        estimate = budget.estimate(call.request)
+        ticket = budget.take(estimate) or await budget.acquire(estimate)
         try:
             reply = await call_next(call)
         except RateLimitError as exc:
-            budget.throttled(exc, asyncio.get_running_loop().time())
+            budget.throttled(ticket, exc)
             budget.release()
             raise
         except BaseException:
             budget.release()
             raise
         if isinstance(reply, ChatCompletionStream):
+            http = reply.http
 
             def finish(usage: Usage | None, ok: bool) -> None:
                 if ok:
-                    budget.succeeded()
-                budget.settle(estimate, usage)
+                    budget.succeeded(ticket, call.request, http, usage)
                 budget.release()
 
-            return ChatCompletionStream(held_until_done(reply, finish))
-        budget.settle(estimate, reply.usage)
-        budget.succeeded()
+            return reply.with_chunks(held_until_done(reply, finish))
+        budget.succeeded(ticket, call.request, reply.http, reply.usage)
         budget.release()
         return reply
 

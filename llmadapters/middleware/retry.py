@@ -10,6 +10,9 @@ What is retried, in order:
 4. statuses 408, 409, 429 and >= 500; connection errors, timeouts, a dropped or
    malformed response, a stream that broke before its first chunk.
 
+A 429 of a call that defers rate limits (``Call.defer_rate_limits``, set by the batch
+engine) is raised at once, for the caller to send again later.
+
 The delay is the server's ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date)
 when it is in (0, ``max_retry_after``]; a longer one is not waited for, the error is
 raised. Otherwise ``min(initial_delay * 2**(attempt-1), max_delay)`` less up to 25%
@@ -26,15 +29,23 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..errors import APIStatusError, LLMAdapterError, MalformedResponseError, StreamError, TransportError
+from ..errors import (
+    APIStatusError,
+    LLMAdapterError,
+    MalformedResponseError,
+    RateLimitError,
+    StreamError,
+    TransportError,
+)
 from ..errors import parse_retry_after as _parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from ..providers.base import ProviderSpec
     from .base import Call, CallNext, Reply
 
-__all__ = ["RetryMiddleware", "RetryPolicy"]
+__all__ = ["RetryMiddleware", "RetryPolicy", "provider_verdict", "rate_limit_retryable"]
 
 _RETRY_STATUSES = frozenset({408, 409, 429})
 logger = logging.getLogger("llmadapters")
@@ -76,19 +87,9 @@ class RetryMiddleware:
     def __repr__(self) -> str:
         return f"RetryMiddleware({self.policy!r})"
 
-    @staticmethod
-    def _verdict(call: Call, exc: LLMAdapterError) -> bool | None:
-        if call.spec.retryable is None:
-            return None
-        try:
-            return call.spec.retryable(exc)
-        except Exception:  # a provider plugin's bug must not turn a call's error into another
-            logger.warning("provider %r: its retryable() raised; general rules used", call.provider, exc_info=True)
-            return None
-
     def delay(self, call: Call, exc: LLMAdapterError, attempt: int) -> float | None:
         """Seconds to wait before retrying after ``exc`` on ``attempt``, or None to give up."""
-        verdict = self._verdict(call, exc)
+        verdict = provider_verdict(call.spec, exc)
         if verdict is False:
             return None
         if isinstance(exc, APIStatusError):
@@ -120,6 +121,8 @@ class RetryMiddleware:
                 reply = await call_next(attrs.evolve(call, attempt=attempt, deadline=deadline, headers=headers))
             except LLMAdapterError as exc:
                 call.metadata["attempts"] = attempt
+                if call.defer_rate_limits and isinstance(exc, RateLimitError):
+                    raise
                 wait = self.delay(call, exc, attempt) if attempt < self.policy.max_attempts else None
                 if wait is None or (deadline is not None and loop.time() + wait >= deadline):
                     raise
@@ -129,3 +132,21 @@ class RetryMiddleware:
             else:
                 call.metadata["attempts"] = attempt
                 return reply
+
+
+def provider_verdict(spec: ProviderSpec, exc: LLMAdapterError) -> bool | None:
+    """The provider's ``retryable(exc)``: False never to retry, True to retry, None to
+    leave it to the general rules (also when the provider's code raises)."""
+    if spec.retryable is None:
+        return None
+    try:
+        return spec.retryable(exc)
+    except Exception:  # a provider plugin's bug must not turn a call's error into another
+        logger.warning("provider %r: its retryable() raised; general rules used", spec.name, exc_info=True)
+        return None
+
+
+def rate_limit_retryable(spec: ProviderSpec, exc: RateLimitError) -> bool:
+    """Whether a 429 may be sent again: not when the provider says never (a quota or
+    balance used up) or the server says ``x-should-retry: false``."""
+    return provider_verdict(spec, exc) is not False and exc.headers.get("x-should-retry") != "false"

@@ -74,7 +74,7 @@ class TimeoutMiddleware:
             ) from exc
         if budget is None or not isinstance(reply, ChatCompletionStream):
             return reply
-        return ChatCompletionStream(self._bounded(reply, start + budget, budget, call.provider))
+        return reply.with_chunks(self._bounded(reply, start + budget, budget, call.provider))
 
     @staticmethod
     async def _bounded(

@@ -21,10 +21,12 @@ import attrs
 
 from ..errors import ConnectError, MalformedResponseError, StreamError, TimeoutError, TransportError, status_error
 from ..sse import EventTooLarge, SSEDecoder
+from ..types import ResponseInfo
 
 __all__ = [
     "MAX_BODY_BYTES",
     "Endpoint",
+    "ResponseInfo",
     "Timeouts",
     "Transport",
     "classify_transport_error",
@@ -88,9 +90,6 @@ class Endpoint:
         query: query parameters added to the URL (e.g. ``api-version``).
         timeouts: per-attempt timeouts.
         provider: the provider's name, used only to label errors.
-        on_headers: when set, called with the headers of a successful response
-            (``raise_for_status`` does it), e.g. for the rate limiter to read
-            ``x-ratelimit-*``.
     """
 
     base_url: str
@@ -99,7 +98,6 @@ class Endpoint:
     query: Mapping[str, str] = attrs.field(factory=dict)
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     provider: str | None = None
-    on_headers: Callable[[Mapping[str, str]], object] | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def url(self) -> str:
@@ -116,10 +114,11 @@ class Endpoint:
 class Transport(Protocol):
     """Moves JSON to an OpenAI-compatible endpoint and back.
 
-    - ``send`` POSTs ``payload`` and returns the decoded JSON object of a 2xx reply.
-    - ``stream`` POSTs ``payload`` (which asks for ``"stream": true``) and yields each
-      SSE event's JSON object until ``[DONE]``. Status errors are raised before the
-      first event.
+    - ``send`` POSTs ``payload`` and returns the decoded JSON object of a 2xx reply
+      with the reply's `ResponseInfo` (status and headers).
+    - ``stream`` POSTs ``payload`` (which asks for ``"stream": true``); once the status
+      is known to be 2xx it yields the `ResponseInfo`, then each SSE event's JSON object
+      until ``[DONE]``. Status errors are raised before anything is yielded.
     - ``aclose`` releases connections; the transport is unusable afterwards.
 
     Failures raise `llmadapters.errors` classes only: `ConnectError`, `TimeoutError`,
@@ -127,9 +126,11 @@ class Transport(Protocol):
     `errors.status_error`), `MalformedResponseError` and `StreamError`.
     """
 
-    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]: ...
 
-    def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]: ...
+    def stream(
+        self, endpoint: Endpoint, payload: Mapping[str, Any]
+    ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]: ...
 
     async def aclose(self) -> None: ...
 
@@ -299,13 +300,13 @@ def classify_transport_error(
     return kind(f"{type(native).__name__} on {url}: {detail}")
 
 
-def raise_for_status(status: int, headers: Mapping[str, str], body: bytes, endpoint: Endpoint) -> None:
+def raise_for_status(status: int, headers: Mapping[str, str], body: bytes, endpoint: Endpoint) -> ResponseInfo:
     """Raise the `APIStatusError` subclass for a non-2xx status (``body`` is the error
-    response's); for 2xx, hand the headers to ``endpoint.on_headers``."""
+    response's); for 2xx, the reply's `ResponseInfo`. ``headers`` must look names up
+    case-insensitively (httpx2's and aiohttp's header objects do)."""
     if status >= 300:
         raise status_error(status, headers, decode_error_body(body), provider=endpoint.provider)
     if status < 200:
         where = f" from {endpoint.provider}" if endpoint.provider else ""
         raise TransportError(f"unexpected HTTP status {status}{where}")
-    if endpoint.on_headers is not None:
-        endpoint.on_headers(headers)
+    return ResponseInfo(status, headers)

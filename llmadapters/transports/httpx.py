@@ -29,6 +29,7 @@ from .network import NetworkOptions
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
 
+    from ..types import ResponseInfo
     from .base import Timeouts
 
 __all__ = ["HttpxTransport"]
@@ -115,7 +116,7 @@ class HttpxTransport:
             extensions=_extensions(endpoint.timeouts),
         )
 
-    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]:
         shard = self._acquire()
         try:
             with map_httpx_errors(endpoint):
@@ -126,17 +127,19 @@ class HttpxTransport:
                     await response.aclose()
         finally:
             shard.in_flight -= 1
-        raise_for_status(response.status_code, response.headers, body, endpoint)
-        return decode_json_body(body)
+        info = raise_for_status(response.status_code, response.headers, body, endpoint)
+        return decode_json_body(body), info
 
-    async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(
+        self, endpoint: Endpoint, payload: Mapping[str, Any]
+    ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]:
         shard = self._acquire()
         try:
             with map_httpx_errors(endpoint):
                 response = await shard.pool.handle_async_request(self._request(endpoint, payload))
                 try:
                     error_body = await read_body(response.aiter_bytes()) if response.status_code >= 300 else b""
-                    raise_for_status(response.status_code, response.headers, error_body, endpoint)
+                    yield raise_for_status(response.status_code, response.headers, error_body, endpoint)
                     body = response.aiter_bytes()
                     async for event in decode_sse_json(body, provider=endpoint.provider):
                         yield event

@@ -39,6 +39,8 @@ from .network import NetworkOptions
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterator, Mapping
 
+    from ..types import ResponseInfo
+
 __all__ = ["OpenAITransport"]
 
 HttpClientKind = Literal["auto", "aiohttp", "httpx"]
@@ -139,7 +141,7 @@ class OpenAITransport:
                         raise
         return error_response
 
-    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]:
         # Streamed even for a unary reply, so that its (decoded) size can be capped.
         response = await self._open(endpoint, payload, stream=True)
         if response.status_code >= 300:  # the SDK has read an error's body
@@ -150,14 +152,16 @@ class OpenAITransport:
                     body = await read_body(response.aiter_bytes())
             finally:
                 await response.aclose()
-        raise_for_status(response.status_code, response.headers, body, endpoint)
-        return decode_json_body(body)
+        info = raise_for_status(response.status_code, response.headers, body, endpoint)
+        return decode_json_body(body), info
 
-    async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(
+        self, endpoint: Endpoint, payload: Mapping[str, Any]
+    ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]:
         response = await self._open(endpoint, payload, stream=True)
         try:
             error_body = response.content if response.status_code >= 300 else b""  # the SDK read it
-            raise_for_status(response.status_code, response.headers, error_body, endpoint)
+            yield raise_for_status(response.status_code, response.headers, error_body, endpoint)
             with _map_sdk_errors(endpoint):
                 body = response.aiter_bytes()
                 async for event in decode_sse_json(body, provider=endpoint.provider):

@@ -35,6 +35,8 @@ from llmadapters.transports.network import KEEPALIVE_EXPIRY, NetworkOptions, req
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 
+    from llmadapters.types import ResponseInfo
+
 __all__ = ["AiohttpTransport"]
 
 # aiohttp waits for the socket to drain once more than this is buffered.
@@ -176,16 +178,18 @@ class AiohttpTransport:
             return await response.read()
         return await read_body(response.content.iter_any())
 
-    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]:
         async with _Exchange(self, endpoint, payload) as response:
             reply = await self._read(response)
-        raise_for_status(response.status, response.headers, reply, endpoint)
-        return decode_json_body(reply)
+        info = raise_for_status(response.status, response.headers, reply, endpoint)
+        return decode_json_body(reply), info
 
-    async def stream(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(
+        self, endpoint: Endpoint, payload: Mapping[str, Any]
+    ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]:
         async with _Exchange(self, endpoint, payload) as response:
             error_body = await self._read(response) if response.status >= 300 else b""
-            raise_for_status(response.status, response.headers, error_body, endpoint)
+            yield raise_for_status(response.status, response.headers, error_body, endpoint)
             chunks: AsyncIterator[bytes] = response.content.iter_any()
             async for event in decode_sse_json(chunks, provider=endpoint.provider):
                 yield event

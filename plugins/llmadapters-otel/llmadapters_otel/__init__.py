@@ -76,7 +76,7 @@ class OTelMiddleware:
             self._end(span, call, exc, finish)
             raise
         if isinstance(reply, ChatCompletionStream):
-            return ChatCompletionStream(self._traced(reply, span, call))
+            return reply.with_chunks(self._traced(reply, span, call))
         span.set_attributes(_reply_attributes(reply, finish))
         self._end(span, call, None, finish)
         return reply

@@ -244,7 +244,7 @@ class RedisRateLimit:
             self._finish(keys, lease, estimate, None, success=False)
             raise
         if isinstance(reply, ChatCompletionStream):
-            return ChatCompletionStream(
+            return reply.with_chunks(
                 held_until_done(reply, lambda usage, ok: self._finish(keys, lease, estimate, usage, success=ok))
             )
         self._finish(keys, lease, estimate, reply.usage, success=True)

@@ -1,0 +1,136 @@
+"""The limits the rate limiter learns, on a provider that enforces hidden limits, in
+virtual time (tests/simulated.py): each run is minutes of the provider's time, takes
+well under a second of ours, and gives the same figures on a loaded machine.
+
+Each run goes through the whole stack: ``client.batch`` with the default middleware
+(logging, retry, ratelimit, timeout) and no limits configured. Goodput is the ideal
+time for the work under the hidden limit over the time taken.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+import llmadapters as la
+from llmadapters.batch import BatchSummary
+from simulated import Limits, SimulatedProvider, registry_with, run_virtual
+
+LINE = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 100}  # 200 tokens
+
+
+async def _batch(provider: SimulatedProvider, n: int, *, concurrency: int = 64, **options: Any) -> dict[str, Any]:
+    config = {"providers": {"sim": {"base_url": "http://127.0.0.1:9/v1", "transport": "sim"}}}
+    summary = BatchSummary()
+    async with la.AsyncClient(config, registry=registry_with(provider)) as client:
+        loop = __import__("asyncio").get_running_loop()
+        start = loop.time()
+        lines = ({**LINE, "model": "sim/m", "custom_id": f"c{i}"} for i in range(n))
+        async for result in client.batch(lines, concurrency=concurrency, **options):
+            summary.add(result)
+        wall = loop.time() - start
+        limits = client.limits()["sim"]
+    return {"wall": wall, "errors": summary.errors, "limits": limits, "429s": provider.rate_limited / n}
+
+
+def test_a_concurrency_cap_without_headers_is_found_and_held() -> None:
+    provider = SimulatedProvider(Limits(cap=lambda t: 8, latency=1.0))
+    run = run_virtual(_batch(provider, 2000))
+    ideal = 2000 * 1.0 / 8
+    assert run["errors"] == 0
+    assert run["limits"]["concurrency"] in (8, 9)  # held at the cap, or probing one above it
+    assert provider.peak == 8
+    assert ideal / run["wall"] >= 0.95, run
+    assert run["429s"] <= 0.02, run
+
+
+def test_a_stated_concurrency_limit_is_taken_at_its_word() -> None:
+    body = {"error": {"message": "Your current concurrency is 40, which exceeds your concurrency limit of 12"}}
+    provider = SimulatedProvider(Limits(cap=lambda t: 12, latency=1.0, error_body=body))
+    run = run_virtual(_batch(provider, 600))
+    assert run["limits"]["concurrency"] in (12, 13)
+    assert run["errors"] == 0
+    assert provider.rate_limited <= 8  # the first round over it, and the probes above it
+
+
+def test_requests_per_minute_are_learned_from_headers() -> None:
+    provider = SimulatedProvider(Limits(rpm=600, latency=0.5))  # 10/s, a burst of one second's
+    run = run_virtual(_batch(provider, 1000))
+    ideal = (1000 - 10) / 10
+    assert run["errors"] == 0
+    assert run["limits"]["rpm"] == pytest.approx(600, rel=0.05)
+    assert ideal / run["wall"] >= 0.95, run
+    assert run["429s"] <= 0.02, run
+
+
+def test_tokens_per_minute_are_learned_from_headers() -> None:
+    provider = SimulatedProvider(Limits(tpm=120_000, rpm=100_000, latency=0.5))  # 2,000 tokens/s: 10 calls/s
+    run = run_virtual(_batch(provider, 1000))
+    ideal = (1000 * 200 - 2000) / 2000
+    assert run["errors"] == 0
+    assert run["limits"]["tpm"] == pytest.approx(120_000, rel=0.05)
+    assert ideal / run["wall"] >= 0.95, run
+    assert run["429s"] <= 0.02, run
+
+
+def test_sporadic_429s_delay_their_own_calls_only() -> None:
+    provider = SimulatedProvider(Limits(sporadic=0.02, retry_after=1.0, latency=0.5))
+    run = run_virtual(_batch(provider, 20_000))
+    ideal = 20_000 * 0.5 / 64 + 1.0  # the last line answered 429 cannot hide its wait
+    assert run["errors"] == 0
+    assert run["limits"]["concurrency"] >= 64  # never lowered for good
+    assert ideal / run["wall"] >= 0.95, run
+
+
+def _dropping(t: float) -> float:
+    return 8 if 60 <= t < 120 else 32
+
+
+def test_a_cap_that_drops_and_recovers_is_followed_both_ways() -> None:
+    provider = SimulatedProvider(Limits(cap=_dropping, latency=1.0))
+    n = 32 * 60 + 8 * 60 + 32 * 60  # the work of three minutes at the hidden cap
+    run = run_virtual(_batch(provider, n))
+    assert run["errors"] == 0
+    assert 180 / run["wall"] >= 0.95, run
+    assert run["429s"] <= 0.02, run
+
+
+def test_the_limit_follows_the_cap_within_a_few_seconds() -> None:
+    seen: dict[float, Any] = {}
+    provider = SimulatedProvider(Limits(cap=_dropping, latency=1.0))
+
+    async def main() -> None:
+        import asyncio
+
+        async def watch(client: la.AsyncClient) -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                if "sim" in client.limits():
+                    seen[round(asyncio.get_running_loop().time())] = client.limits()["sim"]["concurrency"]
+
+        config = {"providers": {"sim": {"base_url": "http://127.0.0.1:9/v1", "transport": "sim"}}}
+        async with la.AsyncClient(config, registry=registry_with(provider)) as client:
+            watcher = asyncio.create_task(watch(client))
+            lines = ({**LINE, "model": "sim/m"} for _ in range(32 * 60 + 8 * 60 + 32 * 60))
+            async for _ in client.batch(lines):
+                pass
+            watcher.cancel()
+
+    run_virtual(main())
+    assert all(seen[t] <= 8 for t in range(65, 118)), seen  # down within 5 s of the drop
+    assert all(seen[t] >= 30 for t in range(128, 170)), seen  # back within 8 s of the rise
+
+
+def test_a_429_never_ends_a_line_before_its_deadline() -> None:
+    # Every call is refused for the first 100 s: the lines wait, then all succeed.
+    provider = SimulatedProvider(Limits(cap=lambda t: 0 if t < 100 else math.inf, latency=0.1, retry_after=5))
+    run = run_virtual(_batch(provider, 50))
+    assert run["errors"] == 0
+    assert run["wall"] >= 100
+    # Refused for good: each line ends as an error once its deadline has passed.
+    provider = SimulatedProvider(Limits(cap=lambda t: 0, latency=0.1, retry_after=5))
+    run = run_virtual(_batch(provider, 50, line_deadline=30))
+    assert run["errors"] == 50
+    assert provider.calls <= 50 * (30 // 5 + 2)  # none sent again once its deadline passed
