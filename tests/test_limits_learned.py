@@ -13,10 +13,10 @@ import math
 from typing import Any
 
 import pytest
+from simulated import Limits, SimulatedProvider, registry_with, run_virtual
 
 import llmadapters as la
 from llmadapters.batch import BatchSummary
-from simulated import Limits, SimulatedProvider, registry_with, run_virtual
 
 LINE = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 100}  # 200 tokens
 
