@@ -216,6 +216,7 @@ class _Budget:
         self.proven = 0  # the highest level that succeeded since the last decrease
         self.quiet = 0  # calls finished since the last decrease
         self.recent = 0  # the last 16 outcomes, a bit per 429, newest lowest
+        self.decreased_at = 0  # calls sent before the last decrease
         self.strikes = 0  # 429s above every level that succeeded, since one last did ...
         self.struck = 1 << 30  # ... and the lowest level they were sent at
         self.sporadic = 0.0  # the share of 429s at levels that succeed (a moving average)
@@ -421,10 +422,17 @@ class _Budget:
             if not (named or dense or sure or self.strikes >= 2):
                 return
         self.strikes, self.struck = 0, 1 << 30
+        if ticket.seq < self.decreased_at and stated is None:
+            return  # sent before the last decrease, which took its 429 into account
         allowed = float(min(level - 1, stated if stated is not None else level))
+        if dense and ticket.level <= self.proven:
+            # A level that succeeded is refused again and again: the cap dropped, and
+            # the calls on their way will meet it too.
+            allowed = min(allowed, math.floor(self.limit * 0.75))
         if allowed < self.limit:
             self.limit = max(1.0, allowed)
             self.decreases += 1
+            self.decreased_at = self.sent
         self.ceiling = self.limit
         self.step = 1.0
         self.proven = min(self.proven, int(self.limit))
