@@ -268,6 +268,7 @@ class _Line:
     item: BatchItem
     request: ChatRequest
     started: float | None = None  # loop.time() at its first attempt
+    key: str | None = None  # its Idempotency-Key, the same each time it is sent
     attempts: int = 0
     rate_limited: int = 0
 
@@ -479,6 +480,10 @@ class BatchRun:
             outcome = {"error": exc}
         else:
             call = Call(request=line.request, spec=route.spec, endpoint=route.endpoint, defer_rate_limits=True)
+            if line.key is None:
+                line.key = call.idempotency_key
+            else:
+                call.idempotency_key = line.key
             try:
                 reply = await route.handle(call)
             except RateLimitError as exc:

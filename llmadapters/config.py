@@ -251,7 +251,8 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "max_concurrency": "calls in flight at most (default: no limit)",
         "rpm": "requests per minute (default: no limit)",
         "tpm": "tokens per minute, prompt and completion (default: no limit)",
-        "adaptive": "lower the concurrency on 429s and raise it back on successes (default true)",
+        "adaptive": "learn the limits from the replies: rpm/tpm from x-ratelimit-* headers, the concurrency "
+        "from 429s; configured limits stay an upper bound (default true)",
         "per_model": "separate budgets per model instead of one for the provider (default false)",
         "backend": 'where the budgets live: "local" for this process, or a shared backend that a plugin adds, '
         'such as "redis" (llmadapters-redis), for every process that uses it (default "local")',

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import llmadapters as la
-from llmadapters.batch import BatchItem, LatencyHistogram, Shard, completed_ids, duplicate_ids, read_jsonl
+from llmadapters.batch import (
+    BatchItem,
+    LatencyHistogram,
+    Shard,
+    completed_ids,
+    duplicate_ids,
+    output_record,
+    read_jsonl,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -427,3 +435,73 @@ def test_ids_sharing_a_fingerprint_are_not_taken_for_duplicates(monkeypatch: pyt
     monkeypatch.setattr(batch, "_mark", lambda custom_id: (7, len(custom_id)))
     lines = _id_lines(["a", "bb", "a", "cc", "d"])
     assert duplicate_ids(lambda: lines) == ({"a": [1, 3]}, 5)
+
+
+# -- 429s, request ids, sending failed lines again ------------------------------------
+
+
+async def test_a_line_answered_429_is_sent_again_until_it_succeeds(fake_server: FakeServer) -> None:
+    # Five 429s in a row: more than the retry policy's 3 attempts, which a batch line
+    # does not count against; every send keeps the line's Idempotency-Key.
+    refusing = {"x-fake-fail-times": "5", "x-fake-retry-after": "0"}
+    providers = {"local": {"base_url": fake_server.base_url, "headers": refusing}}
+    rows = [line(0, "local/echo+fail-429"), line(1, "local/echo")]
+    async with la.AsyncClient({}, providers=providers) as client:
+        results = {r.custom_id: r async for r in client.batch(rows)}
+        limits = client.limits()["local"]
+    assert results["q0"].ok, results["q0"].error
+    assert results["q0"].attempts == 6
+    assert results["q1"].attempts == 1
+    assert limits["rate_limited"] == 5
+    record = output_record(results["q0"])
+    assert record["response"]["status_code"] == 200
+    assert record["response"]["request_id"]  # the server's x-request-id, not null
+    assert results["q0"].response is not None
+    assert results["q0"].response.http is not None
+    assert results["q0"].response.http.request_id == record["response"]["request_id"]
+
+
+def test_cli_retry_failed_sends_the_failed_lines_again_and_keeps_one_record_each(
+    tmp_path: Path, external_fake_server: str
+) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [line(i, "flaky/echo" if i % 3 == 0 else "fake/echo") for i in range(9)])
+    down = tmp_path / "down.toml"
+    down.write_text(
+        f'[providers.flaky]\nbase_url = "http://127.0.0.1:{_closed_port()}/v1"\nretry = {{ max_attempts = 1 }}\n'
+    )
+    up = tmp_path / "up.toml"
+    up.write_text(f'[providers.flaky]\nbase_url = "{external_fake_server}"\n')
+    first = cli("batch", "in.jsonl", "-o", "out.jsonl", "--config", str(down), "-q", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    failed = {r["custom_id"] for r in records(tmp_path / "out.jsonl") if r["error"]}
+    assert failed == {"q0", "q3", "q6"}
+    again = cli("batch", "in.jsonl", "-o", "out.jsonl", "--config", str(up), "-q", "--retry-failed", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "--retry-failed continues an output file: add --resume" in again.stderr
+    again = cli(
+        "batch", "in.jsonl", "-o", "out.jsonl", "--config", str(up), "--resume", "--retry-failed", "-q", cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stderr
+    out = records(tmp_path / "out.jsonl")
+    assert sorted(r["custom_id"] for r in out) == sorted(f"q{i}" for i in range(9))  # one record each
+    assert all(r["error"] is None for r in out)
+    superseded = records(tmp_path / "out.jsonl.retried")
+    assert {r["custom_id"] for r in superseded} == failed
+    assert src.exists()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_bad_line_deadlines_are_usage_errors(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [line(0, "fake/echo")])
+    for bad in ("0", "-3", "soon", "inf"):
+        run = cli("batch", str(src), "-o", "out.jsonl", "--line-deadline", bad, cwd=tmp_path)
+        assert run.returncode == 2
+        assert "expected a positive number of seconds" in run.stderr
+        assert not (tmp_path / "out.jsonl").exists()
