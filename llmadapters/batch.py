@@ -489,8 +489,12 @@ class BatchRun:
             except RateLimitError as exc:
                 line.attempts += call.metadata.get("attempts", 1)
                 delay = self._requeue_delay(line, exc, route.spec)
-                if delay is not None and not self._stopping:
-                    self._park(lane, line, delay)
+                if delay is not None:
+                    if self._stopping:  # left unanswered, for a resumed run
+                        self.dropped += 1
+                        self._finish(lane)
+                    else:
+                        self._park(lane, line, delay)
                     return None
                 outcome = {"error": exc}
             except LLMAdapterError as exc:

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 async def test_short_soak(fake_server: FakeServer) -> None:
     report = await soak(fake_server.base_url, seconds=6, concurrency=64, every=1.0)
     assert report.accounted, (report.read, report.dropped, report.outcomes)
-    assert report.dropped <= 2 * 64  # at most the queued ones, when the run stopped
+    # At most the queued ones (2 x 64 + 16) and those put aside after a 429 (each worker's
+    # last, at most), when the run stopped.
+    assert report.dropped <= 3 * 64 + 16
     assert report.read > 1000
     # Retried faults succeed; a 400 is final: about 1 request in 40 ends in an error.
     assert set(report.outcomes) <= {"ok", "BadRequestError"}
