@@ -19,15 +19,17 @@ What adaptive mode (on by default) learns, and from what:
   the rate once the first burst is spent, and a reserve of 2% of it is never spent, so
   that ``remaining`` is not driven to zero. A ``remaining`` of 0 with no limit to pace
   by pauses the lane until its ``reset`` (``1s``, ``6m0s``, ``20ms``, or seconds).
-- **Concurrency from 429s.** With no configured cap, a lane starts at 16 calls in
+- **Concurrency from 429s.** With no configured cap, a lane starts at 32 calls in
   flight; each time a call sent at the limit succeeds (so the limit held calls back),
-  the limit grows by a step that doubles each time (8, 16, 32, ...: about one round
+  the limit grows by a step that doubles each time (16, 32, 64, ...: about one round
   each). A 429 sent at level *n* (the calls in flight, itself included) shows
   that the provider allows fewer than *n*: the limit becomes *n - 1* and holds there.
-  After a quiet spell (at least 100 calls and 8 rounds without a decrease) the lane
-  probes upwards again, by one and then by steps that double while they succeed, so
-  that a cap that was lowered for a while is found again within a few rounds once it
-  comes back; each probe costs about one 429.
+  After a quiet spell (at least 200 calls and 8 rounds without a decrease) the lane
+  probes upwards again, by one and then by steps that double while they succeed; each
+  probe costs about one 429. Below half the highest level that ever succeeded (a cap
+  that dropped), it probes after 32 calls and 4 rounds, and once one step up succeeds it
+  goes straight back to that level, so a cap that comes back is found within a few
+  rounds.
 - **Sporadic 429s are not congestion.** A 429 only lowers the limit when the evidence
   says the limit caused it: it came from a level above every level that succeeded since
   the last decrease (twice in a row, when 429s also come at random at the levels that
@@ -65,10 +67,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "held_until_done"]
 
-_INITIAL = 16  # calls in flight a lane starts at, when no cap is configured
-_STEP = 8  # its first increase
-_PROBE_CALLS = 100  # calls, at least, between a decrease and the next probe upwards ...
+_INITIAL = 32  # calls in flight a lane starts at, when no cap is configured
+_STEP = 16  # its first increase
+_PROBE_CALLS = 200  # calls, at least, between a decrease and the next probe upwards ...
 _PROBE_ROUNDS = 8  # ... and rounds of the limit
+_REPROBE_CALLS, _REPROBE_ROUNDS = 32, 4  # ... or, below half the highest level held, these
 _RESERVE = 0.02  # of a learned bucket, never spent
 _EWMA = 0.05
 # Error codes that name a concurrency limit: Zhipu's 1302 (docs.bigmodel.cn/cn/api/api-code).
@@ -214,6 +217,8 @@ class _Budget:
         self.ceiling = math.inf  # the limit is held here after a decrease, until a probe
         self.step = float(_STEP)  # what the next increase adds; doubles while increases succeed
         self.proven = 0  # the highest level that succeeded since the last decrease
+        self.best = 0  # the highest level that ever succeeded ...
+        self.jumped = False  # ... and whether the limit went straight back to it
         self.quiet = 0  # calls finished since the last decrease
         self.recent = 0  # the last 16 outcomes, a bit per 429, newest lowest
         self.decreased_at = 0  # calls sent before the last decrease
@@ -383,14 +388,23 @@ class _Budget:
             self._judge(False)
         else:
             self.proven = ticket.level
+            self.best = max(self.best, ticket.level)
             self.strikes, self.struck = 0, 1 << 30
         if self.limit >= self.cap or ticket.level < self.limit:
             return  # only a call sent at the limit shows that the limit held it back
+        dropped = self.limit < self.best / 2
         if self.limit >= self.ceiling:
-            if self.quiet < max(_PROBE_CALLS, _PROBE_ROUNDS * self.limit):
+            calls, rounds = (_REPROBE_CALLS, _REPROBE_ROUNDS) if dropped else (_PROBE_CALLS, _PROBE_ROUNDS)
+            if self.quiet < max(calls, rounds * self.limit):
                 return
             self.ceiling = math.inf  # probe upwards
-        self.limit = min(self.limit + self.step, self.cap)
+            self.limit = min(self.limit + 1, self.cap)
+        elif dropped and self.step > 1:
+            # A probe above a cap that had dropped succeeded: it is likely back where it was.
+            self.limit = min(float(self.best), self.cap)
+            self.jumped = True  # if it is not back, the 429s say where it is, and that is the best
+        else:
+            self.limit = min(self.limit + self.step, self.cap)
         self.step *= 2
         self._wake()
 
@@ -433,6 +447,8 @@ class _Budget:
             self.limit = max(1.0, allowed)
             self.decreases += 1
             self.decreased_at = self.sent
+            if self.jumped:
+                self.best, self.jumped = int(self.limit), False
         self.ceiling = self.limit
         self.step = 1.0
         self.proven = min(self.proven, int(self.limit))
