@@ -476,7 +476,8 @@ class Page:
     `{self.r["command"]}`, {self.r["date"]}, {self.r["duration_min"]:.1f} minutes. Every
     figure, raw, is in [performance.json](performance.json). Other measurements (the
     `httpx` transport's shard sweep, middleware overhead, a whole batch job, a 30-minute
-    soak) are on [More measurements](more-measurements.md).
+    soak) are on [More measurements](more-measurements.md); how well clients hold
+    providers' hidden rate limits is on [Rate limits, measured](limits.md).
 
 Each client makes the same chat call against the same local server: nginx returning a
 fixed reply (bench/nginx.py), or `llmadapters fake-server` where a slow server is needed.
