@@ -507,6 +507,14 @@ class Client:
         run = self._async.batch(requests, concurrency=concurrency, model=model, line_deadline=line_deadline)
         return SyncIterator(aiter(run), self._runner)
 
+    def limits(self) -> dict[str, dict[str, Any]]:
+        """Same as `AsyncClient.limits`, read on the client's loop."""
+
+        async def read() -> dict[str, dict[str, Any]]:
+            return self._async.limits()
+
+        return self._runner.run(read())
+
     def close(self) -> None:
         """Close the routes and stop the background loop; idempotent."""
         self._finalizer()

@@ -274,3 +274,12 @@ def test_unknown_keyword_arguments_are_refused() -> None:
         la.AsyncClient({}, transprot="httpx")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="unexpected keyword arguments: modle"):
         la.Client({}, modle="fake/echo")  # type: ignore[call-arg]
+
+
+def test_the_sync_client_reports_the_limits_it_learned() -> None:
+    with la.Client({}) as client:
+        assert client.limits() == {}  # no route yet
+        client.chat.completions.create(model="fake/echo", messages=[{"role": "user", "content": "hi"}])
+        learned = client.limits()["fake"]
+    assert learned["concurrency"] == 32  # where a lane starts, with nothing learned yet
+    assert (learned["rpm"], learned["tpm"], learned["rate_limited"]) == (None, None, 0)

@@ -190,3 +190,27 @@ def test_reset_durations() -> None:
         None,
         None,
     ]
+
+
+async def test_limits_are_learned_from_the_headers_of_real_replies(make_client: MakeClient) -> None:
+    limiter = RateLimitMiddleware(Limits())
+    headers = {
+        "x-fake-reply-x-ratelimit-limit-requests": "600",
+        "x-fake-reply-x-ratelimit-remaining-requests": "599",
+        "x-fake-reply-x-ratelimit-reset-requests": "100ms",
+        "x-fake-reply-x-ratelimit-limit-tokens": "90000",
+        "x-fake-reply-x-ratelimit-remaining-tokens": "89000",
+        "x-fake-reply-x-ratelimit-reset-tokens": "666ms",
+    }
+    client = make_client(middleware=[limiter], headers=headers)
+    reply = await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+    assert reply.http is not None
+    assert reply.http.status == 200
+    assert reply.http.headers["X-RateLimit-Limit-Requests"] == "600"  # looked up in any case
+    stream = await client.chat.completions.create(model="local/echo", messages=MESSAGES, stream=True)
+    assert stream.http is not None
+    assert stream.http.headers["x-ratelimit-remaining-tokens"] == "89000"
+    async with stream:
+        async for _ in stream:
+            pass
+    assert limiter.stats() == {"concurrency": 32, "rpm": 600, "tpm": 90000, "rate_limited": 0, "waited_s": 0.0}

@@ -231,7 +231,6 @@ class _Budget:
         self.completion_mean = 0.0
         # What the user sees.
         self.rate_limited = 0
-        self.decreases = 0
         self.waited = 0.0
 
     # -- taking and giving back ------------------------------------------------------
@@ -445,7 +444,6 @@ class _Budget:
             allowed = min(allowed, math.floor(self.limit * 0.75))
         if allowed < self.limit:
             self.limit = max(1.0, allowed)
-            self.decreases += 1
             self.decreased_at = self.sent
             if self.jumped:
                 self.best, self.jumped = int(self.limit), False
