@@ -254,6 +254,8 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "adaptive": "learn the limits from the replies: rpm/tpm from x-ratelimit-* headers, the concurrency "
         "from 429s; configured limits stay an upper bound (default true)",
         "per_model": "separate budgets per model instead of one for the provider (default false)",
+        "account": "a name for an account whose limits several providers share: providers giving the same name "
+        "share one budget, on the limits of the first to make a call (default: none)",
         "backend": 'where the budgets live: "local" for this process, or a shared backend that a plugin adds, '
         'such as "redis" (llmadapters-redis), for every process that uses it (default "local")',
         "url": "the shared backend's address, e.g. redis://127.0.0.1:6379/0 (default: none)",
@@ -363,7 +365,7 @@ class _Reader:
             if key in ("adaptive", "per_model", "fail_closed"):
                 if not isinstance(item, bool):
                     raise self.fail(where, f"expected true or false, got {item!r}")
-            elif key in ("backend", "url"):
+            elif key in ("backend", "url", "account"):
                 self.string(item, where)
             elif key == "max_concurrency":
                 self.count(item, where)

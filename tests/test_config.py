@@ -175,4 +175,4 @@ def test_the_documented_defaults_are_the_real_ones() -> None:
             expected = defaults[key]
             assert value == expected, (table, key, stated.group(1), expected)
             checked += 1
-    assert checked == 20
+    assert checked == 21

@@ -214,3 +214,23 @@ async def test_limits_are_learned_from_the_headers_of_real_replies(make_client: 
         async for _ in stream:
             pass
     assert limiter.stats() == {"concurrency": 32, "rpm": 600, "tpm": 90000, "rate_limited": 0, "waited_s": 0.0}
+
+
+async def test_providers_that_share_an_account_share_one_budget() -> None:
+    async with FakeServer(FakeServerOptions(ttft=0.05)) as server:
+        shared = {"max_concurrency": 3, "adaptive": False, "account": "team"}
+        providers = {
+            "east": {"base_url": server.base_url, "limits": shared},
+            "west": {"base_url": server.base_url, "limits": shared},
+            "solo": {"base_url": server.base_url, "limits": {"max_concurrency": 3, "adaptive": False}},
+        }
+        async with la.AsyncClient({}, providers=providers, middleware=["ratelimit"]) as client:
+            await asyncio.gather(_burst(client, 20, model="east/echo"), _burst(client, 20, model="west/echo"))
+            assert server.peak_active == 3  # one budget for both lanes
+            east, west = await client.route("east"), await client.route("west")
+            assert east.middleware[0].budget() is west.middleware[0].budget()  # type: ignore[attr-defined]
+            server.peak_active = 0
+            await asyncio.gather(_burst(client, 20, model="east/echo"), _burst(client, 20, model="solo/echo"))
+            assert server.peak_active == 6  # a provider of its own keeps its own
+    with pytest.raises(la.ConfigError, match=r"providers.x.limits.account: expected a non-empty string, got 5"):
+        la.AsyncClient({"providers": {"x": {"base_url": "http://127.0.0.1:9/v1", "limits": {"account": 5}}}})

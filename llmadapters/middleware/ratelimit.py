@@ -52,6 +52,7 @@ import collections
 import json
 import math
 import re
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -86,6 +87,9 @@ class Limits:
     tpm: tokens per minute at most, prompt and completion (likewise).
     adaptive: learn the limits from the replies (headers and 429s); see the module docstring.
     per_model: keep separate budgets per model instead of one for the provider.
+    account: a name for an account whose limits several providers share (two base URLs
+        of one provider, a proxy in front of it): the providers that give the same name
+        share one budget, on the limits of the first of them to make a call.
     backend: ``"local"`` (this process's budgets), or the name of a shared backend a
         plugin registers as middleware ``ratelimit-NAME`` (``"redis"``).
     url: the shared backend's address, e.g. ``redis://127.0.0.1:6379/0``.
@@ -99,6 +103,7 @@ class Limits:
     tpm: float | None = None
     adaptive: bool = True
     per_model: bool = False
+    account: str | None = None
     backend: str = "local"
     url: str | None = None
     fail_closed: bool = False
@@ -464,18 +469,31 @@ class _Budget:
         }
 
 
+# The budgets of each named account, per event loop (a budget's waiters belong to one).
+_ACCOUNTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, dict[str | None, _Budget]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class RateLimitMiddleware:
     """Keeps one provider's calls within `Limits`; see the module docstring."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._budgets: dict[str | None, _Budget] = {}
+        self._joined = limits.account is None
 
     def __repr__(self) -> str:
         return f"RateLimitMiddleware({self.limits!r})"
 
     def budget(self, model: str | None = None) -> _Budget:
-        """The state that ``model``'s calls share (the provider's, unless per_model)."""
+        """The state that ``model``'s calls share (the provider's, unless per_model; the
+        account's, when its limits name one)."""
+        if not self._joined:
+            assert self.limits.account is not None
+            accounts = _ACCOUNTS.setdefault(asyncio.get_running_loop(), {})
+            self._budgets = accounts.setdefault(self.limits.account, self._budgets)
+            self._joined = True
         key = model if self.limits.per_model else None
         budget = self._budgets.get(key)
         if budget is None:
