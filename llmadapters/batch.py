@@ -442,7 +442,12 @@ class BatchRun:
                 self.dropped += 1
                 self._finish(lane)
                 continue
-            result = await self._call(lane, line)
+            try:
+                result = await self._call(lane, line)
+            except Exception as exc:  # not a call's error (those are results): a bug, which ends the run
+                self._finish(lane)
+                await self._results.put(_End(exc))
+                return
             if result is not None:
                 await self._results.put(result)
                 self._finish(lane)

@@ -117,7 +117,10 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
         endpoint = call.endpoint.with_headers(call.headers) if call.headers else call.endpoint
         if not call.request.stream:
             with in_transport:
-                data, info = await transport.send(endpoint, payload)
+                sent = await transport.send(endpoint, payload)
+                if not (isinstance(sent, tuple) and len(sent) == 2 and isinstance(sent[1], ResponseInfo)):
+                    raise TypeError("send() must return (the reply's JSON, its ResponseInfo)")
+            data, info = sent
             return ChatCompletion.from_dict(value(data), provider=name, http=info)
         # Wait for the response's info and the first chunk, so that errors before it
         # raise here, where the middleware (retry above all) can still act on them.

@@ -505,3 +505,20 @@ def test_bad_line_deadlines_are_usage_errors(tmp_path: Path) -> None:
         assert run.returncode == 2
         assert "expected a positive number of seconds" in run.stderr
         assert not (tmp_path / "out.jsonl").exists()
+
+
+async def test_a_bug_in_a_middleware_ends_the_run_with_its_error(fake_server: FakeServer) -> None:
+    async def broken(call: Any, call_next: Any) -> Any:
+        if call.request.messages[0]["content"] == "question 1":
+            raise KeyError("a bug")
+        return await call_next(call)
+
+    providers = {"local": {"base_url": fake_server.base_url}}
+    async with la.AsyncClient({}, providers=providers, middleware=[broken]) as client:
+
+        async def drain() -> None:
+            async for _ in client.batch([line(i) for i in range(5)]):
+                pass
+
+        with pytest.raises(KeyError, match="a bug"):
+            await asyncio.wait_for(drain(), 60)  # raised, not hung

@@ -234,3 +234,20 @@ async def test_providers_that_share_an_account_share_one_budget() -> None:
             assert server.peak_active == 6  # a provider of its own keeps its own
     with pytest.raises(la.ConfigError, match=r"providers.x.limits.account: expected a non-empty string, got 5"):
         la.AsyncClient({"providers": {"x": {"base_url": "http://127.0.0.1:9/v1", "limits": {"account": 5}}}})
+
+
+async def test_a_stream_closed_unread_gives_its_slot_back(make_client: MakeClient) -> None:
+    limiter = RateLimitMiddleware(Limits(max_concurrency=1, adaptive=False))
+    client = make_client(middleware=[limiter])
+    for _ in range(3):
+        stream = await client.chat.completions.create(model="local/echo", messages=MESSAGES, stream=True)
+        await stream.aclose()  # not one chunk read
+    assert limiter.budget().in_flight == 0
+    reply = await asyncio.wait_for(client.chat.completions.create(model="local/echo", messages=MESSAGES), 60)
+    assert reply.choices[0].message.content == "count me"
+
+
+def test_odd_headers_neither_stall_nor_break_the_limiter() -> None:
+    from llmadapters.middleware.ratelimit import _duration
+
+    assert _duration("9" * 400 + "s") is None  # not an infinite pause

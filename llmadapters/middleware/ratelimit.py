@@ -53,7 +53,7 @@ import json
 import math
 import re
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -75,6 +75,7 @@ _PROBE_ROUNDS = 8  # ... and rounds of the limit
 _REPROBE_CALLS, _REPROBE_ROUNDS = 32, 4  # ... or, below half the highest level held, these
 _RESERVE = 0.02  # of a learned bucket, never spent
 _EWMA = 0.05
+_MAX_PAUSE = 60.0  # the longest a whole lane pauses at once (a call's own wait is the retry policy's)
 # Error codes that name a concurrency limit: Zhipu's 1302 (docs.bigmodel.cn/cn/api/api-code).
 _CONCURRENCY_CODES = frozenset({"1302"})
 
@@ -153,7 +154,7 @@ class _Bucket:
         ``since`` was taken from us after that call."""
         self.capacity = max(self.capacity, remaining)
         self.reserve = _RESERVE * self.capacity
-        self.level = min(self.capacity, remaining + (now - counted) * self.rate) - since
+        self.level = min(self.capacity, remaining + (now - counted) * self.rate - since)
         self.stamp = now
 
 
@@ -165,7 +166,7 @@ def _duration(text: str) -> float | None:
     """OpenAI's reset durations: ``1s``, ``6m0s``, ``20ms``; a bare number is seconds."""
     parts = _DURATION.findall(text)
     if parts:
-        return sum(float(n) * _UNIT[u] for n, u in parts)
+        return _number(str(sum(float(n) * _UNIT[u] for n, u in parts)))
     return _number(text)
 
 
@@ -179,7 +180,7 @@ def _number(text: str | None) -> float | None:
 
 # The limit stated in a 429's message: DeepSeek's "exceeds your concurrency limit of 39",
 # Moonshot's "max organization concurrency: 50".
-_STATED = re.compile(r"concurrency(?: limit)?(?: of|:)\s*(\d+)", re.IGNORECASE)
+_STATED = re.compile(r"concurrency(?: limit)?(?: of|:)\s*(\d{1,9})\b", re.IGNORECASE)
 
 
 def _concurrency_error(exc: RateLimitError) -> tuple[bool, int | None]:
@@ -335,12 +336,12 @@ class _Budget:
             reset = _duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
             if limit:
                 per_minute = limit  # OpenAI's window
-                if bucket is not None and reset and remaining < bucket.capacity:
+                if reset and remaining < limit:
                     # The reset is the time until the bucket is full again: a much lower
                     # rate than limit per minute shows a longer window (Groq's request
                     # limits are per day).
-                    per_day = (bucket.capacity - remaining) / reset * 60
-                    per_minute = per_day if per_day < limit / 3 else limit
+                    per_window = (limit - remaining) / reset * 60
+                    per_minute = per_window if per_window < limit / 3 else limit
                 configured = self.limits.rpm if kind == "requests" else self.limits.tpm
                 per_minute = min(per_minute, configured) if configured else per_minute
                 if bucket is None:
@@ -357,7 +358,7 @@ class _Budget:
             if remaining < 1:
                 spent = True
                 if bucket is None and reset:  # no rate to pace by: wait for the reset
-                    self.paused_until = max(self.paused_until, now + reset)
+                    self.paused_until = max(self.paused_until, now + min(reset, _MAX_PAUSE))
         return spent
 
     def _calibrate(self, ticket: _Ticket, request: ChatRequest, usage: Usage | None, synced: bool) -> None:
@@ -423,7 +424,7 @@ class _Budget:
             return  # a rate budget ran out, not the concurrency
         retry_after = exc.retry_after if exc.retry_after is not None else parse_retry_after(exc.headers)
         if retry_after and (self.recent & 0xFFFF).bit_count() >= 8:
-            self.paused_until = max(self.paused_until, now + retry_after)
+            self.paused_until = max(self.paused_until, now + min(retry_after, _MAX_PAUSE))
         named, stated = _concurrency_error(exc)
         dense = (self.recent & 0xFFF).bit_count() >= 4
         level = ticket.level
@@ -513,8 +514,10 @@ class RateLimitMiddleware:
         try:
             reply = await call_next(call)
         except RateLimitError as exc:
-            budget.throttled(ticket, exc)
-            budget.release()
+            try:
+                budget.throttled(ticket, exc)
+            finally:
+                budget.release()
             raise
         except BaseException:
             budget.release()
@@ -523,13 +526,17 @@ class RateLimitMiddleware:
             http = reply.http
 
             def finish(usage: Usage | None, ok: bool) -> None:
-                if ok:
-                    budget.succeeded(ticket, call.request, http, usage)
-                budget.release()
+                try:
+                    if ok:
+                        budget.succeeded(ticket, call.request, http, usage)
+                finally:
+                    budget.release()
 
-            return reply.with_chunks(held_until_done(reply, finish))
-        budget.succeeded(ticket, call.request, reply.http, reply.usage)
-        budget.release()
+            return reply.with_chunks(await held_until_done(reply, finish))
+        try:
+            budget.succeeded(ticket, call.request, reply.http, reply.usage)
+        finally:
+            budget.release()
         return reply
 
 
@@ -537,10 +544,19 @@ async def held_until_done(
     stream: ChatCompletionStream, finish: Callable[[Usage | None, bool], object]
 ) -> AsyncGenerator[ChatCompletionChunk, None]:
     """``stream``'s chunks, then ``finish(usage, ok)`` (ok: it ran to its end), so
-    that a stream keeps its permit until it ends."""
+    that a stream keeps its permit until it ends, or until it is closed, even unread."""
+    held = _held(stream, finish)
+    await held.__anext__()  # into its try: from here on, closing it calls finish
+    return cast("AsyncGenerator[ChatCompletionChunk, None]", held)
+
+
+async def _held(
+    stream: ChatCompletionStream, finish: Callable[[Usage | None, bool], object]
+) -> AsyncGenerator[ChatCompletionChunk | None, None]:
     usage = None
     ok = False
     try:
+        yield None
         async with stream:
             async for chunk in stream:
                 usage = chunk.usage or usage

@@ -245,7 +245,7 @@ class RedisRateLimit:
             raise
         if isinstance(reply, ChatCompletionStream):
             return reply.with_chunks(
-                held_until_done(reply, lambda usage, ok: self._finish(keys, lease, estimate, usage, success=ok))
+                await held_until_done(reply, lambda usage, ok: self._finish(keys, lease, estimate, usage, success=ok))
             )
         self._finish(keys, lease, estimate, reply.usage, success=True)
         return reply
