@@ -136,11 +136,14 @@ def _open_output(args: argparse.Namespace) -> tuple[IO[str], set[str]]:
         if not args.resume:
             raise UsageProblem(f"{args.output} exists: add --resume to continue it, or choose another file")
         try:
+            done = completed_ids(path)  # every record read, before anything is moved
             if args.retry_failed:
                 set_aside_failed(path)
-            done = completed_ids(path)
-        except (ValueError, KeyError) as exc:
-            raise UsageProblem(f"{args.output}: not a batch output file ({exc})") from None
+                done = completed_ids(path)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageProblem(f"{args.output}: not a batch output file ({exc!r})") from None
+        except OSError as exc:
+            raise UsageProblem(f"cannot rewrite {args.output}: {exc.strerror or exc}") from None
     try:
         return open(path, "a", encoding="utf-8"), done
     except OSError as exc:

@@ -488,6 +488,13 @@ def test_cli_retry_failed_sends_the_failed_lines_again_and_keeps_one_record_each
     superseded = records(tmp_path / "out.jsonl.retried")
     assert {r["custom_id"] for r in superseded} == failed
     assert src.exists()
+    # An output file that is not batch records is refused, and left as it was.
+    (tmp_path / "odd.jsonl").write_text('{"custom_id": "q0", "error": {"code": "X"}}\n[1, 2]\n')
+    odd = cli("batch", "in.jsonl", "-o", "odd.jsonl", "--resume", "--retry-failed", "-q", cwd=tmp_path)
+    assert odd.returncode == 2
+    assert "odd.jsonl: not a batch output file" in odd.stderr
+    assert (tmp_path / "odd.jsonl").read_text() == '{"custom_id": "q0", "error": {"code": "X"}}\n[1, 2]\n'
+    assert not (tmp_path / "odd.jsonl.retried").exists()
 
 
 def _closed_port() -> int:
