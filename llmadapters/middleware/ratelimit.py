@@ -11,14 +11,15 @@ What adaptive mode (on by default) learns, and from what:
 
 - **Rate budgets from headers.** Every reply, success or 429, is read for
   ``x-ratelimit-limit|remaining|reset-requests`` and ``-tokens`` (OpenAI's names, which
-  Azure, Groq and others share). ``remaining`` is the provider's own count, so the bucket's level is set from it, less
-  what was sent since; ``limit`` is per minute, as OpenAI's, unless ``reset`` (the time
-  until the bucket is full again) shows a much lower rate, a longer window (Groq's
-  request limits are per day). The bucket
-  holds at most the most the provider ever reported remaining, so calls are paced at
-  the rate once the first burst is spent, and a reserve of 2% of it is never spent, so
-  that ``remaining`` is not driven to zero. A ``remaining`` of 0 with no limit to pace
-  by pauses the lane until its ``reset`` (``1s``, ``6m0s``, ``20ms``, or seconds).
+  Azure, Groq and others share). ``remaining`` is the provider's own count when it took
+  the call, so the bucket's level is set from it, plus the refill since, less what was
+  sent since. ``limit`` is per minute, as OpenAI's, unless ``reset`` (the time until the
+  bucket is full again) shows a much lower rate, a longer window (Groq's request limits
+  are per day). The bucket holds at most the most the provider ever reported remaining,
+  so calls are paced at the rate once the first burst is spent, and a reserve of 2% of
+  it is never spent, so that ``remaining`` is not driven to zero. A ``remaining`` of 0
+  with no limit to pace by pauses the lane until its ``reset`` (``1s``, ``6m0s``,
+  ``20ms``, or seconds; 60 s at most at once).
 - **Concurrency from 429s.** With no configured cap, a lane starts at 32 calls in
   flight; each time a call sent at the limit succeeds (so the limit held calls back),
   the limit grows by a step that doubles each time (16, 32, 64, ...: about one round
@@ -32,13 +33,14 @@ What adaptive mode (on by default) learns, and from what:
   rounds.
 - **Sporadic 429s are not congestion.** A 429 only lowers the limit when the evidence
   says the limit caused it: it came from a level above every level that succeeded since
-  the last decrease (twice in a row, when 429s also come at random at the levels that
-  succeed, as a provider under load sends them), or 4 of the last 12 calls were 429s,
+  the last decrease (once 100 calls have shown random 429s to be rare; until then, or
+  when they are not, as from a provider under load, a second one before a call succeeds
+  above that level), or 4 of the last 12 calls were 429s,
   or the provider said so (Zhipu's code ``1302``; a message stating the limit, as
   DeepSeek's "exceeds your concurrency limit of 39" and Moonshot's "max organization
   concurrency: 50", which then sets it). Otherwise only that call waits (its
   ``Retry-After``, in the retry middleware or the batch engine). The whole lane pauses
-  for a ``Retry-After`` only when 8 of the last 16 calls were 429s.
+  for a ``Retry-After`` (60 s at most) only when 8 of the last 16 calls were 429s.
 
 Tokens are estimated before the call (prompt characters / 4, scaled by what the
 provider's ``usage`` showed so far, plus ``max_tokens``, or the mean completion seen so
@@ -165,9 +167,10 @@ _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 def _duration(text: str) -> float | None:
     """OpenAI's reset durations: ``1s``, ``6m0s``, ``20ms``; a bare number is seconds."""
     parts = _DURATION.findall(text)
-    if parts:
-        return _number(str(sum(float(n) * _UNIT[u] for n, u in parts)))
-    return _number(text)
+    if not parts:
+        return _number(text)
+    total = sum(float(n) * _UNIT[u] for n, u in parts)
+    return total if math.isfinite(total) else None
 
 
 def _number(text: str | None) -> float | None:
@@ -191,12 +194,26 @@ def _concurrency_error(exc: RateLimitError) -> tuple[bool, int | None]:
     return exc.code in _CONCURRENCY_CODES, None
 
 
+class _Cost:
+    """What a call will cost, estimated before it is sent: ``tokens``, from the
+    ``chars`` of its prompt (0 for both when no token budget is kept)."""
+
+    __slots__ = ("chars", "tokens")
+
+    def __init__(self, tokens: int = 0, chars: int = 0) -> None:
+        self.tokens = tokens
+        self.chars = chars
+
+
+_FREE = _Cost()
+
+
 class _Ticket:
     """One call's place in its budget: the level it was sent at, and what was sent before it."""
 
     __slots__ = ("cost", "level", "sent_at", "seq", "tokens_before")
 
-    def __init__(self, level: int, seq: int, tokens_before: float, cost: int, sent_at: float) -> None:
+    def __init__(self, level: int, seq: int, tokens_before: float, cost: _Cost, sent_at: float) -> None:
         self.level = level
         self.seq = seq
         self.tokens_before = tokens_before
@@ -248,32 +265,33 @@ class _Budget:
                 self.in_flight += 1
                 waiter.set_result(self.in_flight)
 
-    def _delay(self, now: float, cost: int) -> float:
+    def _delay(self, now: float, cost: _Cost) -> float:
         return max(
             self.paused_until - now,
             self.requests.wait(now, 1) if self.requests else 0.0,
-            self.tokens.wait(now, cost) if self.tokens else 0.0,
+            self.tokens.wait(now, cost.tokens) if self.tokens else 0.0,
         )
 
-    def _spend(self, cost: int, level: int, now: float) -> _Ticket:
+    def _spend(self, cost: _Cost, level: int, now: float) -> _Ticket:
         if self.requests:
             self.requests.level -= 1
         if self.tokens:
-            self.tokens.level -= cost
+            self.tokens.level -= cost.tokens
         ticket = _Ticket(level, self.sent, self.sent_tokens, cost, now)
         self.sent += 1
-        self.sent_tokens += cost
+        self.sent_tokens += cost.tokens
         return ticket
 
-    def estimate(self, request: ChatRequest) -> int:
+    def estimate(self, request: ChatRequest) -> _Cost:
         """The tokens ``request`` will count, as well as can be told before it is sent."""
         if self.tokens is None:
-            return 0
+            return _FREE
+        chars = _prompt_chars(request)
         completion = _max_tokens(request)
-        prompt = math.ceil(_prompt_chars(request) / 4 * self.prompt_scale)
-        return prompt + (completion if completion is not None else math.ceil(self.completion_mean))
+        prompt = math.ceil(chars / 4 * self.prompt_scale)
+        return _Cost(prompt + (completion if completion is not None else math.ceil(self.completion_mean)), chars)
 
-    def take(self, cost: int) -> _Ticket | None:
+    def take(self, cost: _Cost) -> _Ticket | None:
         """Take a slot and ``cost`` now if nothing has to be waited for (the usual case,
         without a coroutine); None, having taken nothing, otherwise."""
         if self.in_flight >= self.limit or self.waiters:
@@ -284,7 +302,7 @@ class _Budget:
         self.in_flight += 1
         return self._spend(cost, self.in_flight, now)
 
-    async def acquire(self, cost: int) -> _Ticket:
+    async def acquire(self, cost: _Cost) -> _Ticket:
         """Wait for a slot, then for the rate budgets to allow ``cost``, and take both."""
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -324,9 +342,10 @@ class _Budget:
         self.recent = ((self.recent << 1) | rate_limited) & 0xFFFF
         self.quiet += 1
 
-    def _learn(self, ticket: _Ticket, headers: Mapping[str, str], now: float) -> bool:
-        """Read ``x-ratelimit-*``; True when they say a budget is spent."""
-        spent = False
+    def _learn(self, ticket: _Ticket, headers: Mapping[str, str], now: float) -> tuple[bool, bool]:
+        """Read ``x-ratelimit-*``: whether they say a budget is spent, and whether they
+        set the tokens budget's level."""
+        spent = synced = False
         for kind in ("requests", "tokens"):
             remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
             if remaining is None:
@@ -345,7 +364,9 @@ class _Budget:
                 configured = self.limits.rpm if kind == "requests" else self.limits.tpm
                 per_minute = min(per_minute, configured) if configured else per_minute
                 if bucket is None:
-                    bucket = _Bucket(per_minute, now, capacity=max(remaining, ticket.cost if kind == "tokens" else 1))
+                    bucket = _Bucket(
+                        per_minute, now, capacity=max(remaining, ticket.cost.tokens if kind == "tokens" else 1)
+                    )
                     if kind == "requests":
                         self.requests = bucket
                     else:
@@ -355,33 +376,31 @@ class _Budget:
             if bucket is not None:
                 since = self.sent - ticket.seq - 1 if kind == "requests" else self.sent_tokens - ticket.tokens_before
                 bucket.sync(remaining, ticket.sent_at, since, now)
+                synced = synced or kind == "tokens"
             if remaining < 1:
                 spent = True
                 if bucket is None and reset:  # no rate to pace by: wait for the reset
                     self.paused_until = max(self.paused_until, now + min(reset, _MAX_PAUSE))
-        return spent
+        return spent, synced
 
-    def _calibrate(self, ticket: _Ticket, request: ChatRequest, usage: Usage | None, synced: bool) -> None:
+    def _calibrate(self, ticket: _Ticket, usage: Usage | None, synced: bool) -> None:
         if self.tokens is None or usage is None:
             return
-        if usage.prompt_tokens:
-            chars = _prompt_chars(request)
-            if chars:
-                self.prompt_scale += _EWMA * (usage.prompt_tokens / (chars / 4) - self.prompt_scale)
+        chars = ticket.cost.chars
+        if usage.prompt_tokens and chars:
+            self.prompt_scale += _EWMA * (usage.prompt_tokens / (chars / 4) - self.prompt_scale)
         if usage.completion_tokens is not None:
             self.completion_mean += _EWMA * (usage.completion_tokens - self.completion_mean)
         if not synced and usage.total_tokens is not None:
-            self.tokens.level += ticket.cost - usage.total_tokens
+            self.tokens.level += ticket.cost.tokens - usage.total_tokens
 
-    def succeeded(self, ticket: _Ticket, request: ChatRequest, http: ResponseInfo | None, usage: Usage | None) -> None:
+    def succeeded(self, ticket: _Ticket, http: ResponseInfo | None, usage: Usage | None) -> None:
         synced = False
         if self.limits.adaptive:
             if http is not None:
-                synced = self._learn(ticket, http.headers, asyncio.get_running_loop().time()) or (
-                    "x-ratelimit-remaining-tokens" in http.headers
-                )
+                _, synced = self._learn(ticket, http.headers, asyncio.get_running_loop().time())
             self._grow(ticket)
-        self._calibrate(ticket, request, usage, synced)
+        self._calibrate(ticket, usage, synced)
 
     def _judge(self, rate_limited: bool) -> None:
         self.judged += 1
@@ -420,7 +439,7 @@ class _Budget:
             return
         now = asyncio.get_running_loop().time()
         self._outcome(True)
-        if self._learn(ticket, exc.headers, now):
+        if self._learn(ticket, exc.headers, now)[0]:
             return  # a rate budget ran out, not the concurrency
         retry_after = exc.retry_after if exc.retry_after is not None else parse_retry_after(exc.headers)
         if retry_after and (self.recent & 0xFFFF).bit_count() >= 8:
@@ -434,7 +453,7 @@ class _Budget:
                 return  # sporadic: the level has succeeded since the last decrease
         else:
             # Above every level that succeeded: the limit's doing, unless 429s come at
-            # random here too; then it takes two in a row to tell.
+            # random here too (or too few calls have told yet); then it takes a second.
             self.strikes += 1
             self.struck = level = min(self.struck, level)
             sure = self.judged >= 100 and self.sporadic < 0.005
@@ -528,13 +547,13 @@ class RateLimitMiddleware:
             def finish(usage: Usage | None, ok: bool) -> None:
                 try:
                     if ok:
-                        budget.succeeded(ticket, call.request, http, usage)
+                        budget.succeeded(ticket, http, usage)
                 finally:
                     budget.release()
 
             return reply.with_chunks(await held_until_done(reply, finish))
         try:
-            budget.succeeded(ticket, call.request, reply.http, reply.usage)
+            budget.succeeded(ticket, reply.http, reply.usage)
         finally:
             budget.release()
         return reply
