@@ -219,30 +219,33 @@ def completed_ids(path: str | os.PathLike[str]) -> set[str]:
     return done
 
 
-def set_aside_failed(path: str | os.PathLike[str]) -> int:
+def set_aside_failed(path: str | os.PathLike[str]) -> set[str]:
     """Move the error records of an output file to ``<path>.retried`` (appended), so that
-    their requests count as not done and a resumed run sends them again; the number
-    moved. The file is rewritten whole and then renamed over the old one, so a kill at
-    any point leaves either the old file or the new one."""
+    their requests count as not done and a resumed run sends them again; the custom_ids
+    of the records kept, for ``--resume``. Every record is read (and a last line cut
+    short repaired, as `completed_ids` does) before any is moved; the file is rewritten
+    whole and then renamed over the old one, so a kill at any point leaves either the
+    old file or the new one."""
     path = os.fspath(path)
-    completed_ids(path)  # repairs a last line cut short
-    moved = 0
+    completed_ids(path)
+    done: set[str] = set()
     kept = f"{path}.tmp"
     with open(path, "rb") as source, open(kept, "wb") as good, open(f"{path}.retried", "ab") as failed:
         for line in source:
             if not line.strip():
                 continue
-            if json.loads(line).get("error") is None:
+            record = json.loads(line)
+            if record.get("error") is None:
                 good.write(line)
+                done.add(record["custom_id"])
             else:
                 failed.write(line)
-                moved += 1
         good.flush()
         os.fsync(good.fileno())
         failed.flush()
         os.fsync(failed.fileno())
     os.replace(kept, path)
-    return moved
+    return done
 
 
 def output_record(result: BatchResult) -> dict[str, Any]:
@@ -492,7 +495,6 @@ class BatchRun:
             try:
                 reply = await route.handle(call)
             except RateLimitError as exc:
-                line.attempts += call.metadata.get("attempts", 1)
                 delay = self._requeue_delay(line, exc, route.spec)
                 if delay is not None:
                     if self._stopping:  # left unanswered, for a resumed run
@@ -503,12 +505,12 @@ class BatchRun:
                     return None
                 outcome = {"error": exc}
             except LLMAdapterError as exc:
-                line.attempts += call.metadata.get("attempts", 1)
                 outcome = {"error": exc}
             else:
-                line.attempts += call.metadata.get("attempts", 1)
                 assert isinstance(reply, ChatCompletion)  # a unary request gets a whole reply
                 outcome = {"response": reply}
+            finally:
+                line.attempts += call.metadata.get("attempts", 1)
         item = line.item
         latency = loop.time() - line.started
         return BatchResult(
