@@ -34,7 +34,6 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 
 from .errors import APIStatusError, BadRequestError, ConfigError, LLMAdapterError, RateLimitError
-from .middleware.base import Call
 from .middleware.retry import rate_limit_retryable
 from .types import BatchResult, ChatCompletion
 
@@ -487,7 +486,7 @@ class BatchRun:
         except LLMAdapterError as exc:  # no route (a missing key): no call was made
             outcome = {"error": exc}
         else:
-            call = Call(request=line.request, spec=route.spec, endpoint=route.endpoint, defer_rate_limits=True)
+            call = route.call(line.request, defer_rate_limits=True)
             if line.key is None:
                 line.key = call.idempotency_key
             else:

@@ -201,10 +201,14 @@ class _Progress:
 
 def _limits_text(stats: dict[str, Any]) -> str:
     """One provider's limits, short: ``c=32 rpm=600 429s=4 waited 1.2s``."""
-    if "models" in stats:
-        return ", ".join(f"{model} {_limits_text(each)}" for model, each in stats["models"].items())
+    retired = stats.get("retired_keys", {})
+    gone = f" (retired: {', '.join(f'{key} {why}' for key, why in retired.items())})" if retired else ""
+    for group in ("keys", "models"):
+        if group in stats:
+            return ", ".join(f"{name} {_limits_text(each)}" for name, each in stats[group].items()) + gone
     shown = [f"{key}={stats[key]}" for key in ("concurrency", "rpm", "tpm") if stats.get(key) is not None]
-    return " ".join([*shown, f"429s={stats.get('rate_limited', 0)}", f"waited {stats.get('waited_s', 0)}s"])
+    counts = [f"429s={stats.get('rate_limited', 0)}", f"waited {stats.get('waited_s', 0)}s"]
+    return " ".join([*shown, *counts]) + gone
 
 
 def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:

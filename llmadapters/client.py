@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, ove
 from .batch import BatchRun
 from .config import Settings, load_settings
 from .errors import APIStatusError, ConfigError, MalformedResponseError, StreamError, TransportError, unknown_name
-from .middleware.base import Call
 from .plugins import Registry
 from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features, shared_limiter
 from .streaming import ChatCompletionStream
@@ -206,9 +205,10 @@ class AsyncClient:
             if name not in registry.providers and provider.base_url is None:
                 error = unknown_name(f"providers.{name}", "provider", name, registry.providers)
                 raise ConfigError(f"{error}; or give it a base_url")
-            env = provider.api_key_env
-            if env and provider.api_key is None and not os.environ.get(env, "").strip():
-                raise ConfigError(f"providers.{name}.api_key_env: the variable {env} is not set")
+            unset = [env for env in provider.api_key_env or () if not os.environ.get(env, "").strip()]
+            if unset and provider.api_key is None:
+                which = f"the variable {unset[0]} is" if len(unset) == 1 else f"the variables {', '.join(unset)} are"
+                raise ConfigError(f"providers.{name}.api_key_env: {which} not set")
             needed = needed_features(settings.network_of(name), settings.timeouts_of(name))
             check_features(f"providers.{name}", settings.transport_of(name), needed, registry)
         limits = [("defaults", settings.limits)]
@@ -250,7 +250,7 @@ class AsyncClient:
         """Make one call to one model through its route (what ``create`` does per model)."""
         request = self.request(messages=messages, model=model, provider=provider, stream=stream, **params)
         route = self._routes.get(request.provider) or await self.route(request.provider)
-        return await route.handle(Call(request=request, spec=route.spec, endpoint=route.endpoint))
+        return await route.handle(route.call(request))
 
     def _resolve(self, model: str | None, provider: str | None) -> tuple[str, str]:
         model = model or (None if provider else self.settings.model)
@@ -317,13 +317,17 @@ class AsyncClient:
     def limits(self) -> dict[str, dict[str, Any]]:
         """Per provider with a route, what its rate limiter has learned and met
         (`RateLimitMiddleware.stats`): the concurrency, rpm and tpm in force, 429s, and
-        seconds spent waiting on the limits."""
+        seconds spent waiting on the limits; and under ``"retired_keys"``, the API keys
+        it refused for good (by variable name) and why."""
         found: dict[str, dict[str, Any]] = {}
         for name, route in self._routes.items():
             for middleware in route.middleware:
                 stats = getattr(middleware, "stats", None)
                 if callable(stats):
                     found[name] = stats()
+            retired = route.keys.retired() if route.keys is not None else {}
+            if retired:
+                found.setdefault(name, {})["retired_keys"] = retired
         return found
 
     async def aclose(self) -> None:

@@ -101,8 +101,10 @@ class ProviderSettings:
     Attributes:
         base_url: overrides the provider's own; for an unknown name it makes an ad hoc
             OpenAI-compatible provider.
-        api_key_env: the variable holding the key (overrides the provider's).
-        api_key: a key given in code (never read from a file).
+        api_key_env: the variables holding the provider's keys (overrides the
+            provider's own; a string in a file is one variable, a list several keys,
+            each with rate-limit budgets of its own).
+        api_key: keys given in code (never read from a file).
         transport: ``"httpx"``, ``"openai"``, or a plugin's.
         model: the model used when a call names only the provider.
         headers: extra headers for every request (over ``[defaults]``' ones).
@@ -115,8 +117,8 @@ class ProviderSettings:
     """
 
     base_url: str | None = None
-    api_key_env: str | None = None
-    api_key: Secret | None = None
+    api_key_env: tuple[str, ...] | None = None
+    api_key: tuple[Secret, ...] | None = None
     transport: str | None = None
     model: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
@@ -221,7 +223,10 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
     "providers.NAME": {
         "base_url": "the API root, e.g. https://api.deepseek.com; for a name no plugin registers, "
         "makes an ad hoc OpenAI-compatible provider",
-        "api_key_env": "the environment variable holding the key (keys never live in config files)",
+        "api_key_env": (
+            "the environment variable holding the key, or a list of them for several keys "
+            "(keys never live in config files)"
+        ),
         "transport": "overrides defaults.transport",
         "model": 'the model used when a call names only the provider ("deepseek")',
         "headers": "extra headers sent with every request, a table of strings (over defaults.headers)",
@@ -309,6 +314,17 @@ class _Reader:
         if not isinstance(value, str) or not value:
             raise self.fail(path, f"expected a non-empty string, got {value!r}")
         return value
+
+    def key_variables(self, value: object, path: str) -> tuple[str, ...] | None:
+        """One variable's name, or a list of them (several keys of one provider)."""
+        if isinstance(value, str):
+            value = [value]
+        names = self.names(value, path)
+        if names is not None and len(set(names)) < len(names):
+            raise self.fail(path, f"a variable is named twice in {list(names)!r}")
+        if names == ():
+            raise self.fail(path, "expected a variable's name or a non-empty list of them, got []")
+        return names
 
     def url(self, value: object, path: str) -> str | None:
         url = self.string(value, path)
@@ -408,7 +424,7 @@ class _Reader:
         table = self.table(value, path, allowed)
         out: dict[str, Any] = {
             "base_url": self.url(table.get("base_url"), f"{path}.base_url"),
-            "api_key_env": self.string(table.get("api_key_env"), f"{path}.api_key_env"),
+            "api_key_env": self.key_variables(table.get("api_key_env"), f"{path}.api_key_env"),
             "transport": self.string(table.get("transport"), f"{path}.transport"),
             "model": self.string(table.get("model"), f"{path}.model"),
             "headers": self.strings(table.get("headers"), f"{path}.headers"),
@@ -419,10 +435,12 @@ class _Reader:
             "retry": self.retry(table.get("retry"), f"{path}.retry"),
             "limits": self.limits(table.get("limits"), f"{path}.limits"),
         }
-        key = table.get("api_key")
-        if key is not None:
-            secret = key if isinstance(key, Secret) else Secret(self.string(key, f"{path}.api_key") or "")
-            out["api_key"] = secret
+        keys = table.get("api_key")
+        if keys is not None:
+            listed = keys if isinstance(keys, (list, tuple)) and keys else [keys]
+            out["api_key"] = tuple(
+                key if isinstance(key, Secret) else Secret(self.string(key, f"{path}.api_key") or "") for key in listed
+            )
         return {k: v for k, v in out.items() if v not in (None, {})}
 
     def settings(self, data: object) -> dict[str, Any]:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .errors import AuthenticationError, ConfigError, LLMAdapterError, PluginError, unknown_name
-from .middleware.auth import AuthMiddleware
+from .middleware.auth import AuthMiddleware, KeyRing
 from .middleware.base import Call, CallNext, Middleware, Reply, compose
 from .providers.builtin import openai_compatible
 from .streaming import ChatCompletionStream
 from .transports.base import Endpoint, Timeouts
 from .transports.network import FEATURES, NetworkOptions, proxy_feature, proxy_for, redact_url, ssl_context
-from .types import ChatCompletion, ChatCompletionChunk, ResponseInfo
+from .types import ChatCompletion, ChatCompletionChunk, ChatRequest, ResponseInfo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -42,6 +42,7 @@ class Route:
     endpoint: the provider's endpoint, before auth.
     handle: the composed chain; ``await route.handle(call)`` makes one call.
     middleware: the chain's middleware, outermost first (auth last when a key is set).
+    keys: the provider's API keys (names and state), or None when it takes none.
     """
 
     spec: ProviderSpec
@@ -50,7 +51,18 @@ class Route:
     endpoint: Endpoint
     handle: CallNext
     middleware: tuple[Middleware, ...]
+    keys: KeyRing | None = None
     launched: Launched | None = None
+
+    def call(self, request: ChatRequest, *, defer_rate_limits: bool = False) -> Call:
+        """A new `Call` of ``request`` on this route, for ``await route.handle(call)``."""
+        return Call(
+            request=request,
+            spec=self.spec,
+            endpoint=self.endpoint,
+            keys=self.keys,
+            defer_rate_limits=defer_rate_limits,
+        )
 
     async def aclose(self) -> None:
         """Close the transport, the middleware that hold resources (an ``aclose``
@@ -160,18 +172,20 @@ def provider_spec(name: str, settings: Settings, registry: Registry) -> Provider
     raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
 
 
-def _api_key(spec: ProviderSpec, settings: Settings) -> str | None:
+def _api_keys(spec: ProviderSpec, settings: Settings) -> dict[str, str]:
+    """The provider's keys, by name: the variable each came from, or ``api_key`` (a key
+    given in code; ``api_key[i]`` when there are several)."""
     own = settings.provider(spec.name)
-    if own.api_key is not None:
-        return own.api_key.get()
-    env = own.api_key_env or spec.api_key_env
-    key = (os.environ.get(env) or "").strip() if env else None
-    if key:
-        return key
-    if spec.key_required:
-        where = f"set {env}" if env else f"set providers.{spec.name}.api_key_env"
-        raise AuthenticationError(f"no API key for provider {spec.name!r}: {where}", status=401, provider=spec.name)
-    return None
+    if own.api_key:
+        if len(own.api_key) == 1:
+            return {"api_key": own.api_key[0].get()}
+        return {f"api_key[{i}]": key.get() for i, key in enumerate(own.api_key)}
+    names = own.api_key_env or ((spec.api_key_env,) if spec.api_key_env else ())
+    keys = {env: key for env in names if (key := os.environ.get(env, "").strip())}
+    if keys or not spec.key_required:
+        return keys
+    where = f"set {' or '.join(names)}" if names else f"set providers.{spec.name}.api_key_env"
+    raise AuthenticationError(f"no API key for provider {spec.name!r}: {where}", status=401, provider=spec.name)
 
 
 def _check_headers(headers: Mapping[str, str], what: str) -> None:
@@ -277,11 +291,15 @@ async def build_route(
     chain = _middleware(spec, settings, registry, middleware)
     headers = {**spec.headers, **settings.headers_of(name)}
     _check_headers(headers, f"providers.{name}.headers")
-    key = _api_key(spec, settings)
-    if key:
-        auth = spec.auth(key)
-        _check_headers(auth, f"the API key of provider {name!r}")
-        chain.append(AuthMiddleware(auth))
+    keys = _api_keys(spec, settings)
+    ring = KeyRing(name, list(keys)) if keys else None
+    if ring is not None:
+        auth = {}
+        for key_name, key in keys.items():
+            with plugin_code(f"provider {name!r} (auth)"):
+                auth[key_name] = dict(spec.auth(key))
+            _check_headers(auth[key_name], f"the API key in {key_name} of provider {name!r}")
+        chain.append(AuthMiddleware(ring, auth))
     base_url = own.base_url or spec.base_url
     if base_url is None and spec.launch is None:
         raise ConfigError(f"provider {name!r} has no base_url: set providers.{name}.base_url")
@@ -312,5 +330,6 @@ async def build_route(
         endpoint=endpoint,
         handle=compose(chain, _terminal(spec, transport, transport_name)),
         middleware=tuple(chain),
+        keys=ring,
         launched=launched,
     )

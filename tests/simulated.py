@@ -202,7 +202,38 @@ class SimulatedProvider:
         return None
 
 
-def registry_with(provider: SimulatedProvider) -> Registry:
+@attrs.define
+class SimulatedKeys:
+    """A transport that answers each API key (``Authorization: Bearer KEY``) as a
+    provider of its own, or refuses it for good with an error status (401, 402, or a
+    429 with a body that says the quota is spent)."""
+
+    keys: Mapping[str, SimulatedProvider | tuple[int, Mapping[str, Any]]]
+    refused: int = 0
+
+    def _provider(self, endpoint: Endpoint) -> SimulatedProvider:
+        key = endpoint.headers.get("Authorization", "").removeprefix("Bearer ")
+        answer = self.keys[key]
+        if isinstance(answer, SimulatedProvider):
+            return answer
+        self.refused += 1
+        status, body = answer
+        raise status_error(status, {}, body, provider=endpoint.provider)
+
+    async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]:
+        return await self._provider(endpoint).send(endpoint, payload)
+
+    async def stream(
+        self, endpoint: Endpoint, payload: Mapping[str, Any]
+    ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]:
+        async for item in self._provider(endpoint).stream(endpoint, payload):
+            yield item
+
+    async def aclose(self) -> None:
+        return None
+
+
+def registry_with(provider: SimulatedProvider | SimulatedKeys) -> Registry:
     """The installed plugins, and ``provider`` as the transport ``sim``."""
     registry = Registry.load()
     registry.add_transport("sim", lambda options: provider)

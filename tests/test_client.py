@@ -212,7 +212,8 @@ async def test_a_key_http_cannot_carry_is_refused_without_showing_it(monkeypatch
     monkeypatch.setenv("LOCAL_TEST_KEY", key)
     providers = {"local": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "LOCAL_TEST_KEY"}}
     async with la.AsyncClient({}, providers=providers) as client:
-        with pytest.raises(la.ConfigError, match="the API key of provider 'local': header 'Authorization'") as info:
+        expected = "the API key in LOCAL_TEST_KEY of provider 'local': header 'Authorization'"
+        with pytest.raises(la.ConfigError, match=expected) as info:
             await client.chat.completions.create(model="local/echo", messages=MESSAGES)
     assert "SECRET" not in str(info.value) + repr(info.value)
 

@@ -47,7 +47,7 @@ model = "qwen"
     assert settings.transport_of("local") == "openai"
     assert settings.timeouts_of("deepseek") == Timeouts(connect=2, read=120)
     assert settings.provider("deepseek").headers == {"x-trace": "on"}
-    assert settings.provider("local").api_key_env == "LOCAL_KEY"
+    assert settings.provider("local").api_key_env == ("LOCAL_KEY",)
     assert settings.sources == (str(path),)
 
 
@@ -119,7 +119,7 @@ def test_arguments_override_the_file(tmp_path: Path) -> None:
     local = settings.provider("local")
     assert (local.base_url, local.model) == ("http://127.0.0.1:1/v1", "m")
     assert local.api_key is not None
-    assert local.api_key.get() == "sk-x"
+    assert [key.get() for key in local.api_key] == ["sk-x"]
     with pytest.raises(
         la.ConfigError,
         match=r"arguments: providers.local.timeout: expected seconds or a table of connect, read, write, pool, total",

@@ -1,37 +1,307 @@
 """Auth: puts the provider's credentials on every call; always the innermost middleware,
-so no other middleware ever sees a key."""
+so no other middleware ever sees a key.
+
+A provider may have several keys (``api_key_env = ["KEY_1", "KEY_2"]``). They make one
+`KeyRing`, shared by the route's middleware through ``Call.keys``: the rate limiter keeps
+budgets per key and names the key of each call (``Call.key``); without it, auth takes
+the keys in turn. A key the provider refuses for good (401, 402, or an error code that
+says its balance or quota is spent) is retired, with a warning naming its variable, and
+the call is sent again with the next key. A 429 cools only its key: its
+``retry_after`` becomes the time until another key can take the call. Every key's value is
+scrubbed from whatever the server sent back (error messages, bodies, headers, stream
+events) before anything above auth sees it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+import attrs
+
+from ..errors import APIStatusError, AuthenticationError, LLMAdapterError, RateLimitError
+from ..streaming import ChatCompletionStream
+from ..types import ResponseInfo
 from .base import EndpointMemo
+from .retry import provider_verdict
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Mapping
+    from collections.abc import AsyncGenerator, Iterable, Sequence
 
+    from ..transports.base import Endpoint
+    from ..types import ChatCompletionChunk
     from .base import Call, CallNext, Reply
 
-__all__ = ["AuthMiddleware"]
+__all__ = ["KEY_SPENT_CODES", "AuthMiddleware", "KeyRing", "Scrubber", "key_spent"]
+
+logger = logging.getLogger("llmadapters")
+
+# Error codes (``error.code`` or ``error.type``) that say a key's money or quota is
+# spent, whatever the status: OpenAI's 429 ``insufficient_quota``
+# (platform.openai.com/docs/guides/error-codes), MiMo's 402 ``insufficient_balance``,
+# Moonshot's ``exceeded_current_quota_error`` (platform.moonshot.ai/docs/api/chat),
+# Zhipu's 1113 (arrears), 1304 (daily quota), 1308/1310 (usage caps) and 1309 (plan
+# expired) (docs.bigmodel.cn/cn/api/api-code).
+KEY_SPENT_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "insufficient_balance",
+        "exceeded_current_quota_error",
+        "1113",
+        "1304",
+        "1308",
+        "1309",
+        "1310",
+    }
+)
+_COOL = 1.0  # seconds a key cools after a 429 that named no Retry-After
+
+
+def _error_field(exc: APIStatusError, field: str) -> str | None:
+    error = exc.body.get("error") if isinstance(exc.body, Mapping) else None
+    value = error.get(field) if isinstance(error, Mapping) else None
+    return None if value is None else str(value)
+
+
+def key_spent(call: Call, exc: APIStatusError) -> bool:
+    """Whether ``exc`` refuses the call's key for good, not just this call: a 401, a 402
+    (unless the provider says to retry it, as MiMo's burst 402), or a code of
+    `KEY_SPENT_CODES`."""
+    if exc.status == 401:
+        return True
+    if exc.status == 402:
+        return provider_verdict(call.spec, exc) is not True
+    return _error_field(exc, "code") in KEY_SPENT_CODES or _error_field(exc, "type") in KEY_SPENT_CODES
+
+
+class Scrubber:
+    """Replaces every value of ``secrets`` in what a server sent with ``****`` and its
+    last four characters (as providers show keys), so that a key a server or a proxy
+    echoes never reaches an exception, a log line or an output record."""
+
+    __slots__ = ("_masks",)
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first, so that a key containing another is masked whole.
+        self._masks = [(s, _mask(s)) for s in sorted({s for s in secrets if s}, key=len, reverse=True)]
+
+    def text(self, text: str) -> str:
+        for secret, mask in self._masks:
+            if secret in text:
+                text = text.replace(secret, mask)
+        return text
+
+    def holds(self, text: str) -> bool:
+        return any(secret in text for secret, _ in self._masks)
+
+    def value(self, value: Any) -> Any:
+        """``value`` (JSON-like: strings, mappings, lists), scrubbed; the same object when
+        it holds no secret."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            items = [(k, self.value(k), v, self.value(v)) for k, v in value.items()]
+            if all(k is k2 and v is v2 for k, k2, v, v2 in items):
+                return value
+            return {k2: v2 for _, k2, _, v2 in items}
+        if isinstance(value, (list, tuple)):
+            scrubbed = [self.value(v) for v in value]
+            if all(a is b for a, b in zip(scrubbed, value, strict=True)):
+                return value
+            if isinstance(value, list):
+                return scrubbed
+            make = getattr(value, "_make", None)  # a named tuple
+            return make(scrubbed) if make is not None else tuple(scrubbed)
+        return value
+
+    def error(self, exc: BaseException) -> None:
+        """Scrub ``exc`` in place: its arguments (hence its message), the ``body`` and
+        ``headers`` of an error from a server, and so on down its causes."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            current.args = tuple(self.value(arg) for arg in current.args)
+            for name in ("body", "headers"):
+                if isinstance(getattr(current, name, None), (str, Mapping, list)):
+                    setattr(current, name, self.value(getattr(current, name)))
+            current = current.__cause__ or current.__context__
+
+    def info(self, info: ResponseInfo) -> ResponseInfo:
+        """``info``, its header values scrubbed (the same object when none holds a key)."""
+        if not any(self.holds(value) for value in info.headers.values()):
+            return info
+        return ResponseInfo(info.status, {k: self.text(v) for k, v in info.headers.items()})
+
+
+def _mask(secret: str) -> str:
+    return f"****{secret[-4:]}" if len(secret) >= 16 else "****"
+
+
+@attrs.define(eq=False)
+class _Key:
+    name: str
+    retired: str | None = None  # why, when it was
+    cool_until: float = 0.0
+
+
+class KeyRing:
+    """A provider's API keys, by name (the variable each came from, or ``api_key[i]``
+    for a key given in code); their values stay with the `AuthMiddleware`.
+
+    Which keys may take calls, which are retired and why, and which are cooling after a
+    429; shared by the middleware of one route through ``Call.keys``.
+    """
+
+    def __init__(self, provider: str, names: Sequence[str]) -> None:
+        if not names:
+            raise ValueError("a KeyRing needs at least one key")
+        self.provider = provider
+        self._keys = {name: _Key(name) for name in names}
+        self._order = list(self._keys)
+        self._turn = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"KeyRing({self.provider!r}, {self._order!r})"
+
+    @property
+    def names(self) -> list[str]:
+        """Every key's name, in the order configured."""
+        return list(self._order)
+
+    def usable(self) -> list[str]:
+        """The keys not retired, starting from the next in turn (so that callers that
+        take the first that suits them spread calls over the keys)."""
+        start = self._turn = (self._turn + 1) % len(self._order)
+        ordered = self._order[start:] + self._order[:start]
+        return [name for name in ordered if self._keys[name].retired is None]
+
+    def is_usable(self, name: str) -> bool:
+        key = self._keys.get(name)
+        return key is not None and key.retired is None
+
+    def pick(self) -> str:
+        """The next key in turn that is neither retired nor cooling (or, when all that
+        are left are cooling, the one that cools down first). Raises an
+        `AuthenticationError` that lists why each key was retired when none is left."""
+        usable = self.usable()
+        if not usable:
+            reasons = "; ".join(f"{key.name}: {key.retired}" for key in self._keys.values())
+            raise AuthenticationError(
+                f"provider {self.provider!r} has no API key left: every one was refused ({reasons})",
+                status=401,
+                provider=self.provider,
+            )
+        now = asyncio.get_running_loop().time()
+        return min(usable, key=lambda name: self.cooling(name, now))  # the first not cooling
+
+    def retire(self, name: str, exc: APIStatusError) -> None:
+        """Take key ``name`` out of use for good, with a warning naming it (never its
+        value) and what the provider said."""
+        key = self._keys[name]
+        if key.retired is not None:
+            return
+        code = _error_field(exc, "code") or _error_field(exc, "type")
+        key.retired = f"{exc.status}" + (f" {code}" if code else "")
+        left = sum(1 for k in self._keys.values() if k.retired is None)
+        logger.warning(
+            "provider %r: the API key in %s was refused (%s) and is no longer used; %d key(s) left",
+            self.provider,
+            name,
+            key.retired,
+            left,
+        )
+
+    def cool(self, name: str, seconds: float | None) -> float:
+        """Prefer other keys to ``name`` for ``seconds`` (its 429's Retry-After); returns
+        the seconds until a usable key is not cooling, when the call may go again."""
+        key = self._keys[name]
+        now = asyncio.get_running_loop().time()
+        key.cool_until = max(key.cool_until, now + (seconds if seconds and seconds > 0 else _COOL))
+        return min((self.cooling(k, now) for k in self.usable()), default=0.0)
+
+    def cooling(self, name: str, now: float) -> float:
+        """Seconds key ``name`` still cools after a 429 (0 when it does not)."""
+        return max(0.0, self._keys[name].cool_until - now)
+
+    def retired(self) -> dict[str, str]:
+        """The keys retired, by name, each with why (the status, and the code if any)."""
+        return {key.name: key.retired for key in self._keys.values() if key.retired is not None}
 
 
 class AuthMiddleware:
-    """Adds ``headers`` (made once from the key by the provider's ``auth``) to each call.
+    """Adds the headers of a key (made once from each key by the provider's ``auth``) to
+    each call; retires refused keys and scrubs key values from replies (see the module
+    docstring).
 
-    The key lives only inside the headers mapping of the endpoints it makes, and
-    `Endpoint`'s repr redacts those.
+    Args:
+        ring: the provider's keys, by name, shared by the route's middleware.
+        headers: the headers of each key of ``ring``, by its name.
     """
 
-    __slots__ = ("_authed", "_headers")
+    __slots__ = ("_authed", "_scrub", "ring")
 
-    def __init__(self, headers: Mapping[str, str]) -> None:
-        self._headers = dict(headers)
-        # Usually the route's own endpoint comes every time: the copy is made once.
-        self._authed = EndpointMemo(lambda endpoint: endpoint.with_headers(self._headers))
+    def __init__(self, ring: KeyRing, headers: Mapping[str, Mapping[str, str]]) -> None:
+        if set(ring.names) != set(headers):
+            raise ValueError("the headers must be those of the ring's keys")
+        self.ring = ring
+        # Usually the route's own endpoint comes every time: each key's copy is made once.
+        self._authed = {name: _memo(own) for name, own in headers.items()}
+        secrets = [value for own in headers.values() for value in own.values()]
+        secrets += [value.split(" ", 1)[1] for value in secrets if " " in value]  # "Bearer KEY" -> KEY
+        self._scrub = Scrubber(secrets)
 
     def __repr__(self) -> str:
-        return f"AuthMiddleware(headers={sorted(self._headers)})"
+        return f"AuthMiddleware(keys={self.ring.names})"
 
-    def __call__(self, call: Call, call_next: CallNext) -> Awaitable[Reply]:
-        call.endpoint = self._authed(call.endpoint)
-        return call_next(call)  # no coroutine frame of its own on every call
+    async def __call__(self, call: Call, call_next: CallNext) -> Reply:
+        ring = self.ring
+        name = call.key if call.key is not None and ring.is_usable(call.key) else ring.pick()
+        endpoint = call.endpoint
+        while True:
+            call.key = name
+            call.endpoint = self._authed[name](endpoint)
+            try:
+                reply = await call_next(call)
+            except LLMAdapterError as exc:
+                self._scrub.error(exc)
+                if isinstance(exc, APIStatusError) and key_spent(call, exc):
+                    ring.retire(name, exc)
+                    if ring.usable():
+                        name = ring.pick()
+                        continue
+                elif isinstance(exc, RateLimitError):
+                    ready = ring.cool(name, exc.retry_after)
+                    if len(ring) > 1 and (exc.retry_after is None or ready < exc.retry_after):
+                        exc.retry_after = ready  # another key can take the call sooner
+                raise
+            except BaseException as exc:
+                self._scrub.error(exc)
+                raise
+            info = self._scrub.info(reply.http) if reply.http is not None else None
+            if isinstance(reply, ChatCompletionStream):
+                return ChatCompletionStream(self._scrubbed(reply), http=info)
+            if info is not reply.http:
+                reply = attrs.evolve(reply, http=info)
+            return reply
+
+    async def _scrubbed(self, stream: ChatCompletionStream) -> AsyncGenerator[ChatCompletionChunk, None]:
+        try:
+            async with stream:
+                async for chunk in stream:
+                    yield chunk
+        except BaseException as exc:
+            self._scrub.error(exc)
+            raise
+
+
+def _memo(headers: Mapping[str, str]) -> EndpointMemo:
+    def authed(endpoint: Endpoint) -> Endpoint:
+        return endpoint.with_headers(headers)
+
+    return EndpointMemo(authed)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..providers.base import ProviderSpec
     from ..transports.base import Endpoint
     from ..types import ChatRequest
+    from .auth import KeyRing
 
 __all__ = ["Call", "CallNext", "Middleware", "Reply", "compose"]
 
@@ -53,6 +54,10 @@ class Call:
         attempt: 1 for the first attempt; the retry middleware counts up.
         deadline: ``loop.time()`` after which no new attempt starts, or None.
         idempotency_key: the same for every attempt of this call.
+        keys: the provider's API keys (a `KeyRing`: names and state, never values), or
+            None when it takes none.
+        key: the name of the key this call is sent with: chosen by the rate limiter
+            when the provider has several (each has budgets of its own), else by auth.
         defer_rate_limits: raise a 429 at once instead of waiting to retry it, so that
             the caller can put the call aside without holding a slot and send it again
             later (the batch engine does; the retry middleware reads it).
@@ -66,6 +71,8 @@ class Call:
     attempt: int = 1
     deadline: float | None = None
     idempotency_key: str = attrs.field(factory=_new_key)
+    keys: KeyRing | None = None
+    key: str | None = None
     defer_rate_limits: bool = False
     metadata: dict[str, Any] = attrs.field(factory=dict)
 

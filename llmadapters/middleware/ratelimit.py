@@ -55,7 +55,7 @@ import json
 import math
 import re
 import weakref
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import attrs
 
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from ..types import ChatCompletionChunk, ChatRequest, ResponseInfo, Usage
     from .base import Call, CallNext, Reply
 
-__all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "held_until_done"]
+__all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "held_until_done", "stated_rate"]
 
 _INITIAL = 32  # calls in flight a lane starts at, when no cap is configured
 _STEP = 16  # its first increase
@@ -181,6 +181,23 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
+def stated_rate(headers: Mapping[str, str], kind: str) -> float | None:
+    """The requests (``kind="requests"``) or tokens (``"tokens"``) per minute that a
+    reply's ``x-ratelimit-*`` headers state, or None. ``limit`` is per minute, as
+    OpenAI's, unless ``reset`` (the time until the bucket is full again) shows a much
+    lower rate: a longer window (Groq's request limits are per day)."""
+    limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+    if not limit:
+        return None
+    remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
+    reset = _duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
+    if reset and remaining is not None and remaining < limit:
+        per_window = (limit - remaining) / reset * 60
+        if per_window < limit / 3:
+            return per_window
+    return limit
+
+
 # The limit stated in a 429's message: DeepSeek's "exceeds your concurrency limit of 39",
 # Moonshot's "max organization concurrency: 50".
 _STATED = re.compile(r"concurrency(?: limit)?(?: of|:)\s*(\d{1,9})\b", re.IGNORECASE)
@@ -252,6 +269,7 @@ class _Budget:
         # Token estimates, calibrated by the replies' usage.
         self.prompt_scale = 1.0
         self.completion_mean = 0.0
+        self.latency = 1.0  # seconds a call takes (a moving average), to tell how long a queue is
         # What the user sees.
         self.rate_limited = 0
         self.waited = 0.0
@@ -290,6 +308,13 @@ class _Budget:
         completion = _max_tokens(request)
         prompt = math.ceil(chars / 4 * self.prompt_scale)
         return _Cost(prompt + (completion if completion is not None else math.ceil(self.completion_mean)), chars)
+
+    def expected_wait(self, cost: _Cost) -> float:
+        """About how long a call of ``cost`` would wait here: for a pause or the rate
+        budgets, or for the calls ahead of it to finish."""
+        ahead = len(self.waiters) + self.in_flight + 1 - self.limit
+        rounds = ahead / self.limit * self.latency if ahead > 0 else 0.0
+        return max(self._delay(asyncio.get_running_loop().time(), cost), rounds)
 
     def take(self, cost: _Cost) -> _Ticket | None:
         """Take a slot and ``cost`` now if nothing has to be waited for (the usual case,
@@ -351,16 +376,9 @@ class _Budget:
             if remaining is None:
                 continue
             bucket = self.requests if kind == "requests" else self.tokens
-            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
             reset = _duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
-            if limit:
-                per_minute = limit  # OpenAI's window
-                if reset and remaining < limit:
-                    # The reset is the time until the bucket is full again: a much lower
-                    # rate than limit per minute shows a longer window (Groq's request
-                    # limits are per day).
-                    per_window = (limit - remaining) / reset * 60
-                    per_minute = per_window if per_window < limit / 3 else limit
+            per_minute = stated_rate(headers, kind)
+            if per_minute:
                 configured = self.limits.rpm if kind == "requests" else self.limits.tpm
                 per_minute = min(per_minute, configured) if configured else per_minute
                 if bucket is None:
@@ -396,9 +414,11 @@ class _Budget:
 
     def succeeded(self, ticket: _Ticket, http: ResponseInfo | None, usage: Usage | None) -> None:
         synced = False
+        now = asyncio.get_running_loop().time()
+        self.latency += _EWMA * (now - ticket.sent_at - self.latency)
         if self.limits.adaptive:
             if http is not None:
-                _, synced = self._learn(ticket, http.headers, asyncio.get_running_loop().time())
+                _, synced = self._learn(ticket, http.headers, now)
             self._grow(ticket)
         self._calibrate(ticket, usage, synced)
 
@@ -489,47 +509,87 @@ class _Budget:
         }
 
 
+# Which calls share a budget: the model's (or None: the provider's) and the key's (or
+# None: the provider's one key).
+_Slot: TypeAlias = "tuple[str | None, str | None]"
+
 # The budgets of each named account, per event loop (a budget's waiters belong to one).
-_ACCOUNTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, dict[str | None, _Budget]]] = (
+_ACCOUNTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, dict[_Slot, _Budget]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 class RateLimitMiddleware:
-    """Keeps one provider's calls within `Limits`; see the module docstring."""
+    """Keeps one provider's calls within `Limits`; see the module docstring. A provider
+    with several API keys (``Call.keys``) has budgets per key: each call goes to a key
+    that can take it now (in turn), or else to the one it would wait for the least."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._budgets: dict[str | None, _Budget] = {}
+        self._budgets: dict[_Slot, _Budget] = {}
         self._joined = limits.account is None
 
     def __repr__(self) -> str:
         return f"RateLimitMiddleware({self.limits!r})"
 
-    def budget(self, model: str | None = None) -> _Budget:
-        """The state that ``model``'s calls share (the provider's, unless per_model; the
-        account's, when its limits name one)."""
+    def budget(self, model: str | None = None, key: str | None = None) -> _Budget:
+        """The state that ``model``'s calls with ``key`` share (the provider's, unless
+        per_model; the account's, when its limits name one)."""
         if not self._joined:
             assert self.limits.account is not None
             accounts = _ACCOUNTS.setdefault(asyncio.get_running_loop(), {})
             self._budgets = accounts.setdefault(self.limits.account, self._budgets)
             self._joined = True
-        key = model if self.limits.per_model else None
-        budget = self._budgets.get(key)
+        slot = (model if self.limits.per_model else None, key)
+        budget = self._budgets.get(slot)
         if budget is None:
-            budget = self._budgets[key] = _Budget(self.limits, asyncio.get_running_loop().time())
+            budget = self._budgets[slot] = _Budget(self.limits, asyncio.get_running_loop().time())
         return budget
 
     def stats(self) -> dict[str, Any]:
-        """`_Budget.stats` of the provider's budget, or of each model's (per_model)."""
+        """`_Budget.stats` of the provider's budget; of each model's (per_model) under
+        ``"models"``; of each key's (several keys) under ``"keys"``."""
+        keys = {key for _, key in self._budgets}
+        if keys != {None}:
+            return {"keys": {str(key): self._stats(key) for key in sorted(keys, key=str)}} if keys else {}
+        return self._stats(None)
+
+    def _stats(self, key: str | None) -> dict[str, Any]:
+        budgets = {model: budget for (model, k), budget in self._budgets.items() if k == key}
         if not self.limits.per_model:
-            return self._budgets[None].stats() if None in self._budgets else {}
-        return {"models": {str(model): budget.stats() for model, budget in self._budgets.items()}}
+            return budgets[None].stats() if None in budgets else {}
+        return {"models": {str(model): budget.stats() for model, budget in budgets.items()}}
+
+    def _choose(self, call: Call) -> tuple[_Budget, _Cost, _Ticket | None]:
+        """The budget for ``call``, its cost, and the ticket when it could be taken now.
+        With several keys, the first in turn that can take the call now, else the one
+        with the fewest calls waiting for it; ``call.key`` is set to its key."""
+        model, keys = call.request.model, call.keys
+        if keys is None or len(keys) < 2 or not (usable := keys.usable()):
+            budget = self.budget(model)
+            cost = budget.estimate(call.request)
+            return budget, cost, budget.take(cost)
+        cost = self.budget(model, usable[0]).estimate(call.request)
+        now = asyncio.get_running_loop().time()
+        best: tuple[float, _Budget, str] | None = None
+        for key in sorted(usable, key=lambda k: keys.cooling(k, now) > 0):  # keys cooling after a 429 last
+            budget = self.budget(model, key)
+            cooling = keys.cooling(key, now)
+            ticket = budget.take(cost) if not cooling else None
+            if ticket is not None:
+                call.key = key
+                return budget, cost, ticket
+            wait = max(cooling, budget.expected_wait(cost))
+            if best is None or wait < best[0]:
+                best = (wait, budget, key)
+        assert best is not None
+        call.key = best[2]
+        return best[1], cost, None
 
     async def __call__(self, call: Call, call_next: CallNext) -> Reply:
-        budget = self.budget(call.request.model)
-        estimate = budget.estimate(call.request)
-        ticket = budget.take(estimate) or await budget.acquire(estimate)
+        budget, estimate, ticket = self._choose(call)
+        if ticket is None:
+            ticket = await budget.acquire(estimate)
         try:
             reply = await call_next(call)
         except RateLimitError as exc:

@@ -93,7 +93,8 @@ class RetryMiddleware:
         if verdict is False:
             return None
         if isinstance(exc, APIStatusError):
-            retry_after = _parse_retry_after(exc.headers)
+            # A 429's own, which auth shortens when another key can take the call.
+            retry_after = exc.retry_after if isinstance(exc, RateLimitError) else _parse_retry_after(exc.headers)
             if retry_after is not None and retry_after > self.policy.max_retry_after:
                 return None
             should = exc.headers.get("x-should-retry")
