@@ -233,10 +233,12 @@ def check_features(where: str, transport: str, needed: Mapping[str, str], regist
 
 
 def _network_options(
-    name: str, settings: Settings, registry: Registry, base_url: str, *, launched: bool
+    name: str, settings: Settings, registry: Registry, base_url: str, *, launched: bool, keys: int
 ) -> NetworkOptions:
     """The route's connection settings, the proxy resolved for its base URL (a server
-    the provider launched itself on loopback is reached directly)."""
+    the provider launched itself on loopback is reached directly). The pool holds as
+    many connections as the calls the limits let be in flight: ``max_concurrency`` for
+    each of the ``keys``."""
     network = settings.network_of(name)
     limits = settings.limits_of(name)
     needed = needed_features(network, settings.timeouts_of(name))
@@ -251,7 +253,7 @@ def _network_options(
         needed[feature] = "proxy"
     tls = base_url.startswith("https:") or (proxy or "").startswith("https:")
     verify = True if network.verify is None else network.verify
-    default_connections = None if limits.per_model else limits.max_concurrency
+    default_connections = None if limits.per_model or not limits.max_concurrency else limits.max_concurrency * keys
     return NetworkOptions(
         proxy=proxy,
         ssl=ssl_context(verify, network.cert) if tls else None,
@@ -309,7 +311,9 @@ async def build_route(
         launched = await spec.launch()
         base_url = launched.base_url
     try:
-        options = _network_options(name, settings, registry, base_url, launched=launched is not None)
+        options = _network_options(
+            name, settings, registry, base_url, launched=launched is not None, keys=max(1, len(keys))
+        )
         with plugin_code(f"transport {transport_name!r} (making it)"):
             transport = factory(options)
     except BaseException:

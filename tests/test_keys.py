@@ -189,3 +189,24 @@ def test_summary_shows_each_keys_limits_and_the_retired_ones() -> None:
     assert _limits_text(stats) == (
         "K1 concurrency=8 429s=2 waited 0.5s, K2 concurrency=4 429s=0 waited 0s (retired: K3 402)"
     )
+
+
+async def test_a_configured_concurrency_holds_per_key(fake_server: FakeServer) -> None:
+    """max_concurrency = 1 with two keys: one call in flight per key, and connections
+    enough for both (the pool is sized for every key's limit)."""
+    local = {"base_url": fake_server.base_url, "api_key_env": list(KEYS), "limits": {"max_concurrency": 1}}
+    providers = {"local": local}
+    async with la.AsyncClient({}, providers=providers) as client:
+        stream = await client.chat.completions.create(model="local/echo", messages=MESSAGES, stream=True)
+        reply = await asyncio.wait_for(client.chat.completions.create(model="local/echo", messages=MESSAGES), 10)
+        assert reply.choices[0].message.content == "hi"
+        with pytest.raises(TimeoutError):  # both keys' only slots are taken now
+            await asyncio.wait_for(_two_more(client), 1)
+        assert "".join([c.choices[0].delta.content or "" async for c in stream]) == "hi"
+        assert client.limits()["local"]["keys"].keys() == set(KEYS)
+
+
+async def _two_more(client: la.AsyncClient) -> None:
+    stream = await client.chat.completions.create(model="local/echo", messages=MESSAGES, stream=True)
+    async with stream:
+        await client.chat.completions.create(model="local/echo", messages=MESSAGES)

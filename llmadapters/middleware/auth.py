@@ -175,8 +175,12 @@ class KeyRing:
         return list(self._order)
 
     def usable(self) -> list[str]:
-        """The keys not retired, starting from the next in turn (so that callers that
-        take the first that suits them spread calls over the keys)."""
+        """The keys not retired, in the order configured."""
+        return [name for name in self._order if self._keys[name].retired is None]
+
+    def in_turn(self) -> list[str]:
+        """The keys not retired, starting from the next in turn: callers that take the
+        first that suits them spread their calls over the keys."""
         start = self._turn = (self._turn + 1) % len(self._order)
         ordered = self._order[start:] + self._order[:start]
         return [name for name in ordered if self._keys[name].retired is None]
@@ -189,7 +193,7 @@ class KeyRing:
         """The next key in turn that is neither retired nor cooling (or, when all that
         are left are cooling, the one that cools down first). Raises an
         `AuthenticationError` that lists why each key was retired when none is left."""
-        usable = self.usable()
+        usable = self.in_turn()
         if not usable:
             reasons = "; ".join(f"{key.name}: {key.retired}" for key in self._keys.values())
             raise AuthenticationError(

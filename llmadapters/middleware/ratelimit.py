@@ -565,7 +565,7 @@ class RateLimitMiddleware:
         With several keys, the first in turn that can take the call now, else the one
         with the fewest calls waiting for it; ``call.key`` is set to its key."""
         model, keys = call.request.model, call.keys
-        if keys is None or len(keys) < 2 or not (usable := keys.usable()):
+        if keys is None or len(keys) < 2 or not (usable := keys.in_turn()):
             budget = self.budget(model)
             cost = budget.estimate(call.request)
             return budget, cost, budget.take(cost)

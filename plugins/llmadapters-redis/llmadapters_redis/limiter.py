@@ -1,6 +1,6 @@
 """`RedisRateLimit`: one provider's `Limits`, shared by every process on one Redis.
 
-State lives in Redis under ``llmadapters:{provider[:model]}:`` and is changed only by
+State lives in Redis under ``llmadapters:{scope}:`` (see Scope below) and is changed only by
 Lua scripts, each atomic on the server and timed by the server's clock (``TIME``), so
 hosts with skewed clocks agree:
 
@@ -12,9 +12,16 @@ hosts with skewed clocks agree:
 - Concurrency: a sorted set of leases scored by their expiry. A process renews its own
   leases in the background; a process that dies stops renewing, and its leases lapse
   after ``lease_s`` seconds, so a crashed worker leaks no permit.
+- Learned rates: the requests and tokens per minute that a reply's ``x-ratelimit-*``
+  headers state (read as the local limiter reads them, bounded by the configured ones)
+  are stored in the budget's state hash whenever a process sees them change, and every
+  process's acquire script paces by them: a limit learned by one process holds for all.
 - Adaptive back-off: the concurrency limit and the pause after a 429 are fields of one
   hash, so a 429 seen by one process slows all of them. The limit halves at most once a
-  second and grows by ``1/limit`` per success (AIMD), as the local limiter does.
+  second and grows by ``1/limit`` per success (AIMD); it does not probe for a hidden
+  cap as the local limiter does.
+- Scope: one budget per ``limits.account`` (else per provider), per model with
+  ``per_model``, and per API key (by variable name) when the provider has several.
 
 A call costs one round trip before it is sent (the acquire script); its release is sent
 after the reply without holding the caller up. When Redis is unreachable the limiter
@@ -36,11 +43,13 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from llmadapters.errors import ConfigError, ConnectError, RateLimitError, parse_retry_after
-from llmadapters.middleware.ratelimit import RateLimitMiddleware, estimate_tokens, held_until_done
+from llmadapters.middleware.ratelimit import RateLimitMiddleware, estimate_tokens, held_until_done, stated_rate
 from llmadapters.streaming import ChatCompletionStream
 from llmadapters.transports.network import redact_url
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from llmadapters.middleware.base import Call, CallNext, Reply
     from llmadapters.middleware.ratelimit import Limits
     from llmadapters.types import Usage
@@ -52,6 +61,13 @@ log = logging.getLogger("llmadapters.redis")
 _CLOCK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- A configured rate (0: none) and a learned one (from the state hash, or false): the
+-- lower of those that are set.
+local function bounded(configured, learned)
+  learned = tonumber(learned or '0') or 0
+  if configured > 0 and learned > 0 then return math.min(configured, learned) end
+  return math.max(configured, learned)
+end
 """
 
 # KEYS: leases, rpm tat, tpm tat, state. ARGV: lease id, lease seconds, max concurrency
@@ -62,6 +78,8 @@ _ACQUIRE = (
     + """
 local lease_s, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local rpm, tpm, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+rpm = bounded(rpm, redis.call('HGET', KEYS[4], 'rpm'))
+tpm = bounded(tpm, redis.call('HGET', KEYS[4], 'tpm'))
 local wait = 0
 local paused = tonumber(redis.call('HGET', KEYS[4], 'paused_until') or '0')
 if paused > now then wait = paused - now end
@@ -104,7 +122,8 @@ _RELEASE = (
     _CLOCK
     + """
 redis.call('ZREM', KEYS[1], ARGV[1])
-local correction, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
+local correction = tonumber(ARGV[2])
+local tpm = bounded(tonumber(ARGV[3]), redis.call('HGET', KEYS[3], 'tpm'))
 if tpm > 0 and correction ~= 0 then
   local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
   if tat > 0 then
@@ -150,6 +169,15 @@ redis.call('EXPIRE', KEYS[2], 3600)
 return 0
 """
 )
+
+# KEYS: state. ARGV: requests per minute, tokens per minute (0: not stated). What a
+# reply's x-ratelimit-* headers stated, for every process's acquire script.
+_LEARNED = """
+if tonumber(ARGV[1]) > 0 then redis.call('HSET', KEYS[1], 'rpm', ARGV[1]) end
+if tonumber(ARGV[2]) > 0 then redis.call('HSET', KEYS[1], 'tpm', ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], 3600)
+return 0
+"""
 
 # KEYS: leases. ARGV: lease seconds, then lease ids. Extends the leases still held.
 _RENEW = (
@@ -203,6 +231,11 @@ class RedisRateLimit:
         self._release = self._redis.register_script(_RELEASE)
         self._throttled = self._redis.register_script(_THROTTLED)
         self._renew = self._redis.register_script(_RENEW)
+        self._learned_script = self._redis.register_script(_LEARNED)
+        # Per scope: the rates this process last stored, and when (stored again when they
+        # change, or a minute on, so that the state hash does not expire under them).
+        self._learned: dict[str, tuple[float, float, float]] = {}
+        self._rate_limited = 0
         self._local = RateLimitMiddleware(limits)
         self._local_until = 0.0  # Redis failed: use the local budgets until then
         self._held: dict[str, set[str]] = {}  # leases key -> lease ids this process holds
@@ -213,15 +246,32 @@ class RedisRateLimit:
     def __repr__(self) -> str:
         return f"RedisRateLimit({self.provider!r}, {redact_url(self.limits.url)!r})"
 
-    def _keys(self, model: str) -> _Keys:
-        scope = f"{self.provider}:{model}" if self.limits.per_model else self.provider
+    def _keys(self, call: Call) -> _Keys:
+        """The Redis keys of the budget ``call`` takes from: its account's (or its
+        provider's), per model with per_model, per API key (by variable name) when the
+        provider has several, the key chosen here in turn."""
+        scope = self.limits.account or self.provider
+        if self.limits.per_model:
+            scope += f":{call.request.model}"
+        if call.keys is not None and len(call.keys) > 1 and call.keys.usable():
+            call.key = call.keys.pick()
+            scope += f":key={call.key}"
         return _Keys(f"llmadapters:{{{scope}}}")  # one hash slot per scope, for Redis Cluster
+
+    def stats(self) -> dict[str, Any]:
+        """The rates in force as this process knows them (configured, or learned from
+        headers, and shared through Redis), and the 429s it met."""
+        learned = list(self._learned.values())
+        rpm = self.limits.rpm or (learned[-1][0] if learned and learned[-1][0] else None)
+        tpm = self.limits.tpm or (learned[-1][1] if learned and learned[-1][1] else None)
+        return {"concurrency": self.limits.max_concurrency, "rpm": rpm, "tpm": tpm, "rate_limited": self._rate_limited}
 
     async def __call__(self, call: Call, call_next: CallNext) -> Reply:
         if not self.limits.fail_closed and time.monotonic() < self._local_until:
             return await self._local(call, call_next)
-        keys = self._keys(call.request.model)
-        estimate = estimate_tokens(call.request) if self.limits.tpm else 0
+        keys = self._keys(call)
+        # Adaptive: any process may have learned a tokens budget that this call takes from.
+        estimate = estimate_tokens(call.request) if self.limits.tpm or self.limits.adaptive else 0
         lease = f"{self._lease_prefix}-{uuid.uuid4().hex[:12]}"
         try:
             await self._wait_for_permit(keys, lease, estimate)
@@ -238,17 +288,38 @@ class RedisRateLimit:
         try:
             reply = await call_next(call)
         except RateLimitError as exc:
-            self._finish(keys, lease, estimate, None, success=False, throttled=exc)
+            self._rate_limited += 1
+            self._finish(keys, lease, estimate, None, success=False, throttled=exc, headers=exc.headers)
             raise
         except BaseException:
             self._finish(keys, lease, estimate, None, success=False)
             raise
+        headers = reply.http.headers if reply.http is not None else None
         if isinstance(reply, ChatCompletionStream):
-            return reply.with_chunks(
-                await held_until_done(reply, lambda usage, ok: self._finish(keys, lease, estimate, usage, success=ok))
-            )
-        self._finish(keys, lease, estimate, reply.usage, success=True)
+
+            def finish(usage: Usage | None, ok: bool) -> None:
+                self._finish(keys, lease, estimate, usage, success=ok, headers=headers)
+
+            return reply.with_chunks(await held_until_done(reply, finish))
+        self._finish(keys, lease, estimate, reply.usage, success=True, headers=headers)
         return reply
+
+    def _rates(self, keys: _Keys, headers: Mapping[str, str] | None) -> list[float] | None:
+        """The rates ``headers`` state (bounded by the configured ones), when they are
+        news to Redis: changed since this process last stored them, or a minute old."""
+        if headers is None or not self.limits.adaptive:
+            return None
+        rpm, tpm = (stated_rate(headers, kind) or 0.0 for kind in ("requests", "tokens"))
+        if not rpm and not tpm:
+            return None
+        rpm = min(rpm, self.limits.rpm) if rpm and self.limits.rpm else rpm
+        tpm = min(tpm, self.limits.tpm) if tpm and self.limits.tpm else tpm
+        now = time.monotonic()
+        last = self._learned.get(keys.state)
+        if last is not None and (last[0], last[1]) == (rpm, tpm) and now - last[2] < 60:
+            return None
+        self._learned[keys.state] = (rpm, tpm, now)
+        return [rpm, tpm]
 
     async def _wait_for_permit(self, keys: _Keys, lease: str, estimate: int) -> None:
         limits = self.limits
@@ -278,11 +349,14 @@ class RedisRateLimit:
         *,
         success: bool,
         throttled: RateLimitError | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Give the permit back (and report a 429) without holding the caller up."""
+        """Give the permit back (and report a 429, and the rates the headers state)
+        without holding the caller up."""
         self._held.get(keys.leases, set()).discard(lease)
         actual = usage.total_tokens if usage is not None else None
-        correction = actual - estimate if actual is not None and self.limits.tpm else 0
+        correction = actual - estimate if actual is not None and estimate else 0
+        rates = self._rates(keys, headers)
         limits = self.limits
         release_args: list[str | float] = [
             lease,
@@ -295,6 +369,8 @@ class RedisRateLimit:
 
         async def report() -> None:
             try:
+                if rates is not None:
+                    await self._learned_script(keys=[keys.state], args=rates)
                 if throttled is not None and limits.adaptive:
                     wait = throttled.retry_after
                     if wait is None:

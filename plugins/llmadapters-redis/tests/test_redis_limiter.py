@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import llmadapters_redis
 import pytest
+import redis.asyncio as aioredis
 
 import llmadapters as la
 from llmadapters.plugins import Registry
@@ -135,6 +136,32 @@ async def test_token_usage_corrects_the_estimate_for_every_process(
         assert time.monotonic() - started < 1.0
 
 
+async def test_a_rate_learned_from_headers_by_one_process_paces_the_others(
+    fake_server: FakeServer, redis_server: RedisServer
+) -> None:
+    # The fake server sends back what x-fake-reply-* asks for: OpenAI's headers stating
+    # 120 requests per minute (2 per second, a burst of 2), to the first client only.
+    stated = {"limit-requests": "120", "remaining-requests": "119", "reset-requests": "500ms"}
+    headers = {f"x-fake-reply-x-ratelimit-{name}": value for name, value in stated.items()}
+    limits = {"backend": "redis", "url": redis_server.url, "account": "team"}
+    async with client(fake_server, limits, headers=headers) as one, client(fake_server, limits) as other:
+        assert await ask(one) == "hi"
+        state = aioredis.Redis.from_url(redis_server.url)
+        for _ in range(100):  # stored after the reply, without holding the caller up
+            if await state.hget("llmadapters:{team}:state", "rpm"):
+                break
+            await asyncio.sleep(0.05)
+        assert await state.hget("llmadapters:{team}:state", "rpm") == b"120.0"
+        await state.aclose()
+        started = time.monotonic()
+        for _ in range(6):  # the other process's replies state nothing: it paces by Redis
+            assert await ask(other) == "hi"
+        # 6 calls at 2 per second after a burst of at most 2 take 2 s at least (a lower
+        # bound: a loaded machine only makes it longer); unpaced they take milliseconds.
+        assert time.monotonic() - started >= 1.5
+        assert other.limits()["local"]["rate_limited"] == 0
+
+
 async def test_redis_stopped_mid_run_falls_back_to_local_limits_with_a_warning(
     fake_server: FakeServer, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -245,3 +272,19 @@ async def test_a_stream_holds_its_permit_until_it_ends(fake_server: FakeServer, 
         assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "hi"
         await asyncio.sleep(0.1)  # the release goes out after the stream's end
         assert await asyncio.wait_for(ask(other), 2) == "hi"
+
+
+async def test_each_api_key_has_a_shared_budget_of_its_own(
+    fake_server: FakeServer, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_TEST_KEY_1", "sk-one-0000000000000000")
+    monkeypatch.setenv("REDIS_TEST_KEY_2", "sk-two-0000000000000000")
+    limits = {"backend": "redis", "url": redis_server.url, "max_concurrency": 1}
+    keys = {"api_key_env": ["REDIS_TEST_KEY_1", "REDIS_TEST_KEY_2"]}
+    async with client(fake_server, limits, **keys) as one:
+        stream = await one.chat.completions.create(model="local/echo", messages=MESSAGES, stream=True)
+        # The open stream holds one key's only permit; the other key's is free.
+        assert await asyncio.wait_for(ask(one), 5) == "hi"
+        assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "hi"
+    sent = [h["authorization"] for h in fake_server.seen_headers]
+    assert sorted(sent) == ["Bearer sk-one-0000000000000000", "Bearer sk-two-0000000000000000"]
