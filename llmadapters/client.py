@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, ove
 
 from .batch import BatchRun
 from .config import Settings, load_settings
-from .errors import APIStatusError, ConfigError, MalformedResponseError, StreamError, TransportError, unknown_name
+from .errors import ConfigError, LLMAdapterError, shown, unknown_name
+from .fallback import FALLBACK_ON, ModelChoice, chain_error, models_of
 from .middleware.base import Call
 from .plugins import Registry
 from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features, shared_limiter
@@ -27,7 +28,6 @@ __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionS
 
 T = TypeVar("T")
 Messages = Iterable[Mapping[str, Any]]
-ModelChoice = str | Sequence[str] | None
 
 
 class _Completions:
@@ -81,26 +81,21 @@ class _Completions:
         A list of models is a fallback chain: each is tried, with its own route's
         retries and limits, until one answers; ``reply.provider`` and ``reply.model``
         say which did. A model whose call fails for good (retries exhausted, or an
-        error not worth retrying) passes the call on to the next; the last one's error
-        is raised. Configuration errors are raised at once.
+        error not worth retrying) passes the call on to the next. When all fail, the
+        last one's error is raised, its message naming each model's failure (see
+        `llmadapters.fallback`). Configuration errors are raised at once.
         """
-        if model is None or isinstance(model, str):
-            return await self._client.send(messages=messages, model=model, provider=provider, stream=stream, **params)
-        if not model:
-            raise ValueError("model: an empty list of fallbacks")
-        for candidate in model[:-1]:
+        send = self._client.send
+        chain = models_of(model)
+        if len(chain) == 1:
+            return await send(messages=messages, model=chain[0], provider=provider, stream=stream, **params)
+        failures: list[tuple[str | None, LLMAdapterError]] = []
+        for candidate in chain:
             try:
-                return await self._client.send(
-                    messages=messages, model=candidate, provider=provider, stream=stream, **params
-                )
-            except _FALLBACK_ON:
-                continue
-        return await self._client.send(messages=messages, model=model[-1], provider=provider, stream=stream, **params)
-
-
-# What moves a fallback chain to its next model: the failures of a call, not mistakes in
-# the configuration or the arguments.
-_FALLBACK_ON = (APIStatusError, TransportError, MalformedResponseError, StreamError)
+                return await send(messages=messages, model=candidate, provider=provider, stream=stream, **params)
+            except FALLBACK_ON as exc:
+                failures.append((candidate, exc))
+        raise chain_error(failures)
 
 
 class _Chat:
@@ -233,10 +228,22 @@ class AsyncClient:
         **params: Any,
     ) -> ChatRequest:
         """Resolve provider and model names into a `ChatRequest`, without sending it."""
-        provider, model = self._resolve(model, provider)
+        if model is not None and not isinstance(model, str):
+            raise TypeError(f"model must be a 'provider/model' string, got {shown(model)}")
+        if provider is not None and (not isinstance(provider, str) or not provider):
+            raise TypeError(f"provider must be a provider's name, got {shown(provider)}")
+        name, model_name = self._resolve(model, provider)
+        if name not in self._routes and not self._known(name):
+            where = f"model {shown(model or self.settings.model)}" if provider is None else "provider"
+            error = unknown_name(where, "provider", name, self.registry.providers)
+            raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
             raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
-        return ChatRequest(provider=provider, model=model, messages=tuple(messages), params=params, stream=stream)
+        return ChatRequest(provider=name, model=model_name, messages=tuple(messages), params=params, stream=stream)
+
+    def _known(self, provider: str) -> bool:
+        """Whether ``provider`` is registered, or configured with a base_url (ad hoc)."""
+        return provider in self.registry.providers or bool(self.settings.provider(provider).base_url)
 
     async def send(
         self,

@@ -367,8 +367,18 @@ async def test_fallback_chain_answers_from_the_first_model_that_can(fake_server:
         )
         assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "retry me"
 
-        with pytest.raises(la.AuthenticationError):  # every model failed: the last error
+        with pytest.raises(la.AuthenticationError) as failed:  # every model failed: the last error, and each
             await client.chat.completions.create(model=["primary/fail-500", "backup/fail-401"], messages=MESSAGES)
+        assert str(failed.value) == (
+            "every model of the fallback chain failed: primary/fail-500: HTTP 500 from primary: The server had an "
+            "error (injected); backup/fail-401: HTTP 401 from backup: Incorrect API key provided (injected)"
+        )
+        assert (failed.value.status, failed.value.provider) == (401, "backup")
+        cause = failed.value.__cause__
+        assert isinstance(cause, la.ServerError)
+        assert (cause.status, cause.provider) == (500, "primary")
+        with pytest.raises(TypeError, match=r"^model must be a 'provider/model' string or a list of them"):
+            await client.chat.completions.create(model=5, messages=MESSAGES)  # type: ignore[call-overload]
         with pytest.raises(la.ConfigError, match="unknown provider 'typo'"):  # a mistake is not a failure
             await client.chat.completions.create(model=["typo/echo", "backup/echo"], messages=MESSAGES)
         with pytest.raises(ValueError, match="empty list"):
