@@ -272,7 +272,7 @@ class AsyncClient:
             elif self.settings.model and "/" in self.settings.model:
                 provider = self.settings.model.partition("/")[0]
             else:
-                raise ValueError(f"model {model!r} names no provider: write 'provider/{model}' or pass provider=")
+                raise ValueError(f"model {shown(model)} names no provider: write 'provider/model' or pass provider=")
         if not model:
             model = self.settings.provider(provider).model or self._default_model(provider)
         return provider, model
@@ -280,7 +280,7 @@ class AsyncClient:
     def _default_model(self, provider: str) -> str:
         spec = self.registry.providers.get(provider)
         if spec is None or spec.default_model is None:
-            raise ValueError(f"no model given for provider {provider!r} and it has no default model")
+            raise ValueError(f"no model given for provider {shown(provider)} and it has no default model")
         return spec.default_model
 
     async def route(self, provider: str) -> Route:
