@@ -221,11 +221,11 @@ def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
         f"  requests {figures['requests']}: {figures['ok']} ok, {figures['errors']} errors"
         + (f" ({', '.join(f'{k} {v}' for k, v in figures['errors_by_kind'].items())})" if figures["errors"] else ""),
         f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out",
-        f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s",
+        f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s" if lat["p50"] is not None else "",
         f"  wall {figures['wall_s']} s, {figures['requests_per_s']} requests/s",
         *(f"  limits of {name}: {_limits_text(stats)}" for name, stats in figures.get("limits", {}).items()),
     ]
-    print("\n".join(lines), file=sys.stderr)
+    print("\n".join(line for line in lines if line), file=sys.stderr)
 
 
 async def _drive(args: argparse.Namespace, items: Iterator[BatchItem], out: IO[str], progress: _Progress) -> bool:

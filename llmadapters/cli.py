@@ -1,5 +1,6 @@
-"""The ``llmadapters`` command line.
+"""The llmadapters command line: batch jobs, one chat, the fake server, and what is installed.
 
+llmadapters batch IN.jsonl -o OUT.jsonl
 llmadapters chat "Say hi" [--model fake/echo] [--no-stream] [--transport httpx]
 llmadapters fake-server [--port 8000] [--ttft-ms 300] [--tps 50]
 """
@@ -10,7 +11,10 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from .errors import PluginWarning
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -77,8 +81,10 @@ def _listing(args: argparse.Namespace) -> int:
     if args.command == "plugins":
         rows = [("PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES")]
         for info in registry.plugins:
-            provides = f"error: {info.error}" if info.error else ", ".join(info.provides) or "-"
-            rows.append((info.name, info.distribution or "-", info.version or "-", provides))
+            provides = ", ".join(info.provides)
+            if info.error:
+                provides = f"{provides}; FAILED: {info.error}" if provides else f"FAILED: {info.error}"
+            rows.append((info.name, info.distribution or "-", info.version or "-", provides or "-"))
     elif args.command == "providers":
         rows = [("PROVIDER", "BASE URL", "KEY VARIABLE", "FROM")]
         for name, spec in sorted(registry.providers.items()):
@@ -152,12 +158,22 @@ class _Notices(logging.Filter):
 
 def _show_warnings() -> None:
     """Print the library's and plugins' warnings (e.g. a shared rate limiter that
-    cannot be reached) on stderr: the package's NullHandler would swallow them."""
+    cannot be reached, a plugin that failed to load) on stderr, one line each: the
+    package's NullHandler would swallow the logged ones, and Python's format adds the
+    source line that issued a warning, which says nothing to a user of the command."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.addFilter(_Notices())
     handler.setFormatter(logging.Formatter("llmadapters: %(levelname)s: %(message)s"))
     logging.getLogger("llmadapters").addHandler(handler)
+    python_format = warnings.formatwarning
+
+    def one_line(message: Warning | str, category: type[Warning], *where: Any, **more: Any) -> str:
+        if issubclass(category, PluginWarning):
+            return f"llmadapters: warning: {message}\n"
+        return python_format(message, category, *where, **more)
+
+    warnings.formatwarning = one_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -299,6 +299,8 @@ def test_cli_batch_empty_input(tmp_path: Path) -> None:
     run = cli("batch", "in.jsonl", "-o", "out.jsonl", "--summary-json", "s.json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "s.json").read_text())["requests"] == 0
+    assert "None" not in run.stderr  # no latency to show: no "latency p50 None s"
+    assert "requests 0: 0 ok, 0 errors" in run.stderr
 
 
 def test_cli_batch_progress_as_json_lines(tmp_path: Path) -> None:
