@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--no-stream", dest="stream", action="store_false", help="wait for the whole reply")
     chat.add_argument("--usage", action="store_true", help="print token usage to stderr at the end")
+    chat.add_argument(
+        "--no-reasoning",
+        dest="reasoning",
+        action="store_false",
+        help="hide the model's reasoning (reasoning_content), shown on stderr by default, dimmed on a terminal",
+    )
 
     fake = commands.add_parser("fake-server", help="run the fake OpenAI-compatible server until interrupted")
     fake.add_argument("--host", default="127.0.0.1")
@@ -110,6 +116,7 @@ async def _chat(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": prompt})
+    reasoning = _Reasoning(shown=args.reasoning)
     async with AsyncClient(args.config, transport=args.transport) as client:
         model = args.model or client.settings.model or "fake/echo"
         usage: Usage | None
@@ -121,18 +128,51 @@ async def _chat(args: argparse.Namespace) -> int:
             async with stream:
                 async for chunk in stream:
                     for choice in chunk.choices:
-                        sys.stdout.write(choice.delta.content or "")
+                        reasoning.write(choice.delta.reasoning_content)
+                        if choice.delta.content:
+                            reasoning.end()
+                            sys.stdout.write(choice.delta.content)
                     sys.stdout.flush()
                     usage = chunk.usage or usage
         else:
             reply = await client.chat.completions.create(model=model, messages=messages)
-            sys.stdout.write(reply.choices[0].message.content or "" if reply.choices else "")
+            if reply.choices:
+                message = reply.choices[0].message
+                reasoning.write(message.reasoning_content)
+                reasoning.end()
+                sys.stdout.write(message.content or "")
             usage = reply.usage
+        reasoning.end()
         sys.stdout.write("\n")
         sys.stdout.flush()  # before the usage line on stderr
     if args.usage and usage is not None:
         print(f"tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out", file=sys.stderr)
     return 0
+
+
+class _Reasoning:
+    """A reply's reasoning_content, on stderr (so that stdout holds the answer alone),
+    dimmed on a terminal, and ended by a line break before the answer."""
+
+    def __init__(self, *, shown: bool) -> None:
+        self.shown = shown
+        self.dim = sys.stderr.isatty()
+        self.started = False
+
+    def write(self, text: str | None) -> None:
+        if not text or not self.shown:
+            return
+        if not self.started:
+            self.started = True
+            sys.stderr.write("\x1b[2m" if self.dim else "")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.started:
+            sys.stderr.write("\x1b[0m\n" if self.dim else "\n")
+            sys.stderr.flush()
+            self.started = False
 
 
 async def _fake_server(args: argparse.Namespace) -> int:

@@ -308,3 +308,12 @@ def test_the_command_help_shows_no_restructuredtext_markup() -> None:
         assert run.returncode == 0, run.stderr
         assert "``" not in run.stdout, command
         assert "`" not in run.stdout.replace("'", ""), command
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "unary"])
+def test_cli_chat_shows_the_reasoning_on_stderr_unless_told_not_to(tmp_path: Path, stream: bool) -> None:
+    flags = () if stream else ("--no-stream",)
+    run = chat_cli("why so", "-m", "fake/echo+reasoning", *flags, cwd=tmp_path)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "why so\n", "Thinking about: why so\n")
+    hidden = chat_cli("why so", "-m", "fake/echo+reasoning", "--no-reasoning", *flags, cwd=tmp_path)
+    assert (hidden.returncode, hidden.stdout, hidden.stderr) == (0, "why so\n", "")
