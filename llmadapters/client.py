@@ -6,7 +6,17 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, overload
 
 from .batch import BatchRun
@@ -174,15 +184,15 @@ class AsyncClient:
 
     def _check(self) -> None:
         """Fail now, not at the first call: on names nobody registered, and on key
-        variables named in the settings but not set. The message names the source."""
-        try:
-            self._check_settings()
-        except ConfigError as exc:
-            if not self.settings.sources:
-                raise
-            raise ConfigError(f"{' + '.join(self.settings.sources)}: {exc}") from None
+        variables named in the settings but not set; every such mistake at once, each
+        message naming the source and key."""
+        problems = list(self._problems())
+        if problems:
+            source = " + ".join(self.settings.sources)
+            raise ConfigError("\n".join(f"{source}: {p}" if source else p for p in problems))
 
-    def _check_settings(self) -> None:
+    def _problems(self) -> Iterator[str]:
+        """The mistakes of the settings, checked against the registry."""
         settings, registry = self.settings, self.registry
         places: list[tuple[str, str | None, tuple[str, ...] | None]] = [
             ("defaults", settings.transport, settings.middleware)
@@ -192,28 +202,44 @@ class AsyncClient:
             places.append(("middleware", None, tuple(m for m in self._middleware if isinstance(m, str))))
         for where, transport, middleware in places:
             if transport is not None and transport not in registry.transports:
-                raise unknown_name(f"{where}.transport", "transport", transport, registry.transports)
+                yield str(unknown_name(f"{where}.transport", "transport", transport, registry.transports))
             for name in middleware or ():
                 if name not in registry.middleware:
-                    raise unknown_name(f"{where}.middleware", "middleware", name, registry.middleware)
-        check_features("defaults", settings.transport, needed_features(settings.network, settings.timeouts), registry)
+                    yield str(unknown_name(f"{where}.middleware", "middleware", name, registry.middleware))
+        yield from _raised(self._check_default_model)
+        needed = needed_features(settings.network, settings.timeouts)
+        yield from _raised(check_features, "defaults", settings.transport, needed, registry)
         for name, provider in settings.providers.items():
             if name not in registry.providers and provider.base_url is None:
                 error = unknown_name(f"providers.{name}", "provider", name, registry.providers)
-                raise ConfigError(f"{error}; or give it a base_url")
+                yield f"{error}; or give it a base_url"
             env = provider.api_key_env
             if env and provider.api_key is None and not os.environ.get(env, "").strip():
-                raise ConfigError(f"providers.{name}.api_key_env: the variable {env} is not set")
+                yield f"providers.{name}.api_key_env: the variable {env} is not set"
             needed = needed_features(settings.network_of(name), settings.timeouts_of(name))
-            check_features(f"providers.{name}", settings.transport_of(name), needed, registry)
+            yield from _raised(check_features, f"providers.{name}", settings.transport_of(name), needed, registry)
         limits = [("defaults", settings.limits)]
         limits += [(f"providers.{n}", p.limits) for n, p in settings.providers.items() if p.limits is not None]
         for where, limit in limits:
             if shared_limiter("ratelimit", limit.backend) not in registry.middleware:
-                raise ConfigError(
+                yield (
                     f"{where}.limits.backend: no plugin provides the rate limit backend {limit.backend!r} "
                     f"(middleware 'ratelimit-{limit.backend}'); for redis, pip install llmadapters-redis"
                 )
+
+    def _check_default_model(self) -> None:
+        """defaults.model, when set, names a provider that is registered or configured."""
+        model = self.settings.model
+        if model is None:
+            return
+        try:
+            self._resolve(model, None)
+        except ValueError as exc:
+            raise ConfigError(f"defaults.model: {exc}") from None
+        provider = model.partition("/")[0]
+        if not self._known(provider):
+            error = unknown_name(f"defaults.model: {shown(model)}", "provider", provider, self.registry.providers)
+            raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{provider}.base_url")
 
     def __repr__(self) -> str:
         return f"AsyncClient(transport={self.settings.transport!r}, routes={sorted(self._routes)})"
@@ -347,6 +373,15 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _raised(check: Callable[..., None], *args: Any) -> list[str]:
+    """The message of the `ConfigError` that ``check(*args)`` raises, if any."""
+    try:
+        check(*args)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 async def _capture(awaitable: Awaitable[None]) -> BaseException | None:
