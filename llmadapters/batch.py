@@ -25,15 +25,17 @@ import json
 import math
 import os
 import random
+import re
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Collection, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
 from .errors import APIStatusError, BadRequestError, ConfigError, LLMAdapterError, RateLimitError
+from .fallback import FALLBACK_ON, chain_error, models_of
 from .middleware.retry import rate_limit_retryable
 from .types import BatchResult, ChatCompletion
 
@@ -52,6 +54,7 @@ __all__ = [
     "Shard",
     "completed_ids",
     "duplicate_ids",
+    "duplicates_text",
     "output_record",
     "parse_item",
     "read_jsonl",
@@ -106,23 +109,44 @@ def parse_item(index: int, raw: object, *, where: str | None = None, default_id:
     return BatchItem(index=index, custom_id=custom_id, body=body)
 
 
-def read_jsonl(lines: Iterable[str]) -> Iterator[BatchItem]:
-    """Parse JSONL lines lazily; a line that is not JSON becomes an invalid item naming its
-    line number. Blank lines are skipped (their numbers still count). Without a
-    ``custom_id``, an item's id is ``line-<line number>``."""
+def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[BatchItem]:
+    """Parse JSONL lines (text, or bytes of UTF-8) lazily; a line that is not UTF-8, not
+    JSON, or not a request becomes an invalid item naming its line number. Blank lines
+    are skipped (their numbers still count), and a byte order mark before the first.
+    Without a ``custom_id``, an item's id is ``line-<line number>``."""
     index = 0
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         where = f"line {number}"
         try:
-            raw = json.loads(line)
+            text = line.decode() if isinstance(line, bytes) else line
+            raw = json.loads(text.removeprefix("\ufeff") if number == 1 else text)
+        except UnicodeDecodeError as exc:
+            problem = f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+            item = BatchItem(index=index, custom_id=f"line-{number}", problem=problem)
         except ValueError as exc:
             item = BatchItem(index=index, custom_id=f"line-{number}", problem=f"{where}: not JSON ({exc})")
         else:
             item = parse_item(index, raw, where=where, default_id=f"line-{number}")
+            if item.body is not None and _SURROGATE.search(text) and not _encodable(item.body):
+                problem = f"{where}: a \\uD800-\\uDFFF escape without its pair: not text, so it cannot be sent"
+                item = attrs.evolve(item, body=None, problem=problem)
         index += 1
         yield attrs.evolve(item, line=number)
+
+
+# A JSON escape of a UTF-16 surrogate: half of a pair that stands for one character, or
+# alone, which is no text at all (and cannot be encoded to send).
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(body: dict[str, Any]) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @attrs.frozen
@@ -165,7 +189,9 @@ def _mark(custom_id: str) -> tuple[int, int]:
     return (digest >> 32) | 1, digest & 0xFFFF_FFFF
 
 
-def duplicate_ids(lines: Callable[[], Iterable[str]], shard: Shard | None = None) -> tuple[dict[str, list[int]], int]:
+def duplicate_ids(
+    lines: Callable[[], Iterable[str | bytes]], shard: Shard | None = None
+) -> tuple[dict[str, list[int]], int]:
     """The custom_ids that appear on more than one line, with their line numbers; and
     the number of requests read (of ``shard``'s only, when given).
 
@@ -197,6 +223,16 @@ def duplicate_ids(lines: Callable[[], Iterable[str]], shard: Shard | None = None
         if _mark(item.custom_id)[0] in suspects:
             found.setdefault(item.custom_id, []).append(item.line or 0)
     return {custom_id: numbers for custom_id, numbers in found.items() if len(numbers) > 1}, count
+
+
+def duplicates_text(duplicates: dict[str, list[int]], numbered: str) -> str:
+    """``duplicate custom_id: 'a' on lines 2, 4; ...`` for what `duplicate_ids` found
+    (ten ids at most), ``numbered`` saying what the numbers count."""
+    shown = "; ".join(
+        f"{cid!r} on {numbered} {', '.join(map(str, numbers))}" for cid, numbers in list(duplicates.items())[:10]
+    )
+    more = f" (and {len(duplicates) - 10} more)" if len(duplicates) > 10 else ""
+    return f"duplicate custom_id: {shown}{more}"
 
 
 def completed_ids(path: str | os.PathLike[str]) -> set[str]:
@@ -265,14 +301,37 @@ def output_record(result: BatchResult) -> dict[str, Any]:
 
 @attrs.define(eq=False)
 class _Line:
-    """One request on its way through a lane."""
+    """One request on its way through the lanes: the lane of its model, and of the next
+    model of its fallback chain when that one fails for good."""
 
     item: BatchItem
-    request: ChatRequest
+    models: tuple[str | None, ...]  # as written in the line: one, or a fallback chain
+    requests: tuple[ChatRequest, ...]  # one per model
+    failures: list[tuple[str | None, LLMAdapterError]] = attrs.field(factory=list)  # of the models tried
     started: float | None = None  # loop.time() at its first attempt
-    key: str | None = None  # its Idempotency-Key, the same each time it is sent
+    since: float | None = None  # loop.time() at its first attempt on its current model
+    key: str | None = None  # its Idempotency-Key, the same each time it is sent to one model
     attempts: int = 0
     rate_limited: int = 0
+
+    @property
+    def request(self) -> ChatRequest:
+        return self.requests[len(self.failures)]
+
+    def fall_back(self, error: LLMAdapterError) -> bool:
+        """Pass the line on to the next model of its chain, after ``error``; False when
+        there is none."""
+        if len(self.failures) + 1 >= len(self.requests) or not isinstance(error, FALLBACK_ON):
+            return False
+        self.failures.append((self.models[len(self.failures)], error))
+        self.since, self.key, self.rate_limited = None, None, 0
+        return True
+
+    def error(self, error: LLMAdapterError) -> LLMAdapterError:
+        """The line's error, once ``error`` ended it: with those of the models tried before."""
+        if not self.failures:
+            return error
+        return chain_error([*self.failures, (self.models[len(self.failures)], error)])
 
 
 @attrs.define(eq=False)
@@ -281,8 +340,6 @@ class _Lane:
     ``ready``, so a line waiting to be sent again after a 429 holds no worker."""
 
     ready: asyncio.Queue[_Line] = attrs.field(factory=asyncio.Queue)
-    idle: asyncio.Event = attrs.field(factory=asyncio.Event)
-    open: int = 0
     parked: dict[_Line, asyncio.TimerHandle] = attrs.field(factory=dict)
     workers: list[asyncio.Task[None]] = attrs.field(factory=list)
 
@@ -304,6 +361,18 @@ _REQUEUE_MAX = 5.0
 MAX_HELD = 20_000
 
 
+def _refuse_duplicates(requests: Collection[object]) -> None:
+    """Refuse requests that share a custom_id, as ``llmadapters batch`` refuses such a
+    file: ValueError naming them, before anything is sent."""
+    found: dict[str, list[int]] = {}
+    for index, raw in enumerate(requests):
+        item = raw if isinstance(raw, BatchItem) else parse_item(index, raw)
+        found.setdefault(item.custom_id, []).append(index)
+    duplicates = {cid: indexes for cid, indexes in found.items() if len(indexes) > 1}
+    if duplicates:
+        raise ValueError(duplicates_text(duplicates, "requests"))
+
+
 class BatchRun:
     """The results of ``client.batch(...)``: ``async for result in run``. `stop` ends
     it early: no new request starts, those in flight finish and are yielded; ``read`` is
@@ -323,6 +392,8 @@ class BatchRun:
             raise ValueError("concurrency must be >= 1")
         if not line_deadline > 0:
             raise ValueError("line_deadline must be > 0")
+        if isinstance(requests, Collection):  # read twice; an iterator is read once, unchecked
+            _refuse_duplicates(requests)
         self._client = client
         self._requests = requests
         self._concurrency = concurrency
@@ -333,6 +404,9 @@ class BatchRun:
         self._held = asyncio.Semaphore(max(MAX_HELD, 4 * concurrency))
         self._queue_room = 2 * concurrency + 16
         self._room = asyncio.Event()  # set when a lane's queue falls below its room
+        self._open = 0  # lines in the lanes, not finished
+        self._idle = asyncio.Event()  # set when none is
+        self._idle.set()
         self._stopping = False
         self.read = 0  # input requests taken so far
         self.dropped = 0  # taken, but left unanswered because the run was stopped
@@ -344,7 +418,7 @@ class BatchRun:
             for handle in parked.values():
                 handle.cancel()
                 self.dropped += 1
-                self._finish(lane)
+                self._finish()
 
     def __aiter__(self) -> AsyncIterator[BatchResult]:
         return self._run()
@@ -388,51 +462,51 @@ class BatchRun:
                 if self._stopping:
                     break
                 self.read += 1
-                request = self._request(item)
-                if isinstance(request, BatchResult):
-                    await self._results.put(request)
+                line = self._line(item)
+                if isinstance(line, BatchResult):
+                    await self._results.put(line)
                     continue
-                lane = self._lanes.get(request.provider) or self._open_lane(request.provider)
                 await self._held.acquire()
-                lane.open += 1
-                lane.idle.clear()
-                lane.ready.put_nowait(_Line(item, request))
+                self._open += 1
+                self._idle.clear()
+                self._lane(line.request.provider).ready.put_nowait(line)
                 while all(lane.ready.qsize() >= self._queue_room for lane in self._lanes.values()):
                     self._room.clear()
                     await self._room.wait()
-            for lane in self._lanes.values():
-                await lane.idle.wait()
+            await self._idle.wait()
         except Exception as exc:
             await self._results.put(_End(exc))
         else:
             await self._results.put(_End())
 
-    def _request(self, item: BatchItem) -> ChatRequest | BatchResult:
+    def _line(self, item: BatchItem) -> _Line | BatchResult:
         if item.body is not None:
             body = dict(item.body)
             messages = body.pop("messages")
             body.pop("stream", None)  # a batch gets whole replies
-            model = body.pop("model", None) or self._model
+            model = body.pop("model", None)
             try:
-                return self._client.request(messages=messages, model=model, **body)
+                models = models_of(self._model if model is None else model)
+                requests = tuple(self._client.request(messages=messages, model=m, **body) for m in models)
+                return _Line(item, models, requests)
             except (ValueError, TypeError, ConfigError) as exc:
                 where = f"line {item.line}" if item.line is not None else f"request {item.index}"
                 item = attrs.evolve(item, problem=f"{where}: {exc}")
         error = BadRequestError(f"invalid request: {item.problem}", status=400)
         return BatchResult(index=item.index, custom_id=item.custom_id, error=error)
 
-    def _open_lane(self, provider: str) -> _Lane:
-        lane = _Lane()
-        lane.idle.set()
-        lane.workers = [asyncio.create_task(self._work(lane)) for _ in range(self._concurrency)]
-        self._lanes[provider] = lane
+    def _lane(self, provider: str) -> _Lane:
+        lane = self._lanes.get(provider)
+        if lane is None:
+            lane = self._lanes[provider] = _Lane()
+            lane.workers = [asyncio.create_task(self._work(lane)) for _ in range(self._concurrency)]
         return lane
 
-    def _finish(self, lane: _Lane) -> None:
-        lane.open -= 1
+    def _finish(self) -> None:
+        self._open -= 1
         self._held.release()
-        if not lane.open:
-            lane.idle.set()
+        if not self._open:
+            self._idle.set()
 
     async def _work(self, lane: _Lane) -> None:
         assert self._results is not None
@@ -442,17 +516,17 @@ class BatchRun:
                 self._room.set()
             if self._stopping:  # never started, or put aside: left for a resumed run
                 self.dropped += 1
-                self._finish(lane)
+                self._finish()
                 continue
             try:
                 result = await self._call(lane, line)
             except Exception as exc:  # not a call's error (those are results): a bug, which ends the run
-                self._finish(lane)
+                self._finish()
                 await self._results.put(_End(exc))
                 return
             if result is not None:
                 await self._results.put(result)
-                self._finish(lane)
+                self._finish()
 
     def _park(self, lane: _Lane, line: _Line, delay: float) -> None:
         def wake() -> None:
@@ -463,7 +537,7 @@ class BatchRun:
 
     def _requeue_delay(self, line: _Line, exc: RateLimitError, spec: ProviderSpec) -> float | None:
         """Seconds until a line answered 429 is sent again, or None when it may not be."""
-        assert line.started is not None
+        assert line.since is not None
         if not rate_limit_retryable(spec, exc):
             return None
         line.rate_limited += 1
@@ -471,15 +545,18 @@ class BatchRun:
         if delay is None:
             backoff = min(_REQUEUE_DELAY * 2.0 ** (line.rate_limited - 1), _REQUEUE_MAX)
             delay = backoff * (1 - 0.25 * random.random())
-        if asyncio.get_running_loop().time() + delay > line.started + self._line_deadline:
+        if asyncio.get_running_loop().time() + delay > line.since + self._line_deadline:
             return None
         return delay
 
     async def _call(self, lane: _Lane, line: _Line) -> BatchResult | None:
-        """Send ``line``: its result, or None when it was put aside to be sent again."""
+        """Send ``line``: its result, or None when it was put aside to be sent again, or
+        passed on to the lane of the next model of its fallback chain."""
         loop = asyncio.get_running_loop()
         if line.started is None:
             line.started = loop.time()
+        if line.since is None:
+            line.since = loop.time()
         outcome: dict[str, Any]
         try:
             route = await self._client.route(line.request.provider)
@@ -498,7 +575,7 @@ class BatchRun:
                 if delay is not None:
                     if self._stopping:  # left unanswered, for a resumed run
                         self.dropped += 1
-                        self._finish(lane)
+                        self._finish()
                     else:
                         self._park(lane, line, delay)
                     return None
@@ -510,6 +587,11 @@ class BatchRun:
                 outcome = {"response": reply}
             finally:
                 line.attempts += call.metadata.get("attempts", 1)
+        if "error" in outcome:
+            if line.fall_back(outcome["error"]):
+                self._lane(line.request.provider).ready.put_nowait(line)
+                return None
+            outcome["error"] = line.error(outcome["error"])
         item = line.item
         latency = loop.time() - line.started
         return BatchResult(
@@ -598,6 +680,13 @@ class BatchSummary:
 
 
 def write_record(out: IO[str], result: BatchResult) -> None:
-    """Append ``result``'s record and flush: once this returns, a killed process loses it no more."""
-    out.write(json.dumps(output_record(result), ensure_ascii=False) + "\n")
+    """Append ``result``'s record and flush: once this returns, a killed process loses it
+    no more. A record the output's encoding cannot hold (a lone surrogate, from an escape
+    in the input or in a server's reply) is written with ASCII escapes, which read back
+    the same."""
+    record = output_record(result)
+    try:
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    except UnicodeEncodeError:  # raised before anything is written
+        out.write(json.dumps(record) + "\n")
     out.flush()

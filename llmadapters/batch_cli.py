@@ -24,7 +24,16 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .batch import BatchSummary, Shard, completed_ids, duplicate_ids, read_jsonl, set_aside_failed, write_record
+from .batch import (
+    BatchSummary,
+    Shard,
+    completed_ids,
+    duplicate_ids,
+    duplicates_text,
+    read_jsonl,
+    set_aside_failed,
+    write_record,
+)
 from .client import AsyncClient
 
 if TYPE_CHECKING:
@@ -100,11 +109,13 @@ def _shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _lines(path: str) -> Iterator[str]:
+def _lines(path: str) -> Iterator[bytes]:
+    """The input's lines, as bytes: `read_jsonl` decodes each, so that one that is not
+    UTF-8 costs its own line, not the run."""
     if path == "-":
-        yield from sys.stdin
+        yield from sys.stdin.buffer
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         yield from f
 
 
@@ -117,11 +128,7 @@ def _check_input(args: argparse.Namespace) -> int | None:
         raise UsageProblem(f"cannot read {args.input}: no such file")
     duplicates, count = duplicate_ids(lambda: _lines(args.input), args.shard)
     if duplicates:
-        shown = "; ".join(
-            f"{cid!r} on lines {', '.join(map(str, lines))}" for cid, lines in list(duplicates.items())[:10]
-        )
-        more = f" (and {len(duplicates) - 10} more)" if len(duplicates) > 10 else ""
-        raise UsageProblem(f"{args.input}: duplicate custom_id: {shown}{more}")
+        raise UsageProblem(f"{args.input}: {duplicates_text(duplicates, 'lines')}")
     return count
 
 
@@ -218,11 +225,11 @@ def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
         f"  requests {figures['requests']}: {figures['ok']} ok, {figures['errors']} errors"
         + (f" ({', '.join(f'{k} {v}' for k, v in figures['errors_by_kind'].items())})" if figures["errors"] else ""),
         f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out",
-        f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s",
+        f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s" if lat["p50"] is not None else "",
         f"  wall {figures['wall_s']} s, {figures['requests_per_s']} requests/s",
         *(f"  limits of {name}: {_limits_text(stats)}" for name, stats in figures.get("limits", {}).items()),
     ]
-    print("\n".join(lines), file=sys.stderr)
+    print("\n".join(line for line in lines if line), file=sys.stderr)
 
 
 async def _drive(args: argparse.Namespace, items: Iterator[BatchItem], out: IO[str], progress: _Progress) -> bool:

@@ -1,5 +1,6 @@
-"""The ``llmadapters`` command line.
+"""The llmadapters command line: batch jobs, one chat, the fake server, and what is installed.
 
+llmadapters batch IN.jsonl -o OUT.jsonl
 llmadapters chat "Say hi" [--model fake/echo] [--no-stream] [--transport httpx]
 llmadapters fake-server [--port 8000] [--ttft-ms 300] [--tps 50]
 """
@@ -10,7 +11,10 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from .errors import PluginWarning
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--no-stream", dest="stream", action="store_false", help="wait for the whole reply")
     chat.add_argument("--usage", action="store_true", help="print token usage to stderr at the end")
+    chat.add_argument(
+        "--no-reasoning",
+        dest="reasoning",
+        action="store_false",
+        help="hide the model's reasoning (reasoning_content), shown on stderr by default, dimmed on a terminal",
+    )
 
     fake = commands.add_parser("fake-server", help="run the fake OpenAI-compatible server until interrupted")
     fake.add_argument("--host", default="127.0.0.1")
@@ -77,8 +87,10 @@ def _listing(args: argparse.Namespace) -> int:
     if args.command == "plugins":
         rows = [("PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES")]
         for info in registry.plugins:
-            provides = f"error: {info.error}" if info.error else ", ".join(info.provides) or "-"
-            rows.append((info.name, info.distribution or "-", info.version or "-", provides))
+            provides = ", ".join(info.provides)
+            if info.error:
+                provides = f"{provides}; FAILED: {info.error}" if provides else f"FAILED: {info.error}"
+            rows.append((info.name, info.distribution or "-", info.version or "-", provides or "-"))
     elif args.command == "providers":
         rows = [("PROVIDER", "BASE URL", "KEY VARIABLE", "FROM")]
         for name, spec in sorted(registry.providers.items()):
@@ -104,6 +116,7 @@ async def _chat(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": prompt})
+    reasoning = _Reasoning(shown=args.reasoning)
     async with AsyncClient(args.config, transport=args.transport) as client:
         model = args.model or client.settings.model or "fake/echo"
         usage: Usage | None
@@ -115,18 +128,51 @@ async def _chat(args: argparse.Namespace) -> int:
             async with stream:
                 async for chunk in stream:
                     for choice in chunk.choices:
-                        sys.stdout.write(choice.delta.content or "")
+                        reasoning.write(choice.delta.reasoning_content)
+                        if choice.delta.content:
+                            reasoning.end()
+                            sys.stdout.write(choice.delta.content)
                     sys.stdout.flush()
                     usage = chunk.usage or usage
         else:
             reply = await client.chat.completions.create(model=model, messages=messages)
-            sys.stdout.write(reply.choices[0].message.content or "" if reply.choices else "")
+            if reply.choices:
+                message = reply.choices[0].message
+                reasoning.write(message.reasoning_content)
+                reasoning.end()
+                sys.stdout.write(message.content or "")
             usage = reply.usage
+        reasoning.end()
         sys.stdout.write("\n")
         sys.stdout.flush()  # before the usage line on stderr
     if args.usage and usage is not None:
         print(f"tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out", file=sys.stderr)
     return 0
+
+
+class _Reasoning:
+    """A reply's reasoning_content, on stderr (so that stdout holds the answer alone),
+    dimmed on a terminal, and ended by a line break before the answer."""
+
+    def __init__(self, *, shown: bool) -> None:
+        self.shown = shown
+        self.dim = sys.stderr.isatty()
+        self.started = False
+
+    def write(self, text: str | None) -> None:
+        if not text or not self.shown:
+            return
+        if not self.started:
+            self.started = True
+            sys.stderr.write("\x1b[2m" if self.dim else "")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.started:
+            sys.stderr.write("\x1b[0m\n" if self.dim else "\n")
+            sys.stderr.flush()
+            self.started = False
 
 
 async def _fake_server(args: argparse.Namespace) -> int:
@@ -152,12 +198,22 @@ class _Notices(logging.Filter):
 
 def _show_warnings() -> None:
     """Print the library's and plugins' warnings (e.g. a shared rate limiter that
-    cannot be reached) on stderr: the package's NullHandler would swallow them."""
+    cannot be reached, a plugin that failed to load) on stderr, one line each: the
+    package's NullHandler would swallow the logged ones, and Python's format adds the
+    source line that issued a warning, which says nothing to a user of the command."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.addFilter(_Notices())
     handler.setFormatter(logging.Formatter("llmadapters: %(levelname)s: %(message)s"))
     logging.getLogger("llmadapters").addHandler(handler)
+    python_format = warnings.formatwarning
+
+    def one_line(message: Warning | str, category: type[Warning], *where: Any, **more: Any) -> str:
+        if issubclass(category, PluginWarning):
+            return f"llmadapters: warning: {message}\n"
+        return python_format(message, category, *where, **more)
+
+    warnings.formatwarning = one_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:

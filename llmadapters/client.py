@@ -6,12 +6,23 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, overload
 
 from .batch import BatchRun
 from .config import Settings, load_settings
-from .errors import APIStatusError, ConfigError, MalformedResponseError, StreamError, TransportError, unknown_name
+from .errors import ConfigError, LLMAdapterError, shown, unknown_name
+from .fallback import FALLBACK_ON, ModelChoice, chain_error, models_of
 from .plugins import Registry
 from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features, shared_limiter
 from .streaming import ChatCompletionStream
@@ -26,7 +37,6 @@ __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionS
 
 T = TypeVar("T")
 Messages = Iterable[Mapping[str, Any]]
-ModelChoice = str | Sequence[str] | None
 
 
 class _Completions:
@@ -80,26 +90,21 @@ class _Completions:
         A list of models is a fallback chain: each is tried, with its own route's
         retries and limits, until one answers; ``reply.provider`` and ``reply.model``
         say which did. A model whose call fails for good (retries exhausted, or an
-        error not worth retrying) passes the call on to the next; the last one's error
-        is raised. Configuration errors are raised at once.
+        error not worth retrying) passes the call on to the next. When all fail, the
+        last one's error is raised, its message naming each model's failure (see
+        `llmadapters.fallback`). Configuration errors are raised at once.
         """
-        if model is None or isinstance(model, str):
-            return await self._client.send(messages=messages, model=model, provider=provider, stream=stream, **params)
-        if not model:
-            raise ValueError("model: an empty list of fallbacks")
-        for candidate in model[:-1]:
+        send = self._client.send
+        chain = models_of(model)
+        if len(chain) == 1:
+            return await send(messages=messages, model=chain[0], provider=provider, stream=stream, **params)
+        failures: list[tuple[str | None, LLMAdapterError]] = []
+        for candidate in chain:
             try:
-                return await self._client.send(
-                    messages=messages, model=candidate, provider=provider, stream=stream, **params
-                )
-            except _FALLBACK_ON:
-                continue
-        return await self._client.send(messages=messages, model=model[-1], provider=provider, stream=stream, **params)
-
-
-# What moves a fallback chain to its next model: the failures of a call, not mistakes in
-# the configuration or the arguments.
-_FALLBACK_ON = (APIStatusError, TransportError, MalformedResponseError, StreamError)
+                return await send(messages=messages, model=candidate, provider=provider, stream=stream, **params)
+            except FALLBACK_ON as exc:
+                failures.append((candidate, exc))
+        raise chain_error(failures)
 
 
 class _Chat:
@@ -178,15 +183,15 @@ class AsyncClient:
 
     def _check(self) -> None:
         """Fail now, not at the first call: on names nobody registered, and on key
-        variables named in the settings but not set. The message names the source."""
-        try:
-            self._check_settings()
-        except ConfigError as exc:
-            if not self.settings.sources:
-                raise
-            raise ConfigError(f"{' + '.join(self.settings.sources)}: {exc}") from None
+        variables named in the settings but not set; every such mistake at once, each
+        message naming the source and key."""
+        problems = list(self._problems())
+        if problems:
+            source = " + ".join(self.settings.sources)
+            raise ConfigError("\n".join(f"{source}: {p}" if source else p for p in problems))
 
-    def _check_settings(self) -> None:
+    def _problems(self) -> Iterator[str]:
+        """The mistakes of the settings, checked against the registry."""
         settings, registry = self.settings, self.registry
         places: list[tuple[str, str | None, tuple[str, ...] | None]] = [
             ("defaults", settings.transport, settings.middleware)
@@ -196,29 +201,45 @@ class AsyncClient:
             places.append(("middleware", None, tuple(m for m in self._middleware if isinstance(m, str))))
         for where, transport, middleware in places:
             if transport is not None and transport not in registry.transports:
-                raise unknown_name(f"{where}.transport", "transport", transport, registry.transports)
+                yield str(unknown_name(f"{where}.transport", "transport", transport, registry.transports))
             for name in middleware or ():
                 if name not in registry.middleware:
-                    raise unknown_name(f"{where}.middleware", "middleware", name, registry.middleware)
-        check_features("defaults", settings.transport, needed_features(settings.network, settings.timeouts), registry)
+                    yield str(unknown_name(f"{where}.middleware", "middleware", name, registry.middleware))
+        yield from _raised(self._check_default_model)
+        needed = needed_features(settings.network, settings.timeouts)
+        yield from _raised(check_features, "defaults", settings.transport, needed, registry)
         for name, provider in settings.providers.items():
             if name not in registry.providers and provider.base_url is None:
                 error = unknown_name(f"providers.{name}", "provider", name, registry.providers)
-                raise ConfigError(f"{error}; or give it a base_url")
+                yield f"{error}; or give it a base_url"
             unset = [env for env in provider.api_key_env or () if not os.environ.get(env, "").strip()]
             if unset and provider.api_key is None:
                 which = f"the variable {unset[0]} is" if len(unset) == 1 else f"the variables {', '.join(unset)} are"
-                raise ConfigError(f"providers.{name}.api_key_env: {which} not set")
+                yield f"providers.{name}.api_key_env: {which} not set"
             needed = needed_features(settings.network_of(name), settings.timeouts_of(name))
-            check_features(f"providers.{name}", settings.transport_of(name), needed, registry)
+            yield from _raised(check_features, f"providers.{name}", settings.transport_of(name), needed, registry)
         limits = [("defaults", settings.limits)]
         limits += [(f"providers.{n}", p.limits) for n, p in settings.providers.items() if p.limits is not None]
         for where, limit in limits:
             if shared_limiter("ratelimit", limit.backend) not in registry.middleware:
-                raise ConfigError(
+                yield (
                     f"{where}.limits.backend: no plugin provides the rate limit backend {limit.backend!r} "
                     f"(middleware 'ratelimit-{limit.backend}'); for redis, pip install llmadapters-redis"
                 )
+
+    def _check_default_model(self) -> None:
+        """defaults.model, when set, names a provider that is registered or configured."""
+        model = self.settings.model
+        if model is None:
+            return
+        try:
+            self._resolve(model, None)
+        except ValueError as exc:
+            raise ConfigError(f"defaults.model: {exc}") from None
+        provider = model.partition("/")[0]
+        if not self._known(provider):
+            error = unknown_name(f"defaults.model: {shown(model)}", "provider", provider, self.registry.providers)
+            raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{provider}.base_url")
 
     def __repr__(self) -> str:
         return f"AsyncClient(transport={self.settings.transport!r}, routes={sorted(self._routes)})"
@@ -233,10 +254,22 @@ class AsyncClient:
         **params: Any,
     ) -> ChatRequest:
         """Resolve provider and model names into a `ChatRequest`, without sending it."""
-        provider, model = self._resolve(model, provider)
+        if model is not None and not isinstance(model, str):
+            raise TypeError(f"model must be a 'provider/model' string, got {shown(model)}")
+        if provider is not None and (not isinstance(provider, str) or not provider):
+            raise TypeError(f"provider must be a provider's name, got {shown(provider)}")
+        name, model_name = self._resolve(model, provider)
+        if name not in self._routes and not self._known(name):
+            where = f"model {shown(model or self.settings.model)}" if provider is None else "provider"
+            error = unknown_name(where, "provider", name, self.registry.providers)
+            raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
             raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
-        return ChatRequest(provider=provider, model=model, messages=tuple(messages), params=params, stream=stream)
+        return ChatRequest(provider=name, model=model_name, messages=tuple(messages), params=params, stream=stream)
+
+    def _known(self, provider: str) -> bool:
+        """Whether ``provider`` is registered, or configured with a base_url (ad hoc)."""
+        return provider in self.registry.providers or bool(self.settings.provider(provider).base_url)
 
     async def send(
         self,
@@ -265,7 +298,7 @@ class AsyncClient:
             elif self.settings.model and "/" in self.settings.model:
                 provider = self.settings.model.partition("/")[0]
             else:
-                raise ValueError(f"model {model!r} names no provider: write 'provider/{model}' or pass provider=")
+                raise ValueError(f"model {shown(model)} names no provider: write 'provider/model' or pass provider=")
         if not model:
             model = self.settings.provider(provider).model or self._default_model(provider)
         return provider, model
@@ -273,7 +306,7 @@ class AsyncClient:
     def _default_model(self, provider: str) -> str:
         spec = self.registry.providers.get(provider)
         if spec is None or spec.default_model is None:
-            raise ValueError(f"no model given for provider {provider!r} and it has no default model")
+            raise ValueError(f"no model given for provider {shown(provider)} and it has no default model")
         return spec.default_model
 
     async def route(self, provider: str) -> Route:
@@ -344,6 +377,15 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _raised(check: Callable[..., None], *args: Any) -> list[str]:
+    """The message of the `ConfigError` that ``check(*args)`` raises, if any."""
+    try:
+        check(*args)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 async def _capture(awaitable: Awaitable[None]) -> BaseException | None:

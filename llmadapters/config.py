@@ -11,12 +11,13 @@ Code may pass ``api_key`` directly; it is kept in a `Secret`.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import urllib.parse
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import attrs
 
@@ -284,18 +285,47 @@ _RETRY_KEYS = tuple(SCHEMA["retry"])
 _CERT_KEYS = tuple(SCHEMA["cert"])
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _per_key(check: Callable[Concatenate[_Reader, P], T]) -> Callable[Concatenate[_Reader, P], T | None]:
+    """A check of one key's value. Called by a table's reader, it notes its problem in
+    ``problems`` and gives None, so that every mistake of a source is reported at once;
+    called by another check, it raises to that one, which notes it."""
+
+    @functools.wraps(check)
+    def checked(self: _Reader, /, *args: P.args, **kwargs: P.kwargs) -> T | None:
+        if self.checking:
+            return check(self, *args, **kwargs)
+        self.checking = True
+        try:
+            return check(self, *args, **kwargs)
+        except ConfigError as exc:
+            self.problems.append(str(exc))
+            return None
+        finally:
+            self.checking = False
+
+    return checked
+
+
 class _Reader:
-    """Validates one source's dict, naming the source and key path in every error."""
+    """Validates one source's dict, naming the source and key path in every error, and
+    reporting every mistake of the source in one `ConfigError`, one line each."""
 
     def __init__(self, source: str, *, from_file: bool, base_dir: Path | None = None) -> None:
         self.source = source
         self.from_file = from_file
         self.base_dir = base_dir  # where relative paths start; the working directory if None
+        self.problems: list[str] = []
+        self.checking = False  # inside a `_per_key` check
 
     def fail(self, path: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.source}: {path}: {problem}")
 
     def table(self, value: object, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+        """``value``'s known keys; each unknown one is noted in ``problems``."""
         if not isinstance(value, Mapping):
             raise self.fail(path or "<top level>", f"expected a table, got {type(value).__name__}")
         for key in value:
@@ -303,11 +333,11 @@ class _Reader:
                 hint = ""
                 if key == "api_key" and self.from_file:
                     hint = " (keys never live in config files: set api_key_env to the name of a variable)"
-                raise self.fail(
-                    f"{path}.{key}" if path else str(key), f"unknown key{hint}; allowed: {', '.join(allowed)}"
-                )
-        return value
+                where = f"{path}.{key}" if path else str(key)
+                self.problems.append(str(self.fail(where, f"unknown key{hint}; allowed: {', '.join(allowed)}")))
+        return {key: item for key, item in value.items() if key in allowed}
 
+    @_per_key
     def string(self, value: object, path: str) -> str | None:
         if value is None:
             return None
@@ -315,6 +345,7 @@ class _Reader:
             raise self.fail(path, f"expected a non-empty string, got {value!r}")
         return value
 
+    @_per_key
     def key_variables(self, value: object, path: str) -> tuple[str, ...] | None:
         """One variable's name, or a list of them (several keys of one provider)."""
         if isinstance(value, str):
@@ -326,6 +357,7 @@ class _Reader:
             raise self.fail(path, "expected a variable's name or a non-empty list of them, got []")
         return names
 
+    @_per_key
     def url(self, value: object, path: str) -> str | None:
         url = self.string(value, path)
         return None if url is None else self._checked_url(url, path, ("http", "https"), "URL")
@@ -348,6 +380,7 @@ class _Reader:
             raise self.fail(path, f"invalid {what} {redact_url(url)!r}: {problem}")
         return url
 
+    @_per_key
     def timeouts(self, value: object, path: str) -> Timeouts | None:
         if value is None:
             return None
@@ -360,6 +393,7 @@ class _Reader:
         given = {key: self._seconds(table[key], f"{path}.{key}") for key in table}
         return attrs.evolve(Timeouts(), **given)
 
+    @_per_key
     def retry(self, value: object, path: str) -> RetryPolicy | None:
         if value is None:
             return None
@@ -371,6 +405,7 @@ class _Reader:
             given["max_attempts"] = self.count(table["max_attempts"], f"{path}.max_attempts")
         return RetryPolicy(**given)  # type: ignore[arg-type]
 
+    @_per_key
     def limits(self, value: object, path: str) -> Limits | None:
         if value is None:
             return None
@@ -392,6 +427,7 @@ class _Reader:
             given[key] = item
         return Limits(**given)  # type: ignore[arg-type]
 
+    @_per_key
     def names(self, value: object, path: str) -> tuple[str, ...] | None:
         if value is None:
             return None
@@ -409,6 +445,7 @@ class _Reader:
             raise self.fail(path, f"expected a positive number of seconds, got {value!r}")
         return float(value)
 
+    @_per_key
     def strings(self, value: object, path: str) -> dict[str, str]:
         if value is None:
             return {}
@@ -444,6 +481,16 @@ class _Reader:
         return {k: v for k, v in out.items() if v not in (None, {})}
 
     def settings(self, data: object) -> dict[str, Any]:
+        """The settings of this source; a `ConfigError` naming each of its mistakes."""
+        try:
+            settings = self._settings(data)
+        except ConfigError as exc:  # one that leaves nothing more to check (not a table)
+            self.problems.append(str(exc))
+        if self.problems:
+            raise ConfigError("\n".join(self.problems))
+        return settings
+
+    def _settings(self, data: object) -> dict[str, Any]:
         top = self.table(data, "", _TOP_KEYS)
         defaults = self.table(top.get("defaults", {}), "defaults", _DEFAULT_KEYS)
         out: dict[str, Any] = {
@@ -469,8 +516,10 @@ class _Reader:
         for key in _NETWORK_SCHEMA:
             if key in table and table[key] is not None:
                 given[key] = getattr(self, f"_{key}")(table[key], f"{path}.{key}")
+        given = {key: value for key, value in given.items() if value is not None}
         return NetworkSettings(**given) if given else None
 
+    @_per_key
     def _proxy(self, value: object, path: str) -> str | bool:
         if isinstance(value, bool):
             return value
@@ -489,9 +538,11 @@ class _Reader:
             raise self.fail(path, f"no such file or directory: {str(found)!r}")
         return str(found)
 
+    @_per_key
     def _verify(self, value: object, path: str) -> bool | str:
         return value if isinstance(value, bool) else self._path(value, path)
 
+    @_per_key
     def _cert(self, value: object, path: str) -> ClientCertificate:
         if isinstance(value, str):
             return ClientCertificate(certfile=self._path(value, path))
@@ -504,12 +555,15 @@ class _Reader:
             password_env=self.string(table.get("password_env"), f"{path}.password_env"),
         )
 
+    @_per_key
     def _max_connections(self, value: object, path: str) -> int:
         return self.count(value, path)
 
+    @_per_key
     def _keepalive_expiry(self, value: object, path: str) -> float:
         return self._seconds(value, path)
 
+    @_per_key
     def _http2(self, value: object, path: str) -> bool:
         if not isinstance(value, bool):
             raise self.fail(path, f"expected true or false, got {value!r}")

@@ -28,6 +28,7 @@ import datetime
 import difflib
 import email.utils
 import math
+import reprlib
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "parse_retry_after",
+    "shown",
     "status_error",
     "unknown_name",
 ]
@@ -176,12 +178,22 @@ class StreamError(LLMAdapterError):
         self.body = body
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = 80
+_SHOWN.maxother = 80
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut short enough to quote in a one-line message."""
+    return _SHOWN.repr(value)
+
+
 def unknown_name(where: str, kind: str, name: str, known: Iterable[str]) -> ConfigError:
     """The error for a name nobody registered, with the closest known name and the list."""
     choices = sorted(known)
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"{where}: unknown {kind} {name!r}{hint}; available: {', '.join(choices)}")
+    return ConfigError(f"{where}: unknown {kind} {shown(name)}{hint}; available: {', '.join(choices)}")
 
 
 _BAD_REQUEST = frozenset({400, 404, 405, 413, 415, 422})

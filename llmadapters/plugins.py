@@ -58,7 +58,7 @@ class PluginInfo:
         name: the entry point's name (``llmadapters`` for the built-ins).
         distribution, version: the installed package that declared it.
         provides: what it registered, as ``kind:name`` (``provider:deepseek``).
-        error: why it failed to load, or None.
+        error: why it failed to load, or what of it failed (a hook that raised), or None.
     """
 
     name: str
@@ -149,6 +149,7 @@ class Registry:
         """Call the plugin's own hook implementations with ``register`` callbacks that
         note which plugin registered what."""
         provides: list[str] = []
+        failed: list[str] = []
 
         def add(kind: str, name: str, table: dict[str, Any], value: object) -> bool:
             key = f"{kind}:{name}"
@@ -177,8 +178,10 @@ class Registry:
                 try:
                     impl.function(register=register)
                 except Exception as exc:
+                    failed.append(f"{hook} raised {type(exc).__name__}: {exc}")
                     self._problem(info, f"failed in {hook} ({type(exc).__name__}: {exc})")
-        self.plugins.append(attrs.evolve(info, provides=tuple(provides)))
+        error = "; ".join(filter(None, [info.error, *failed])) or None
+        self.plugins.append(attrs.evolve(info, provides=tuple(provides), error=error))
 
     def add_providers(self, specs: Collection[ProviderSpec]) -> None:
         for spec in specs:

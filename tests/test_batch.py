@@ -24,6 +24,7 @@ from llmadapters.batch import (
     duplicate_ids,
     output_record,
     read_jsonl,
+    write_record,
 )
 
 if TYPE_CHECKING:
@@ -298,6 +299,8 @@ def test_cli_batch_empty_input(tmp_path: Path) -> None:
     run = cli("batch", "in.jsonl", "-o", "out.jsonl", "--summary-json", "s.json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "s.json").read_text())["requests"] == 0
+    assert "None" not in run.stderr  # no latency to show: no "latency p50 None s"
+    assert "requests 0: 0 ok, 0 errors" in run.stderr
 
 
 def test_cli_batch_progress_as_json_lines(tmp_path: Path) -> None:
@@ -529,3 +532,89 @@ async def test_a_bug_in_a_middleware_ends_the_run_with_its_error(fake_server: Fa
 
         with pytest.raises(KeyError, match="a bug"):
             await asyncio.wait_for(drain(), 60)  # raised, not hung
+
+
+# -- malformed lines and fallback chains (issue 20) --------------------------------------
+
+
+def test_cli_batch_a_malformed_model_costs_its_line_and_a_chain_falls_back(tmp_path: Path) -> None:
+    question = [{"role": "user", "content": "chained"}]
+    rows: list[Any] = [
+        line(0, "fake/echo"),
+        {"custom_id": "int", "model": 5, "messages": question},
+        {"custom_id": "chain", "model": ["fake/echo+fail-400", "fake/echo"], "messages": question},
+        {"custom_id": "dead", "model": ["fake/echo+fail-400", "fake/fail-401"], "messages": question},
+        {"custom_id": "empty", "model": [], "messages": question},
+        {"custom_id": "provider", "model": "fake/echo", "provider": {"order": ["x"]}, "messages": question},
+        {"custom_id": "nosuch", "model": "nosuch/some-model", "messages": question},
+        line(1, "fake/echo"),
+    ]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    run = cli("batch", str(src), "-o", "out.jsonl", "--quiet", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    by_id = {r["custom_id"]: r for r in records(tmp_path / "out.jsonl")}
+    assert len(by_id) == len(rows)
+    assert by_id["q0"]["error"] is None
+    assert by_id["q1"]["error"] is None
+    assert by_id["chain"]["error"] is None
+    assert by_id["chain"]["response"]["body"]["choices"][0]["message"]["content"] == "chained"
+    assert by_id["int"]["error"]["message"] == (
+        "invalid request: line 2: model must be a 'provider/model' string or a list of them (a fallback chain), got 5"
+    )
+    assert by_id["dead"]["error"]["code"] == "AuthenticationError"
+    assert by_id["dead"]["error"]["message"] == (
+        "every model of the fallback chain failed: fake/echo+fail-400: HTTP 400 from fake: Invalid request "
+        "(injected); fake/fail-401: HTTP 401 from fake: Incorrect API key provided (injected)"
+    )
+    assert by_id["empty"]["error"]["message"].startswith("invalid request: line 5: model: an empty list")
+    assert by_id["provider"]["error"]["message"].startswith("invalid request: line 6: provider must be")
+    assert by_id["nosuch"]["error"]["message"].startswith(
+        "invalid request: line 7: model 'nosuch/some-model': unknown provider 'nosuch'"
+    )
+
+
+async def test_client_batch_fallback_chains_move_lines_between_lanes(fake_server: FakeServer) -> None:
+    providers = {"alpha": {"base_url": fake_server.base_url}, "beta": {"base_url": fake_server.base_url}}
+    chains = [["alpha/echo+fail-500", "beta/echo"], ["beta/echo+reset", "alpha/echo"], ["alpha/echo"]]
+    rows = [{"model": chains[i % 3], "messages": [{"role": "user", "content": f"m{i}"}]} for i in range(60)]
+    async with la.AsyncClient({}, providers=providers, middleware=[]) as client:
+        results = [r async for r in client.batch([*rows, {"model": 5, "messages": rows[0]["messages"]}])]
+    assert len(results) == 61
+    by_index = {r.index: r for r in results}
+    assert by_index[60].error is not None
+    assert "got 5" in str(by_index[60].error)
+    for i in range(60):
+        reply = by_index[i].response
+        assert reply is not None, by_index[i].error
+        assert (reply.provider, reply.choices[0].message.content) == (["beta", "alpha", "alpha"][i % 3], f"m{i}")
+        assert by_index[i].attempts == [2, 2, 1][i % 3]
+
+
+async def test_client_batch_refuses_duplicate_ids_as_the_command_does(fake_server: FakeServer) -> None:
+    rows = [line(0), line(1), line(0), line(2), line(1)]
+    providers = {"local": {"base_url": fake_server.base_url}}
+    async with la.AsyncClient({}, providers=providers) as client:
+        with pytest.raises(ValueError, match=r"^duplicate custom_id: 'q0' on requests 0, 2; 'q1' on requests 1, 4$"):
+            client.batch(rows)
+    assert fake_server.requests_served == 0
+
+
+def test_read_jsonl_names_lines_that_are_not_utf8_or_not_text() -> None:
+    good = json.dumps({"custom_id": "ok", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    lone = b'{"custom_id": "lone\\ud800", "messages": [{"role": "user", "content": "x\\udc00"}]}'
+    pair = b'{"custom_id": "pair", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
+    items = list(read_jsonl([b"\xef\xbb\xbf" + good + b"\n", b'{"custom_id": "\xff"}\n', lone, pair]))
+    assert [(i.custom_id, i.problem) for i in items] == [
+        ("ok", None),
+        ("line-2", "line 2: not UTF-8 text (byte 0xff at offset 15)"),
+        ("lone\ud800", "line 3: a \\uD800-\\uDFFF escape without its pair: not text, so it cannot be sent"),
+        ("pair", None),
+    ]
+
+
+def test_a_record_the_output_cannot_encode_is_written_with_escapes(tmp_path: Path) -> None:
+    result = la.BatchResult(index=0, custom_id="lone\ud800", error=la.BadRequestError("x\udc00", status=400))
+    with open(tmp_path / "out.jsonl", "w", encoding="utf-8") as out:
+        write_record(out, result)
+    assert (tmp_path / "out.jsonl").read_bytes().isascii()
+    assert completed_ids(tmp_path / "out.jsonl") == {"lone\ud800"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 
 import llmadapters as la
 from llmadapters.testing import FakeServer, FakeServerOptions
+from llmadapters.testing import fake_server as fake_server_module
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -284,3 +286,35 @@ def test_the_sync_client_reports_the_limits_it_learned() -> None:
         learned = client.limits()["fake"]
     assert learned["concurrency"] == 32  # where a lane starts, with nothing learned yet
     assert (learned["rpm"], learned["tpm"], learned["rate_limited"]) == (None, None, 0)
+
+
+async def test_fake_server_counts_answers_for_a_bounded_number_of_prompts(
+    fake_server: FakeServer, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fake_server_module, "_MAX_TRACKED_PROMPTS", 5)
+    client = make_client()
+    prompts = [f"prompt {i}" for i in range(8)] + ["prompt 7", "long " * 100]
+    for prompt in prompts:
+        await client.chat.completions.create(model="local/echo", messages=[{"role": "user", "content": prompt}])
+    digest = hashlib.sha256(("long " * 100).encode()).hexdigest()
+    assert fake_server.answered == {"prompt 4": 1, "prompt 5": 1, "prompt 6": 1, "prompt 7": 2, f"sha256:{digest}": 1}
+
+
+def test_the_command_help_shows_no_restructuredtext_markup() -> None:
+    from llmadapters.cli import LISTINGS
+
+    for command in ["", "batch", "chat", "fake-server", *LISTINGS]:
+        args = [command, "--help"] if command else ["--help"]
+        run = subprocess.run([sys.executable, "-m", "llmadapters.cli", *args], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert "``" not in run.stdout, command
+        assert "`" not in run.stdout.replace("'", ""), command
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "unary"])
+def test_cli_chat_shows_the_reasoning_on_stderr_unless_told_not_to(tmp_path: Path, stream: bool) -> None:
+    flags = () if stream else ("--no-stream",)
+    run = chat_cli("why so", "-m", "fake/echo+reasoning", *flags, cwd=tmp_path)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "why so\n", "Thinking about: why so\n")
+    hidden = chat_cli("why so", "-m", "fake/echo+reasoning", "--no-reasoning", *flags, cwd=tmp_path)
+    assert (hidden.returncode, hidden.stdout, hidden.stderr) == (0, "why so\n", "")

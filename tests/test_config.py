@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import llmadapters as la
-from llmadapters.config import load_settings
+from llmadapters.config import SCHEMA, load_settings
 from llmadapters.transports.base import Timeouts
 
 if TYPE_CHECKING:
@@ -176,3 +176,49 @@ def test_the_documented_defaults_are_the_real_ones() -> None:
             assert value == expected, (table, key, stated.group(1), expected)
             checked += 1
     assert checked == 21
+
+
+def test_every_mistake_of_a_file_is_reported_each_with_its_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "llmadapters.toml"
+    path.write_text(
+        "[defaults]\n"
+        "timeout = -1\n"
+        'colour = "blue"\n'
+        "[providers.local]\n"
+        'base_url = "ftp://x"\n'
+        "retry = { max_attempts = 0, speed = 3 }\n"
+        'http2 = "yes"\n'
+    )
+    with pytest.raises(la.ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value).splitlines() == [
+        f"{path}: defaults.colour: unknown key; allowed: {', '.join(SCHEMA['defaults'])}",
+        f"{path}: defaults.timeout: expected a positive number of seconds, got -1",
+        f"{path}: providers.local.base_url: invalid URL 'ftp://x': expected http:// or https:// URL with a host",
+        f"{path}: providers.local.http2: expected true or false, got 'yes'",
+        f"{path}: providers.local.retry.speed: unknown key; allowed: {', '.join(SCHEMA['retry'])}",
+        f"{path}: providers.local.retry.max_attempts: expected a whole number >= 1, got 0",
+    ]
+
+
+def test_an_unknown_provider_in_the_default_model_names_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "llmadapters.toml"
+    path.write_text('[defaults]\nmodel = "nosuch/x"\ntransport = "htpx"\n')
+    with pytest.raises(la.ConfigError) as caught:
+        la.AsyncClient(path)
+    assert str(caught.value).splitlines() == [
+        f"{path}: defaults.transport: unknown transport 'htpx' (did you mean 'httpx'?); available: httpx, openai",
+        f"{path}: defaults.model: 'nosuch/x': unknown provider 'nosuch'; available: fake, openai; "
+        "for any OpenAI-compatible server, set providers.nosuch.base_url",
+    ]
+    path.write_text('[defaults]\nmodel = "echo"\n')
+    with pytest.raises(
+        la.ConfigError, match=r": defaults.model: model 'echo' names no provider: write 'provider/model'"
+    ):
+        la.AsyncClient(path)
+
+
+async def test_a_call_to_an_unknown_provider_shows_the_model_as_written() -> None:
+    async with la.AsyncClient({}) as client:
+        with pytest.raises(la.ConfigError, match=r"^model 'nosuch/some-model': unknown provider 'nosuch'"):
+            await client.chat.completions.create(model="nosuch/some-model", messages=[{"role": "user", "content": "x"}])

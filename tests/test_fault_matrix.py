@@ -125,3 +125,62 @@ async def test_fault_matrix(fake_server: FakeServer, failing_dns: str, stream: b
     assert [len(faults) for faults in tried] == [17 if stream else 15] * len(TRANSPORTS)
     assert await _settled(tasks, lambda: len(asyncio.all_tasks())) == tasks
     assert await _settled(fds, _open_fds) == fds
+
+
+# The same fault, the same words, whichever transport met it: the phase and limit of a
+# timeout, and a connection the server dropped (issue 20).
+READ = "read timeout on {url}: no data from the server for 0.3 s (timeout.read)"
+WORDED: dict[str, tuple[bool, dict[str, float], str]] = {
+    "stall": (False, {"read": 0.3}, READ),
+    "stall-mid-stream": (True, {"read": 0.3}, READ),
+    "reset": (False, {}, "connection lost on {url} before the response was complete: the server closed or reset it"),
+    "reset-mid-body": (
+        True,
+        {},
+        "connection lost on {url} before the response was complete: the server closed or reset it",
+    ),
+    "stall+first": (
+        False,
+        {"first_token": 0.3},
+        "first token timeout on {url}: no reply (or first chunk of a stream) within 0.3 s (timeout.first_token)",
+    ),
+    "stall-mid-stream+total": (
+        True,
+        {"total": 0.3},
+        "total timeout on {url}: the attempt took over 0.3 s (timeout.total)",
+    ),
+    "stall+pool": (False, {"pool": 0.3}, "pool timeout on {url}: no free connection within 0.3 s (timeout.pool)"),
+}
+
+
+async def _worded(server: FakeServer, transport: str) -> dict[str, str]:
+    said = {}
+    url = f"{server.base_url}/chat/completions"
+    for case, (stream, timeout, _) in WORDED.items():
+        fault = case.partition("+")[0]
+        headers = {"x-fake-stall-s": "3", "x-case": f"{transport} {case}"}
+        local = {"base_url": server.base_url, "headers": headers, "timeout": timeout}
+        if case == "stall+pool":
+            local["max_connections"] = 1
+        client = la.AsyncClient(
+            {}, transport=transport, providers={"local": local}, middleware=["timeout"], registry=test_registry()
+        )
+        async with client:
+            if case == "stall+pool":  # the one connection is held by a stalled call
+                held = asyncio.ensure_future(_call(client, "local/echo+stall", False, "hold"))
+                while not any(seen.get("x-case") == headers["x-case"] for seen in server.seen_headers):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # until the server has it
+            with pytest.raises(la.TransportError) as caught:
+                await _call(client, f"local/echo+{fault}", stream, "fault")
+            said[case] = str(caught.value).replace(url, "{url}")
+            if case == "stall+pool":
+                held.cancel()
+                await asyncio.gather(held, return_exceptions=True)
+    return said
+
+
+async def test_timeouts_and_dropped_connections_are_worded_alike_on_every_transport(fake_server: FakeServer) -> None:
+    said = await asyncio.gather(*(_worded(fake_server, t) for t in TRANSPORTS))
+    expected = {case: words for case, (_, _, words) in WORDED.items()}
+    for transport, words in zip(TRANSPORTS, said, strict=True):
+        assert words == expected, transport

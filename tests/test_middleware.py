@@ -201,7 +201,7 @@ async def test_attempt_timeout_is_retried_then_raised(make_client: MakeClient) -
     rec = Recorder()
     client = make_client(middleware=rec.stack(None, TimeoutMiddleware(total=0.2)), headers={"x-fake-stall-s": "3"})
     started = asyncio.get_running_loop().time()
-    with pytest.raises(la.TimeoutError, match=r"within 0.2s \(total timeout"):
+    with pytest.raises(la.TimeoutError, match=r"^total timeout on .*: the attempt took over 0.2 s \(timeout.total\)$"):
         await _answer(client, "stall", stream=False)
     assert rec.records[-1]["attempts"] == 3
     assert asyncio.get_running_loop().time() - started < 2
@@ -210,7 +210,7 @@ async def test_attempt_timeout_is_retried_then_raised(make_client: MakeClient) -
 async def test_first_token_and_total_timeouts_on_a_slow_stream(make_client: MakeClient) -> None:
     slow = {"x-fake-ttft-ms": "400", "x-fake-tps": "20"}
     client = make_client(middleware=[TimeoutMiddleware(first_token=0.1)], headers=slow)
-    with pytest.raises(la.TimeoutError, match=r"within 0.1s \(first token"):
+    with pytest.raises(la.TimeoutError, match=r"^first token timeout on .* within 0.1 s"):
         await client.chat.completions.create(model="local/lorem", messages=MESSAGES, stream=True)
 
     client = make_client(middleware=[TimeoutMiddleware(total=0.8)], headers=slow)
@@ -221,7 +221,7 @@ async def test_first_token_and_total_timeouts_on_a_slow_stream(make_client: Make
         async for chunk in stream:
             received.append(chunk)
 
-    with pytest.raises(la.TimeoutError, match=r"exceeded 0.8s \(total timeout\)"):
+    with pytest.raises(la.TimeoutError, match=r"^total timeout on .*: the attempt took over 0.8 s \(timeout.total\)$"):
         await consume()
     assert 1 < len(received) < 40
 
@@ -367,8 +367,18 @@ async def test_fallback_chain_answers_from_the_first_model_that_can(fake_server:
         )
         assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "retry me"
 
-        with pytest.raises(la.AuthenticationError):  # every model failed: the last error
+        with pytest.raises(la.AuthenticationError) as failed:  # every model failed: the last error, and each
             await client.chat.completions.create(model=["primary/fail-500", "backup/fail-401"], messages=MESSAGES)
+        assert str(failed.value) == (
+            "every model of the fallback chain failed: primary/fail-500: HTTP 500 from primary: The server had an "
+            "error (injected); backup/fail-401: HTTP 401 from backup: Incorrect API key provided (injected)"
+        )
+        assert (failed.value.status, failed.value.provider) == (401, "backup")
+        cause = failed.value.__cause__
+        assert isinstance(cause, la.ServerError)
+        assert (cause.status, cause.provider) == (500, "primary")
+        with pytest.raises(TypeError, match=r"^model must be a 'provider/model' string or a list of them"):
+            await client.chat.completions.create(model=5, messages=MESSAGES)  # type: ignore[call-overload]
         with pytest.raises(la.ConfigError, match="unknown provider 'typo'"):  # a mistake is not a failure
             await client.chat.completions.create(model=["typo/echo", "backup/echo"], messages=MESSAGES)
         with pytest.raises(ValueError, match="empty list"):

@@ -17,6 +17,8 @@ from llmadapters.plugins import Registry
 from llmadapters.providers.base import ProviderSpec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from llmadapters.testing import FakeServer
 
 MESSAGES = [{"role": "user", "content": "plug me in"}]
@@ -262,3 +264,32 @@ def test_an_allow_list_name_nobody_declares_is_reported(entry_points: list[FakeE
     ):
         registry = Registry.load(allow=["acne"])
     assert "acme" not in registry.providers
+
+
+def _installed(site: Path, name: str, module: str, code: str) -> None:
+    """A distribution with an ``llmadapters`` entry point, as pip would lay it out."""
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[llmadapters]\n{name} = {module}\n")
+    (site / f"{module}.py").write_text(code)
+
+
+def test_the_command_shows_a_failed_plugin_in_one_line_and_lists_it_as_failed(tmp_path: Path) -> None:
+    _installed(tmp_path, "broken", "broken_plugin", "import no_such_module_here\n")
+    hook = "import llmadapters\n@llmadapters.hookimpl\ndef register_transports(register):\n    1 / 0\n"
+    _installed(tmp_path, "bomb", "bomb_plugin", hook)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "llmadapters.cli", "plugins"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.splitlines() == [
+        "llmadapters: warning: llmadapters plugin 'broken' from broken 1.0 failed to load "
+        "(ModuleNotFoundError: No module named 'no_such_module_here'); it is skipped",
+        "llmadapters: warning: llmadapters plugin 'bomb' from bomb 1.0 failed in register_transports "
+        "(ZeroDivisionError: division by zero)",
+    ]
+    rows = {line.split()[0]: line for line in run.stdout.splitlines()}
+    assert rows["broken"].split(None, 3)[3] == "FAILED: ModuleNotFoundError: No module named 'no_such_module_here'"
+    assert rows["bomb"].split(None, 3)[3] == "FAILED: register_transports raised ZeroDivisionError: division by zero"

@@ -8,8 +8,8 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, TypeVar
 
-from .. import errors
 from ..streaming import ChatCompletionStream
+from ..transports.base import timeout_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable
@@ -65,20 +65,20 @@ class TimeoutMiddleware:
         budget = _least(self.total, left)
         first = _least(self.first_token, budget)
         assert first is not None
+        url = call.endpoint.url
         try:
             reply = await _within(call_next(call), first)
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            kind = "first token" if first == self.first_token else "total"
-            raise errors.TimeoutError(
-                f"no reply from {call.provider} within {first:g}s ({kind} timeout of the attempt)"
-            ) from exc
+            phase = "first_token" if first == self.first_token else "total" if first == self.total else "deadline"
+            raise timeout_error(phase, url, first) from exc
         if budget is None or not isinstance(reply, ChatCompletionStream):
             return reply
-        return reply.with_chunks(self._bounded(reply, start + budget, budget, call.provider))
+        phase = "total" if budget == self.total else "deadline"
+        return reply.with_chunks(self._bounded(reply, start + budget, budget, phase, url))
 
     @staticmethod
     async def _bounded(
-        stream: ChatCompletionStream, end: float, budget: float, provider: str
+        stream: ChatCompletionStream, end: float, budget: float, phase: str, url: str
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         loop = asyncio.get_running_loop()
         async with stream:
@@ -88,5 +88,5 @@ class TimeoutMiddleware:
                 except StopAsyncIteration:
                     return
                 except (asyncio.TimeoutError, TimeoutError) as exc:
-                    raise errors.TimeoutError(f"stream from {provider} exceeded {budget:g}s (total timeout)") from exc
+                    raise timeout_error(phase, url, budget) from exc
                 yield chunk

@@ -6,7 +6,9 @@ cannot, such as a TCP reset or a stall before the status line.
 
 Endpoints: ``POST /v1/chat/completions`` (unary and ``stream: true``), ``GET /v1/models``,
 and ``GET /v1/fake/stats``: how many successful replies each prompt (the last user
-message) has had, to check that a resumed batch sent nothing twice.
+message) has had, to check that a resumed batch sent nothing twice. It holds the latest
+10,000 prompts answered (a prompt over 256 characters by its SHA-256, ``sha256:HEX``), so
+that a long load test does not grow the server without bound.
 
 Replies are deterministic: model ``echo`` repeats the last user message; any other
 model answers a fixed text whose length follows ``max_tokens``. Usage counts are
@@ -82,6 +84,8 @@ BEHAVIOURS: Mapping[str, str] = {
 _QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools"})
 _FAULTS = frozenset(BEHAVIOURS) - _QUIRKS
 _MAX_TRACKED_CALLS = 100_000
+_MAX_TRACKED_PROMPTS = 10_000
+_MAX_PROMPT_KEY = 256
 
 _TEXT = [
     "The",
@@ -265,7 +269,8 @@ class FakeServer:
         self._connections: set[asyncio.Task[None]] = set()
         self.requests_served = 0
         self.connections_opened = 0
-        self.answered: collections.Counter[str] = collections.Counter()  # successful replies by prompt
+        # Successful replies by prompt, of the latest prompts answered (see the module's docstring).
+        self.answered: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.active = 0  # chat calls being answered
         self.peak_active = 0
         # The headers and targets (path and query) of the latest requests, for tests
@@ -417,6 +422,13 @@ class FakeServer:
             return True
         return await self._chat(ex, body, reply, behaviours, headers)
 
+    def _count_answer(self, prompt: str) -> None:
+        if len(prompt) > _MAX_PROMPT_KEY:
+            prompt = "sha256:" + hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()
+        self.answered[prompt] = self.answered.pop(prompt, 0) + 1
+        if len(self.answered) > _MAX_TRACKED_PROMPTS:
+            self.answered.popitem(last=False)
+
     def _attempt(self, headers: Mapping[str, str]) -> int:
         """Which attempt of its call this request is, by its Idempotency-Key."""
         key = headers.get("idempotency-key", "")
@@ -442,7 +454,7 @@ class FakeServer:
         finally:
             self.active -= 1
         if ex.conn.our_state is h11.DONE and not behaviours & _FAULTS and not ex.error_status:
-            self.answered[reply.prompt] += 1
+            self._count_answer(reply.prompt)
         return keep_open
 
     async def _answer(

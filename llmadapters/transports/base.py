@@ -12,6 +12,7 @@ equal values and equal errors whichever transport carried them.
 from __future__ import annotations
 
 import builtins
+import errno
 import json
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -40,6 +41,7 @@ __all__ = [
     "raise_for_status",
     "read_body",
     "redacted_repr",
+    "timeout_error",
 ]
 
 _SENSITIVE_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization", "cookie"})
@@ -278,10 +280,14 @@ def closed_before_sending(exc: BaseException) -> bool:
 
 
 def classify_transport_error(
-    exc: BaseException, url: str, kind_of: Callable[[BaseException], type[TransportError] | None] = native_error_kind
+    exc: BaseException,
+    endpoint: Endpoint,
+    kind_of: Callable[[BaseException], type[TransportError] | None] = native_error_kind,
 ) -> TransportError:
     """Our error for a native one, classified by the innermost cause ``kind_of`` knows
-    (wrappers such as the openai SDK's re-label what they wrap), with its message."""
+    (wrappers such as the openai SDK's re-label what they wrap), in the same words
+    whichever library raised it: a timeout names its phase and limit (`timeout_error`),
+    a connection the server reset or closed mid-answer says so."""
     chain: list[BaseException] = []
     cause: BaseException | None = exc
     while cause is not None and len(chain) < _MAX_CHAIN:
@@ -294,10 +300,67 @@ def classify_transport_error(
         if found is not None:
             kind, native = found, candidate
             break
+    url = endpoint.url
     detail = str(native) or type(native).__name__
     if kind is ConnectError:
         return ConnectError(f"cannot connect to {url}: {detail}")
+    if kind is TimeoutError:
+        phase = next((_TIMEOUT_PHASES[_name(c)] for c in reversed(chain) if _name(c) in _TIMEOUT_PHASES), None)
+        if phase is not None:
+            return timeout_error(phase, url, getattr(endpoint.timeouts, phase))
+    elif any(_lost(c) for c in chain):
+        return kind(f"connection lost on {url} before the response was complete: the server closed or reset it")
     return kind(f"{type(native).__name__} on {url}: {detail}")
+
+
+# Per phase of an attempt: what its timeout means, and the setting that sets it.
+_TIMEOUT_TEXT = {
+    "connect": ("no connection within {} s", "timeout.connect"),
+    "write": ("the server took no data for {} s", "timeout.write"),
+    "read": ("no data from the server for {} s", "timeout.read"),
+    "pool": ("no free connection within {} s", "timeout.pool"),
+    "first_token": ("no reply (or first chunk of a stream) within {} s", "timeout.first_token"),
+    "total": ("the attempt took over {} s", "timeout.total"),
+    "deadline": ("the call's deadline passed, {} s into this attempt", "retry.deadline"),
+}
+# The native timeouts that tell their phase, by module and class name: httpx2's (and
+# httpcore2's, which it wraps) and aiohttp's (raised alone, or under the openai SDK).
+_TIMEOUT_PHASES = {
+    "httpx2.ConnectTimeout": "connect",
+    "httpx2.ReadTimeout": "read",
+    "httpx2.WriteTimeout": "write",
+    "httpx2.PoolTimeout": "pool",
+    "httpcore2.ConnectTimeout": "connect",
+    "httpcore2.ReadTimeout": "read",
+    "httpcore2.WriteTimeout": "write",
+    "httpcore2.PoolTimeout": "pool",
+    "aiohttp.ConnectionTimeoutError": "connect",
+    "aiohttp.SocketTimeoutError": "read",
+}
+# A connection the server dropped before the reply was whole, as each library says it:
+# a reset (an OSError of one of these numbers), or the end of the stream too early.
+_LOST_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+_LOST = frozenset({"httpx2.RemoteProtocolError", "httpcore2.RemoteProtocolError", "aiohttp.ClientPayloadError"})
+_LOST |= {"aiohttp.ServerDisconnectedError", "httpcore2.ReadError", "httpcore2.WriteError"}
+
+
+def _name(exc: BaseException) -> str:
+    """``library.ClassName`` of ``exc``, its library's top-level module."""
+    return f"{type(exc).__module__.partition('.')[0]}.{type(exc).__name__}"
+
+
+def _lost(exc: BaseException) -> bool:
+    return (isinstance(exc, OSError) and exc.errno in _LOST_ERRNOS) or _name(exc) in _LOST
+
+
+def timeout_error(phase: str, url: str, seconds: float | None) -> TimeoutError:
+    """The `TimeoutError` of one phase of an attempt (``connect``, ``write``, ``read``,
+    ``pool``, ``first_token``, ``total``, or the call's ``deadline``), in the same words
+    on every transport: ``read timeout on URL: no data from the server for 30 s
+    (timeout.read)``."""
+    text, setting = _TIMEOUT_TEXT[phase]
+    limit = "?" if seconds is None else f"{seconds:g}"
+    return TimeoutError(f"{phase.replace('_', ' ')} timeout on {url}: {text.format(limit)} ({setting})")
 
 
 def raise_for_status(status: int, headers: Mapping[str, str], body: bytes, endpoint: Endpoint) -> ResponseInfo:

@@ -44,9 +44,9 @@ def _kind(exc: BaseException) -> type[errors.TransportError] | None:
     return native_error_kind(exc)
 
 
-def transport_error(exc: BaseException, url: str) -> errors.TransportError:
+def transport_error(exc: BaseException, endpoint: Endpoint) -> errors.TransportError:
     """Our error for an httpx2 one (or for what it wraps: aiohttp's, under the SDK)."""
-    return classify_transport_error(exc, url, _kind)
+    return classify_transport_error(exc, endpoint, _kind)
 
 
 _HTTPX_ERRORS = (httpx2.HTTPError, httpx2.InvalidURL)
@@ -66,7 +66,7 @@ class map_httpx_errors:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, _HTTPX_ERRORS):
-            raise transport_error(exc, self._endpoint.url) from exc
+            raise transport_error(exc, self._endpoint) from exc
 
 
 @lru_cache(maxsize=64)

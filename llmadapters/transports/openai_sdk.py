@@ -52,14 +52,14 @@ def _map_sdk_errors(endpoint: Endpoint) -> Iterator[None]:
         with map_httpx_errors(endpoint):
             yield
     except openai.APIConnectionError as exc:  # APITimeoutError included
-        raise transport_error(exc, endpoint.url) from exc
+        raise transport_error(exc, endpoint) from exc
     except openai.OpenAIError as exc:
         raise errors.TransportError(f"openai SDK error on {endpoint.url}: {exc}") from exc
     except Exception as exc:
         # The SDK's vendored aiohttp client re-raises aiohttp errors it has no mapping for
         # (a bad status line, an invalid chunk size, an oversized header).
         if type(exc).__module__.startswith("aiohttp"):
-            raise transport_error(exc, endpoint.url) from exc
+            raise transport_error(exc, endpoint) from exc
         raise
 
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import yarl
 
-from llmadapters import errors
 from llmadapters.transports.base import (
     MAX_BODY_BYTES,
     Endpoint,
@@ -29,12 +28,14 @@ from llmadapters.transports.base import (
     encode_json,
     raise_for_status,
     read_body,
+    timeout_error,
 )
 from llmadapters.transports.network import KEEPALIVE_EXPIRY, NetworkOptions, require
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 
+    from llmadapters import errors
     from llmadapters.types import ResponseInfo
 
 __all__ = ["AiohttpTransport"]
@@ -78,7 +79,7 @@ class _Upload:
         uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
         if uncancel is not None:
             uncancel()
-        return errors.TimeoutError(f"write timeout on {url}: the server took no data for {self.seconds} s")
+        return timeout_error("write", url, self.seconds)
 
 
 @lru_cache(maxsize=64)
@@ -140,8 +141,7 @@ class AiohttpTransport:
         try:
             await asyncio.wait_for(self._slots.acquire(), pool)
         except asyncio.TimeoutError:
-            message = f"no free connection to {endpoint.url} within the pool timeout ({pool} s)"
-            raise errors.TimeoutError(message) from None
+            raise timeout_error("pool", endpoint.url, pool) from None
 
     async def _open(self, endpoint: Endpoint, body: bytes, upload: _Upload | None) -> aiohttp.ClientResponse:
         """The response, sent again once on a new connection when the pooled one was
@@ -236,6 +236,6 @@ class _Exchange:
             if self._upload is not None:
                 self._upload.stop()
         if isinstance(exc, (aiohttp.ClientError, TimeoutError)):
-            raise classify_transport_error(exc, self._endpoint.url) from exc
+            raise classify_transport_error(exc, self._endpoint) from exc
         if isinstance(exc, asyncio.CancelledError) and self._upload is not None and self._upload.expired:
             raise self._upload.timed_out(self._endpoint.url) from None
