@@ -190,6 +190,18 @@ class AsyncClient:
             source = " + ".join(self.settings.sources)
             raise ConfigError("\n".join(f"{source}: {p}" if source else p for p in problems))
 
+    def _middleware_problems(self, where: str, names: Sequence[str]) -> Iterator[str]:
+        """Names no plugin registers; ``auth`` anywhere but last (it is always innermost)."""
+        for i, name in enumerate(names):
+            if name == "auth":
+                if i != len(names) - 1:
+                    yield (
+                        f"{where}: 'auth' is always the innermost middleware: put it last, or leave it "
+                        "out (it is added whenever the provider has a key)"
+                    )
+            elif name not in self.registry.middleware:
+                yield str(unknown_name(where, "middleware", name, [*self.registry.middleware, "auth"]))
+
     def _problems(self) -> Iterator[str]:
         """The mistakes of the settings, checked against the registry."""
         settings, registry = self.settings, self.registry
@@ -197,14 +209,12 @@ class AsyncClient:
             ("defaults", settings.transport, settings.middleware)
         ]
         places += [(f"providers.{n}", p.transport, p.middleware) for n, p in settings.providers.items()]
-        if self._middleware is not None:
-            places.append(("middleware", None, tuple(m for m in self._middleware if isinstance(m, str))))
         for where, transport, middleware in places:
             if transport is not None and transport not in registry.transports:
                 yield str(unknown_name(f"{where}.transport", "transport", transport, registry.transports))
-            for name in middleware or ():
-                if name not in registry.middleware:
-                    yield str(unknown_name(f"{where}.middleware", "middleware", name, registry.middleware))
+            yield from self._middleware_problems(f"{where}.middleware", middleware or ())
+        if self._middleware is not None:
+            yield from self._middleware_problems("middleware", [m for m in self._middleware if isinstance(m, str)])
         yield from _raised(self._check_default_model)
         needed = needed_features(settings.network, settings.timeouts)
         yield from _raised(check_features, "defaults", settings.transport, needed, registry)

@@ -144,7 +144,8 @@ class RateLimitError(APIStatusError):
 
     Attributes:
         retry_after: seconds the server asked to wait (from ``retry-after-ms`` or
-            ``Retry-After``), or None when it did not say.
+            ``Retry-After``), or None when it did not say; less when the provider has
+            another API key that can take the call sooner.
     """
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:

@@ -273,6 +273,8 @@ def _middleware(
         if not isinstance(item, str):
             chain.append(item)
             continue
+        if item == "auth":  # named last, where it always is: added by build_route
+            continue
         factory = registry.middleware[shared_limiter(item, settings.limits_of(spec.name).backend)]
         with plugin_code(f"middleware {item!r} (making it for provider {spec.name!r})"):
             chain.append(factory(spec, settings))

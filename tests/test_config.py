@@ -13,6 +13,8 @@ from llmadapters.transports.base import Timeouts
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from llmadapters.testing import FakeServer
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "llmadapters.toml"
@@ -222,3 +224,35 @@ async def test_a_call_to_an_unknown_provider_shows_the_model_as_written() -> Non
     async with la.AsyncClient({}) as client:
         with pytest.raises(la.ConfigError, match=r"^model 'nosuch/some-model': unknown provider 'nosuch'"):
             await client.chat.completions.create(model="nosuch/some-model", messages=[{"role": "user", "content": "x"}])
+
+
+async def test_auth_can_be_named_last_as_the_readme_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_server: FakeServer
+) -> None:
+    monkeypatch.setenv("LOCAL_AUTH_KEY", "sk-local-auth-0000")
+    text = (
+        '[defaults]\nmiddleware = ["logging", "retry", "ratelimit", "timeout", "auth"]\n'
+        f'[providers.local]\nbase_url = "{fake_server.base_url}"\napi_key_env = "LOCAL_AUTH_KEY"\n'
+    )
+    async with la.AsyncClient(write(tmp_path, text)) as client:
+        reply = await client.chat.completions.create(model="local/echo", messages=[{"role": "user", "content": "hi"}])
+        route = await client.route("local")
+    assert reply.choices[0].message.content == "hi"
+    assert [type(m).__name__ for m in route.middleware][-1] == "AuthMiddleware"
+    assert sum(type(m).__name__ == "AuthMiddleware" for m in route.middleware) == 1
+    assert fake_server.seen_headers[-1]["authorization"] == "Bearer sk-local-auth-0000"
+
+
+@pytest.mark.parametrize(
+    ("chain", "message"),
+    [
+        (["auth", "retry"], "middleware: 'auth' is always the innermost middleware: put it last"),
+        (["retry", "nosuch"], "middleware: unknown middleware 'nosuch'"),
+    ],
+)
+def test_a_misplaced_auth_or_unknown_middleware_names_its_key_once(chain: list[str], message: str) -> None:
+    with pytest.raises(la.ConfigError, match=message) as info:
+        la.AsyncClient({}, middleware=chain)
+    assert "middleware.middleware" not in str(info.value)
+    with pytest.raises(la.ConfigError, match=f"defaults.{message}"):
+        la.AsyncClient({"defaults": {"middleware": chain}})

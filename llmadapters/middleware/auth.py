@@ -9,14 +9,16 @@ says its balance or quota is spent) is retired, with a warning naming its variab
 the call is sent again with the next key. A 429 cools only its key: its
 ``retry_after`` becomes the time until another key can take the call. Every key's value is
 scrubbed from whatever the server sent back (error messages, bodies, headers, stream
-events) before anything above auth sees it.
+events) before anything above auth sees it, and from every log record made while the
+route lives, whichever library logs it (httpcore logs response headers at DEBUG).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from ..types import ChatCompletionChunk
     from .base import Call, CallNext, Reply
 
-__all__ = ["KEY_SPENT_CODES", "AuthMiddleware", "KeyRing", "Scrubber", "key_spent"]
+__all__ = ["KEY_SPENT_CODES", "AuthMiddleware", "KeyRing", "Scrubber", "key_spent", "scrub_logs"]
 
 logger = logging.getLogger("llmadapters")
 
@@ -81,7 +83,7 @@ class Scrubber:
     last four characters (as providers show keys), so that a key a server or a proxy
     echoes never reaches an exception, a log line or an output record."""
 
-    __slots__ = ("_masks",)
+    __slots__ = ("__weakref__", "_masks")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so that a key containing another is masked whole.
@@ -117,23 +119,68 @@ class Scrubber:
         return value
 
     def error(self, exc: BaseException) -> None:
-        """Scrub ``exc`` in place: its arguments (hence its message), the ``body`` and
-        ``headers`` of an error from a server, and so on down its causes."""
+        """Scrub ``exc`` in place: its arguments (hence its message) and attributes (the
+        ``body``, ``headers`` and ``request_id`` of an error from a server), and so on
+        down its causes. A cause of another library's that holds a key where it cannot
+        be scrubbed (aiohttp's request info holds the request's headers) is cut off."""
         seen: set[int] = set()
-        current: BaseException | None = exc
-        while current is not None and id(current) not in seen:
+        current: BaseException = exc
+        while id(current) not in seen:
             seen.add(id(current))
             current.args = tuple(self.value(arg) for arg in current.args)
-            for name in ("body", "headers"):
-                if isinstance(getattr(current, name, None), (str, Mapping, list)):
-                    setattr(current, name, self.value(getattr(current, name)))
-            current = current.__cause__ or current.__context__
+            for name, value in vars(current).items():
+                if isinstance(value, (str, Mapping, list, tuple)):
+                    setattr(current, name, self.value(value))
+            cause = current.__cause__ or current.__context__
+            if cause is None:
+                return
+            if not isinstance(cause, LLMAdapterError) and self.holds(repr(cause)):
+                current.__cause__ = current.__context__ = None
+                current.__suppress_context__ = True
+                return
+            current = cause
 
     def info(self, info: ResponseInfo) -> ResponseInfo:
         """``info``, its header values scrubbed (the same object when none holds a key)."""
         if not any(self.holds(value) for value in info.headers.values()):
             return info
         return ResponseInfo(info.status, {k: self.text(v) for k, v in info.headers.items()})
+
+
+# The scrubbers of the live AuthMiddleware, for log records: what a library logs (httpcore
+# logs response headers at DEBUG, hpack decoded headers) is scrubbed as it is made.
+_LIVE: weakref.WeakSet[Scrubber] = weakref.WeakSet()
+_FACTORY: list[Callable[..., logging.LogRecord]] = []
+
+
+def _scrubbed_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _FACTORY[0](*args, **kwargs)
+    scrubbers = list(_LIVE)
+    if not scrubbers:
+        return record
+    try:
+        message = record.getMessage()
+    except Exception:  # a record whose arguments do not fit its message: left to logging
+        return record
+    for scrubber in scrubbers:
+        if scrubber.holds(message):
+            record.msg, record.args = scrubber.text(message), None
+            message = record.msg
+    if record.exc_info and record.exc_info[1] is not None:
+        text = logging.Formatter().formatException(record.exc_info)
+        for scrubber in scrubbers:
+            text = scrubber.text(text)
+        record.exc_text = text
+    return record
+
+
+def scrub_logs(scrubber: Scrubber) -> None:
+    """Scrub ``scrubber``'s secrets from every log record made while it lives, whatever
+    logger makes it (a record factory, installed once over the one in place)."""
+    if not _FACTORY:
+        _FACTORY.append(logging.getLogRecordFactory())
+        logging.setLogRecordFactory(_scrubbed_record)
+    _LIVE.add(scrubber)
 
 
 def _mask(secret: str) -> str:
@@ -259,6 +306,7 @@ class AuthMiddleware:
         secrets = [value for own in headers.values() for value in own.values()]
         secrets += [value.split(" ", 1)[1] for value in secrets if " " in value]  # "Bearer KEY" -> KEY
         self._scrub = Scrubber(secrets)
+        scrub_logs(self._scrub)
 
     def __repr__(self) -> str:
         return f"AuthMiddleware(keys={self.ring.names})"

@@ -80,8 +80,12 @@ BEHAVIOURS: Mapping[str, str] = {
     "huge-header": "a 200 KB response header, over httpx2's (100 KiB) and aiohttp's (8 KiB) limits",
     "drip": "200, then the body one byte every 0.2 s (x-fake-stall-s bounds it)",
     "redirect": "307 to the x-fake-redirect-to URL",
+    "leak-key": (
+        "echo the request's key (Authorization, api-key or x-api-key) in every reply: headers "
+        "(x-echo-credential, x-request-id), error messages, the HTML page, stream error events"
+    ),
 }
-_QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools"})
+_QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key"})
 _FAULTS = frozenset(BEHAVIOURS) - _QUIRKS
 _MAX_TRACKED_CALLS = 100_000
 _MAX_TRACKED_PROMPTS = 10_000
@@ -413,6 +417,8 @@ class FakeServer:
                 behaviours &= _QUIRKS
                 failing = False
             ex.error_status = int(_number(headers, "x-fake-error-status", 0)) if failing else 0
+            if "leak-key" in behaviours:
+                ex.leak = _credential(headers)
             reply = _compose(body, behaviours)
             ex.stall = _number(headers, "x-fake-stall-s", 3600)
             ex.ttft = _number(headers, "x-fake-ttft-ms", self.options.ttft * 1000) / 1000
@@ -476,7 +482,8 @@ class FakeServer:
             await ex.send_bytes(307, b"", "application/json", [("location", location)])
             return True
         if "html-502" in behaviours:
-            await ex.send_bytes(502, _HTML_502, "text/html")
+            page = _HTML_502.replace(b"</body>", f"<p>{ex.leak}</p></body>".encode()) if ex.leak else _HTML_502
+            await ex.send_bytes(502, page, "text/html")
             return True
         if "reset" in behaviours:
             ex.reset()
@@ -569,7 +576,7 @@ class FakeServer:
         await asyncio.sleep(ttft)
         await ex.write(event({"role": "assistant", "content": ""}))
         if "stream-error" in behaviours:
-            error = _error_body("The server had an error while streaming (injected)", "server_error")
+            error = ex.leaky(_error_body("The server had an error while streaming (injected)", "server_error"))
             await ex.write(f"data: {json.dumps(error)}{eol}{eol}".encode())
             await ex.end()
             return
@@ -660,6 +667,12 @@ _HOSTILE: Mapping[str, Callable[[_Exchange, bool], Awaitable[None]]] = {
 }
 
 
+def _credential(headers: Mapping[str, str]) -> str:
+    """The key a request carries, in any of the usual headers."""
+    bearer = headers.get("authorization", "").removeprefix("Bearer ")
+    return bearer or headers.get("api-key") or headers.get("x-api-key") or ""
+
+
 class _Exchange:
     """One request/response on a connection."""
 
@@ -675,13 +688,23 @@ class _Exchange:
         self.tps: float | None = None
         self.stall = 3600.0
         self.error_status = 0
+        self.leak = ""  # the request's key, to echo (the leak-key behaviour)
+
+    def leaky(self, error: dict[str, Any]) -> dict[str, Any]:
+        """``error`` (``{"error": {"message": ...}}``), its message quoting the request's
+        key when the leak-key behaviour is on, as some providers and proxies do."""
+        if self.leak:
+            error = {"error": {**error["error"], "message": f"{error['error']['message']} (key: {self.leak})"}}
+        return error
 
     async def start(self, status: int, content_type: str, extra: Iterable[tuple[str, str]] = ()) -> None:
         prefix = b"x-fake-reply-"
         echoed = [(k[len(prefix) :].decode(), v.decode()) for k, v in self.request.headers if k.startswith(prefix)]
+        leaked = [("x-echo-credential", self.leak)] if self.leak else []
         headers: list[tuple[str, str]] = [
             ("content-type", content_type),
-            ("x-request-id", self.request_id),
+            ("x-request-id", self.leak or self.request_id),
+            *leaked,
             *extra,
             *echoed,
         ]
@@ -706,6 +729,8 @@ class _Exchange:
         await self.end()
 
     async def send_json(self, status: int, obj: object, extra: Iterable[tuple[str, str]] = ()) -> None:
+        if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+            obj = self.leaky(obj)
         await self.send_bytes(status, json.dumps(obj).encode(), "application/json", extra)
 
     def reset(self) -> None:
