@@ -35,7 +35,11 @@ What adaptive mode (on by default) learns, and from what:
   says the limit caused it: it came from a level above every level that succeeded since
   the last decrease (once 100 calls have shown random 429s to be rare; until then, or
   when they are not, as from a provider under load, a second one before a call succeeds
-  above that level), or 4 of the last 12 calls were 429s,
+  above that level: such a decrease is undone when a call granted before it succeeds
+  two levels above the lowest refused, which random 429s, answered at once, cannot
+  tell before the calls sent with them come back), or 4 of the last 12 calls were 429s
+  (more when random 429s are common: as many as they would give less than once in
+  10,000 windows),
   or the provider said so (Zhipu's code ``1302``; a message stating the limit, as
   DeepSeek's "exceeds your concurrency limit of 39" and Moonshot's "max organization
   concurrency: 50", which then sets it). Otherwise only that call waits (its
@@ -51,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import math
 import re
@@ -211,6 +216,22 @@ def _concurrency_error(exc: RateLimitError) -> tuple[bool, int | None]:
     return exc.code in _CONCURRENCY_CODES, None
 
 
+@functools.cache
+def _dense_at(percent: int) -> int:
+    """The fewest 429s of 12 calls that random 429s at ``percent`` % would give less than
+    once in 10,000 windows (4 when they are rare, more as they grow common)."""
+    p = max(percent, 1) / 200  # the share, rounded up to half a percent
+    for k in range(4, 13):
+        if sum(math.comb(12, i) * p**i * (1 - p) ** (12 - i) for i in range(k, 13)) < 1e-4:
+            return k
+    return 13
+
+
+def _dense(sporadic: float) -> int:
+    """`_dense_at` for a share of random 429s."""
+    return _dense_at(min(200, math.ceil(sporadic * 200)))
+
+
 class _Cost:
     """What a call will cost, estimated before it is sent: ``tokens``, from the
     ``chars`` of its prompt (0 for both when no token budget is kept)."""
@@ -226,12 +247,14 @@ _FREE = _Cost()
 
 
 class _Ticket:
-    """One call's place in its budget: the level it was sent at, and what was sent before it."""
+    """One call's place in its budget: the level it was sent at, the slots granted before
+    its own (``grant``), and what was sent before it."""
 
-    __slots__ = ("cost", "level", "sent_at", "seq", "tokens_before")
+    __slots__ = ("cost", "grant", "level", "sent_at", "seq", "tokens_before")
 
-    def __init__(self, level: int, seq: int, tokens_before: float, cost: _Cost, sent_at: float) -> None:
+    def __init__(self, level: int, grant: int, seq: int, tokens_before: float, cost: _Cost, sent_at: float) -> None:
         self.level = level
+        self.grant = grant
         self.seq = seq
         self.tokens_before = tokens_before
         self.cost = cost
@@ -246,7 +269,8 @@ class _Budget:
         self.cap = float(limits.max_concurrency) if limits.max_concurrency else math.inf
         self.limit = self.cap if limits.max_concurrency or not limits.adaptive else float(_INITIAL)
         self.in_flight = 0
-        self.waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future[tuple[int, int]]] = collections.deque()
+        self.granted = 0  # slots granted, in order (a woken waiter's before it is sent)
         self.requests = _Bucket(limits.rpm, now) if limits.rpm else None
         self.tokens = _Bucket(limits.tpm, now) if limits.tpm else None
         self.paused_until = 0.0
@@ -261,7 +285,13 @@ class _Budget:
         self.jumped = False  # ... and whether the limit went straight back to it
         self.quiet = 0  # calls finished since the last decrease
         self.recent = 0  # the last 16 outcomes, a bit per 429, newest lowest
-        self.decreased_at = 0  # calls sent before the last decrease
+        self.decreased_at = 0  # slots granted before the last decrease
+        # A decrease on two 429s above every level that succeeded may be random 429s:
+        # the limit before it, and the lowest level refused, until the calls sent with
+        # it tell (a success well above that level undoes the decrease; more 429s there
+        # confirm it).
+        self.undo: tuple[float, float, int] | None = None  # limit, step, level
+        self.undo_against = 0  # 429s above that level from calls sent before the decrease
         self.strikes = 0  # 429s above every level that succeeded, since one last did ...
         self.struck = 1 << 30  # ... and the lowest level they were sent at
         self.sporadic = 0.0  # the share of 429s at levels that succeed (a moving average)
@@ -280,8 +310,13 @@ class _Budget:
         while self.waiters and self.in_flight < self.limit:
             waiter = self.waiters.popleft()
             if not waiter.done():
-                self.in_flight += 1
-                waiter.set_result(self.in_flight)
+                waiter.set_result(self._grant())
+
+    def _grant(self) -> tuple[int, int]:
+        """Take a slot: its level (the calls in flight with it) and its grant number."""
+        self.in_flight += 1
+        self.granted += 1
+        return self.in_flight, self.granted - 1
 
     def _delay(self, now: float, cost: _Cost) -> float:
         return max(
@@ -290,12 +325,12 @@ class _Budget:
             self.tokens.wait(now, cost.tokens) if self.tokens else 0.0,
         )
 
-    def _spend(self, cost: _Cost, level: int, now: float) -> _Ticket:
+    def _spend(self, cost: _Cost, slot: tuple[int, int], now: float) -> _Ticket:
         if self.requests:
             self.requests.level -= 1
         if self.tokens:
             self.tokens.level -= cost.tokens
-        ticket = _Ticket(level, self.sent, self.sent_tokens, cost, now)
+        ticket = _Ticket(slot[0], slot[1], self.sent, self.sent_tokens, cost, now)
         self.sent += 1
         self.sent_tokens += cost.tokens
         return ticket
@@ -324,21 +359,19 @@ class _Budget:
         now = asyncio.get_running_loop().time()
         if self._delay(now, cost) > 0:
             return None
-        self.in_flight += 1
-        return self._spend(cost, self.in_flight, now)
+        return self._spend(cost, self._grant(), now)
 
     async def acquire(self, cost: _Cost) -> _Ticket:
         """Wait for a slot, then for the rate budgets to allow ``cost``, and take both."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         if self.in_flight < self.limit and not self.waiters:
-            self.in_flight += 1
-            level = self.in_flight
+            slot = self._grant()
         else:
-            waiter: asyncio.Future[int] = loop.create_future()
+            waiter: asyncio.Future[tuple[int, int]] = loop.create_future()
             self.waiters.append(waiter)
             try:
-                level = await waiter
+                slot = await waiter
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self.release()  # the slot was handed over as we were cancelled
@@ -354,7 +387,7 @@ class _Budget:
             raise
         now = loop.time()
         self.waited += now - start
-        return self._spend(cost, level, now)
+        return self._spend(cost, slot, now)
 
     def release(self) -> None:
         self.in_flight -= 1
@@ -428,6 +461,13 @@ class _Budget:
 
     def _grow(self, ticket: _Ticket) -> None:
         self._outcome(False)
+        if self.undo is not None and ticket.grant < self.decreased_at and ticket.level >= self.undo[2] + 2:
+            # A call sent above the level refused before the decrease succeeded: the
+            # 429s were random, not the limit.
+            self.limit, self.step, self.ceiling = max(self.limit, self.undo[0]), self.undo[1], math.inf
+            self.undo = None
+            self._judge(True)
+            self._judge(True)
         if ticket.level <= self.proven:
             self._judge(False)
         else:
@@ -465,8 +505,9 @@ class _Budget:
         if retry_after and (self.recent & 0xFFFF).bit_count() >= 8:
             self.paused_until = max(self.paused_until, now + min(retry_after, _MAX_PAUSE))
         named, stated = _concurrency_error(exc)
-        dense = (self.recent & 0xFFF).bit_count() >= 4
+        dense = (self.recent & 0xFFF).bit_count() >= _dense(self.sporadic)
         level = ticket.level
+        maybe_random = False  # a decrease on two 429s above the proven levels, no more
         if level <= self.proven:
             self._judge(True)
             if not (named or dense):
@@ -479,8 +520,13 @@ class _Budget:
             sure = self.judged >= 100 and self.sporadic < 0.005
             if not (named or dense or sure or self.strikes >= 2):
                 return
+            maybe_random = not (named or dense or sure)
         self.strikes, self.struck = 0, 1 << 30
-        if ticket.seq < self.decreased_at and stated is None:
+        if ticket.grant < self.decreased_at and stated is None:
+            if self.undo is not None and ticket.level >= self.undo[2]:
+                self.undo_against += 1
+                if self.undo_against >= 2:
+                    self.undo = None  # the level is refused again and again: the limit's
             return  # sent before the last decrease, which took its 429 into account
         allowed = float(min(level - 1, stated if stated is not None else level))
         if dense and ticket.level <= self.proven:
@@ -488,8 +534,10 @@ class _Budget:
             # the calls on their way will meet it too.
             allowed = min(allowed, math.floor(self.limit * 0.75))
         if allowed < self.limit:
+            self.undo = (self.limit, self.step, level) if maybe_random else None
+            self.undo_against = 0
             self.limit = max(1.0, allowed)
-            self.decreased_at = self.sent
+            self.decreased_at = self.granted
             if self.jumped:
                 self.best, self.jumped = int(self.limit), False
         self.ceiling = self.limit
