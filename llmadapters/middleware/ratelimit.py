@@ -28,9 +28,10 @@ What adaptive mode (on by default) learns, and from what:
   After a quiet spell (at least 200 calls and 8 rounds without a decrease) the lane
   probes upwards again, by one and then by steps that double while they succeed; each
   probe costs about one 429. Below half the highest level that ever succeeded (a cap
-  that dropped), it probes after 32 calls and 4 rounds, and once one step up succeeds it
-  goes straight back to that level, so a cap that comes back is found within a few
-  rounds.
+  that dropped), it probes after 32 calls and 4 rounds, and once a step up succeeds
+  above the lowest level refused since (not just below it: the limit may have fallen
+  further than the cap), it goes straight back to that level, so a cap that comes back
+  is found within a few rounds. Below that refused level, it grows to just past it.
 - **Sporadic 429s are not congestion.** A 429 only lowers the limit when the evidence
   says the limit caused it: it came from a level above every level that succeeded since
   the last decrease (once 100 calls have shown random 429s to be rare; until then, or
@@ -286,6 +287,7 @@ class _Budget:
         self.quiet = 0  # calls finished since the last decrease
         self.recent = 0  # the last 16 outcomes, a bit per 429, newest lowest
         self.decreased_at = 0  # slots granted before the last decrease
+        self.refused = 1 << 30  # the lowest level a decrease was made for, until one succeeds above it
         # A decrease on two 429s above every level that succeeded may be random 429s:
         # the limit before it, and the lowest level refused, until the calls sent with
         # it tell (a success well above that level undoes the decrease; more 429s there
@@ -461,6 +463,11 @@ class _Budget:
 
     def _grow(self, ticket: _Ticket) -> None:
         self._outcome(False)
+        # Above the lowest level refused, a success shows the cap rose (at that level, a
+        # reply on its way back as the call arrived may be all it shows).
+        passed = ticket.level > self.refused
+        if passed:
+            self.refused = 1 << 30
         if self.undo is not None and ticket.grant < self.decreased_at and ticket.level >= self.undo[2] + 2:
             # A call sent above the level refused before the decrease succeeded: the
             # 429s were random, not the limit.
@@ -483,12 +490,14 @@ class _Budget:
                 return
             self.ceiling = math.inf  # probe upwards
             self.limit = min(self.limit + 1, self.cap)
-        elif dropped and self.step > 1:
-            # A probe above a cap that had dropped succeeded: it is likely back where it was.
+        elif dropped and self.step > 1 and passed:
+            # A probe above a cap that had dropped succeeded above where it was refused:
+            # it is likely back where it was.
             self.limit = min(float(self.best), self.cap)
             self.jumped = True  # if it is not back, the 429s say where it is, and that is the best
         else:
-            self.limit = min(self.limit + self.step, self.cap)
+            # Below a level refused (the limit fell further than the cap): just past it.
+            self.limit = min(self.limit + self.step, self.cap, float(self.refused + 1))
         self.step *= 2
         self._wake()
 
@@ -534,6 +543,7 @@ class _Budget:
             # the calls on their way will meet it too.
             allowed = min(allowed, math.floor(self.limit * 0.75))
         if allowed < self.limit:
+            self.refused = min(self.refused, level)
             self.undo = (self.limit, self.step, level) if maybe_random else None
             self.undo_against = 0
             self.limit = max(1.0, allowed)
