@@ -275,7 +275,7 @@ class AsyncClient:
             raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
             raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
-        return ChatRequest(provider=name, model=model_name, messages=tuple(messages), params=params, stream=stream)
+        return ChatRequest(provider=name, model=model_name, messages=messages, params=params, stream=stream)
 
     def _known(self, provider: str) -> bool:
         """Whether ``provider`` is registered, or configured with a base_url (ad hoc)."""

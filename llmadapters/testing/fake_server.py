@@ -281,6 +281,9 @@ class FakeServer:
         # that check what was sent.
         self.seen_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=256)
         self.seen_targets: collections.deque[str] = collections.deque(maxlen=256)
+        # The JSON bodies of the latest chat requests, for tests that check what a
+        # conversation sent back (fewer: a body may be large).
+        self.seen_bodies: collections.deque[dict[str, Any]] = collections.deque(maxlen=32)
         # When each of the latest chat requests arrived (time.monotonic()), for tests of
         # rate limits as the server sees them.
         self.arrivals: collections.deque[float] = collections.deque(maxlen=100_000)
@@ -410,6 +413,7 @@ class FakeServer:
             body = json.loads(raw_body)
             if not isinstance(body, dict):
                 raise _BadRequest("the body must be a JSON object")
+            self.seen_bodies.append(body)
             behaviours = set(str(body.get("model", "")).split("+"))
             behaviours.update(b.strip() for b in headers.get("x-fake-behaviour", "").split(",") if b.strip())
             failing = True
