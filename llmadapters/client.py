@@ -26,7 +26,7 @@ from .fallback import FALLBACK_ON, ModelChoice, chain_error, models_of
 from .plugins import Registry
 from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features, shared_limiter
 from .streaming import ChatCompletionStream
-from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest
+from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest, Message
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream", "SyncIterator"]
 
 T = TypeVar("T")
-Messages = Iterable[Mapping[str, Any]]
+# What `messages` takes: dicts, a reply's `Message`, or anything with a `to_dict` (see `wire_messages`).
+Messages = Iterable[Mapping[str, Any] | Message]
 
 
 class _Completions:
