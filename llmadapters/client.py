@@ -415,6 +415,10 @@ class _LoopThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="llmadapters-client", daemon=True)
         self._thread.start()
+        # The sync iterators handed out and not yet closed: closed, each as a whole, before
+        # the loop stops (asyncio would close all their nested generators at once, each
+        # inner one twice over, and print "aclose(): asynchronous generator is already running").
+        self.open: weakref.WeakSet[SyncIterator[Any]] = weakref.WeakSet()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
@@ -434,6 +438,8 @@ class _LoopThread:
         """Cancel what is left, finalise async generators, stop and close the loop."""
         if self.loop.is_closed():
             return
+        for iterator in list(self.open):
+            iterator.close()
 
         async def shutdown() -> None:
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -461,6 +467,8 @@ class SyncIterator(Generic[T]):
     def __init__(self, source: AsyncIterator[T], runner: _LoopThread) -> None:
         self._source = source
         self._runner = runner
+        self._closed = False
+        runner.open.add(self)
 
     def __iter__(self) -> Iterator[T]:
         return self
@@ -475,9 +483,21 @@ class SyncIterator(Generic[T]):
         return await self._source.__anext__()
 
     def close(self) -> None:
+        """Close the source (a stream's response) on the client's loop; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._runner.open.discard(self)
         aclose = getattr(self._source, "aclose", None)
-        if aclose is not None:
+        if aclose is not None and not self._runner.loop.is_closed():
             self._runner.run(aclose())
+
+    def __del__(self) -> None:
+        # Abandoned (a loop left with break): closed on the loop, without waiting for it,
+        # since this may run in any thread, the loop's own included.
+        aclose = getattr(self._source, "aclose", None)
+        if not self._closed and aclose is not None and not self._runner.loop.is_closed():
+            asyncio.run_coroutine_threadsafe(aclose(), self._runner.loop)
 
     def __enter__(self) -> SyncIterator[T]:
         return self

@@ -63,7 +63,8 @@ BEHAVIOURS: Mapping[str, str] = {
     "html-502": "502 with an HTML page, as a proxy in front of a provider sends",
     "reset": "TCP reset before any response byte",
     "reset-mid-body": "status line and half the body, then a TCP reset",
-    "truncate": "stream: ends cleanly without [DONE]; unary: the JSON cut in half",
+    "truncate": "stream: ends cleanly before the finish_reason (and [DONE]); unary: the JSON cut in half",
+    "no-done": "stream: ends cleanly after the finish_reason (and usage) chunk, without [DONE], as some servers do",
     "malformed": "unary: a body that is not JSON; stream: an event that is not JSON",
     "empty": "200 with an empty body (a stream too)",
     "error-200": "200 with a JSON error object as the body, as some providers send errors (a stream too)",
@@ -85,7 +86,7 @@ BEHAVIOURS: Mapping[str, str] = {
         "(x-echo-credential, x-request-id), error messages, the HTML page, stream error events"
     ),
 }
-_QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key"})
+_QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key", "no-done"})
 _FAULTS = frozenset(BEHAVIOURS) - _QUIRKS
 _MAX_TRACKED_CALLS = 100_000
 _MAX_TRACKED_PROMPTS = 10_000
@@ -614,11 +615,13 @@ class FakeServer:
         if "reset-mid-body" in behaviours:
             ex.reset()
             return
-        await ex.write(event({}, "tool_calls" if reply.tool_call else "stop"))
-        if include_usage:
-            await ex.write(f"data: {json.dumps({**base, 'choices': [], 'usage': reply.usage()})}{eol}{eol}".encode())
         if "truncate" not in behaviours:
-            await ex.write(f"data: [DONE]{eol}{eol}".encode())
+            await ex.write(event({}, "tool_calls" if reply.tool_call else "stop"))
+            if include_usage:
+                usage = {**base, "choices": [], "usage": reply.usage()}
+                await ex.write(f"data: {json.dumps(usage)}{eol}{eol}".encode())
+            if "no-done" not in behaviours:
+                await ex.write(f"data: [DONE]{eol}{eol}".encode())
         await ex.end()
 
 
