@@ -294,7 +294,8 @@ class AsyncClient:
         """Make one call to one model through its route (what ``create`` does per model)."""
         request = self.request(messages=messages, model=model, provider=provider, stream=stream, **params)
         route = self._routes.get(request.provider) or await self.route(request.provider)
-        return await route.handle(route.call(request))
+        reply = await route.handle(route.call(request))
+        return reply.keep_chunks() if isinstance(reply, ChatCompletionStream) else reply
 
     def _resolve(self, model: str | None, provider: str | None) -> tuple[str, str]:
         model = model or (None if provider else self.settings.model)
@@ -508,6 +509,14 @@ class SyncIterator(Generic[T]):
 
 class SyncChatCompletionStream(SyncIterator[ChatCompletionChunk]):
     """The sync counterpart of `ChatCompletionStream`: ``for chunk in stream``."""
+
+    def __init__(self, source: ChatCompletionStream, runner: _LoopThread) -> None:
+        super().__init__(source, runner)
+        self._stream = source
+
+    def get_final_completion(self) -> ChatCompletion:
+        """Same as `ChatCompletionStream.get_final_completion`, blocking."""
+        return self._runner.run(self._stream.get_final_completion())
 
 
 class _SyncCompletions:
