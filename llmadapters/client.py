@@ -84,9 +84,15 @@ class _Completions:
 
         ``model="deepseek/deepseek-chat"`` splits on the first ``/`` into provider and
         model; ``provider=`` names the provider explicitly (``model`` is then passed as
-        is). Every other keyword (``temperature``, ``tools``, ``stream_options``, ...)
-        goes into the request body unchanged. With ``stream=True`` the call returns once
-        the first chunk has arrived, so status errors raise here, not while iterating.
+        is). ``messages`` takes dicts and the `Message` of a reply alike. Every other
+        keyword (``temperature``, ``tools``, ``stream_options``, ...) goes into the
+        request body unchanged, except the openai SDK's per-call options, which mean what
+        they mean there: ``extra_headers`` and ``extra_query`` (headers and query
+        parameters of this call, over the configured ones), ``extra_body`` (fields merged
+        into the body, over the keywords) and ``timeout`` (seconds for each of connect,
+        read, write and pool, or a dict of some of them, or an ``httpx.Timeout``). With
+        ``stream=True`` the call returns once the first chunk has arrived, so status
+        errors raise here, not while iterating.
 
         A list of models is a fallback chain: each is tried, with its own route's
         retries and limits, until one answers; ``reply.provider`` and ``reply.model``
@@ -276,7 +282,12 @@ class AsyncClient:
             raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
             raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
-        return ChatRequest(provider=name, model=model_name, messages=messages, params=params, stream=stream)
+        options = {key: params.pop(key, None) for key in ("extra_headers", "extra_query", "timeout")}
+        extra_body = params.pop("extra_body", None) or {}
+        if not isinstance(extra_body, Mapping):
+            raise TypeError(f"extra_body must be a dict of body fields, got {type(extra_body).__name__}")
+        params.update(extra_body)
+        return ChatRequest(provider=name, model=model_name, messages=messages, params=params, stream=stream, **options)
 
     def _known(self, provider: str) -> bool:
         """Whether ``provider`` is registered, or configured with a base_url (ad hoc)."""

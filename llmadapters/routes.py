@@ -56,11 +56,20 @@ class Route:
     launched: Launched | None = None
 
     def call(self, request: ChatRequest, *, defer_rate_limits: bool = False) -> Call:
-        """A new `Call` of ``request`` on this route, for ``await route.handle(call)``."""
+        """A new `Call` of ``request`` on this route, for ``await route.handle(call)``,
+        with the request's own headers, query and timeouts over the route's."""
+        endpoint = self.endpoint
+        if request.extra_query or request.timeout:
+            endpoint = attrs.evolve(
+                endpoint,
+                query={**endpoint.query, **request.extra_query},
+                timeouts=attrs.evolve(endpoint.timeouts, **request.timeout or {}),
+            )
         return Call(
             request=request,
             spec=self.spec,
-            endpoint=self.endpoint,
+            endpoint=endpoint,
+            headers=dict(request.extra_headers),
             keys=self.keys,
             defer_rate_limits=defer_rate_limits,
         )

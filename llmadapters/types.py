@@ -386,6 +386,53 @@ def _params(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return {name: _json(item, f"parameter {name!r}") for name, item in value.items()}
 
 
+def _headers(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    """Names and values HTTP can carry, or an error naming the header (never quoting its
+    value, which may be a key)."""
+    for name, item in (value or {}).items():
+        if not isinstance(name, str) or not isinstance(item, str):
+            raise TypeError(f"extra_headers: header {name!r} must be a string with a string value")
+        if not (name.isascii() and name.isprintable() and item.isascii() and item.isprintable()):
+            raise ValueError(f"extra_headers: header {name!r} has a name or value HTTP cannot send")
+    return dict(value or {})
+
+
+def _query(value: Mapping[str, object] | None) -> Mapping[str, str]:
+    query = {}
+    for name, item in (value or {}).items():
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool):
+            raise TypeError(f"extra_query: parameter {name!r} must be a string or a number, got {type(item).__name__}")
+        query[str(name)] = str(item)
+    return query
+
+
+# The phases of an attempt that a per-call ``timeout`` sets, as the openai SDK's does.
+TIMEOUT_PHASES = ("connect", "read", "write", "pool")
+
+
+def _seconds(value: object, where: str) -> float | None:
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+        return None if value is None else float(value)
+    raise TypeError(f"{where}: expected a positive number of seconds or None, got {value!r}")
+
+
+def _timeout(value: object) -> Mapping[str, float | None] | None:
+    """Seconds for each phase given: a number for all four (the openai SDK's meaning),
+    a mapping of some, or an object with the four as attributes (an ``httpx.Timeout``)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dict.fromkeys(TIMEOUT_PHASES, _seconds(value, "timeout"))
+    if _is_mapping(value):
+        unknown = sorted(set(value) - set(TIMEOUT_PHASES))
+        if unknown:
+            raise TypeError(f"timeout: unknown phase {unknown[0]!r}; expected {', '.join(TIMEOUT_PHASES)}")
+        return {phase: _seconds(value[phase], f"timeout[{phase!r}]") for phase in value}
+    if all(hasattr(value, phase) for phase in TIMEOUT_PHASES):
+        return {phase: _seconds(getattr(value, phase), f"timeout.{phase}") for phase in TIMEOUT_PHASES}
+    raise TypeError(f"timeout: expected seconds, a mapping of {', '.join(TIMEOUT_PHASES)}, or an httpx Timeout")
+
+
 @attrs.frozen(kw_only=True)
 class ChatRequest:
     """One chat call, as the caller asked for it, before any provider quirk is applied.
@@ -398,6 +445,11 @@ class ChatRequest:
         params: every other body parameter (``temperature``, ``tools``, ...), passed
             through (converted as JSON needs, or a `TypeError` naming it).
         stream: whether the reply is streamed.
+        extra_headers: headers of this call alone, over the route's (auth included), as
+            the openai SDK's ``extra_headers``.
+        extra_query: query parameters of this call, over the route's.
+        timeout: seconds per phase (``connect``, ``read``, ``write``, ``pool``) for this
+            call, over the route's; None keeps the route's.
     """
 
     provider: str
@@ -405,6 +457,9 @@ class ChatRequest:
     messages: tuple[Mapping[str, Any], ...] = attrs.field(converter=wire_messages)
     params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
     stream: bool = False
+    extra_headers: Mapping[str, str] = attrs.field(factory=dict, converter=_headers)
+    extra_query: Mapping[str, str] = attrs.field(factory=dict, converter=_query)
+    timeout: Mapping[str, float | None] | None = attrs.field(default=None, converter=_timeout)
 
 
 @attrs.frozen(kw_only=True)
