@@ -81,12 +81,23 @@ BEHAVIOURS: Mapping[str, str] = {
     "huge-header": "a 200 KB response header, over httpx2's (100 KiB) and aiohttp's (8 KiB) limits",
     "drip": "200, then the body one byte every 0.2 s (x-fake-stall-s bounds it)",
     "redirect": "307 to the x-fake-redirect-to URL",
+    "deepseek-thinking": (
+        "DeepSeek V4 thinking mode: reasoning_content in replies unless thinking is disabled; a 400 when "
+        "an assistant message with tool calls does not carry its reasoning_content back"
+    ),
+    "qwen-thinking": (
+        "a DashScope (Qwen) model that thinks by default: reasoning_content in streamed replies; a 400 "
+        "for a non-streamed call unless enable_thinking is false"
+    ),
     "leak-key": (
         "echo the request's key (Authorization, api-key or x-api-key) in every reply: headers "
         "(x-echo-credential, x-request-id), error messages, the HTML page, stream error events"
     ),
 }
-_QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key", "no-done"})
+_PROFILES = frozenset({"deepseek-thinking", "qwen-thinking"})
+_QUIRKS = (
+    frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key", "no-done"}) | _PROFILES
+)
 _FAULTS = frozenset(BEHAVIOURS) - _QUIRKS
 _MAX_TRACKED_CALLS = 100_000
 _MAX_TRACKED_PROMPTS = 10_000
@@ -215,6 +226,27 @@ class _Reply:
     def usage(self) -> dict[str, int]:
         p, c = self.prompt_tokens, self.completion_tokens
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _refusal(body: Mapping[str, Any], behaviours: set[str]) -> dict[str, Any] | None:
+    """The 400 a provider profile answers to what the real provider rejects, with the
+    body it sends; and the reasoning a thinking profile adds to ``behaviours``."""
+    messages = body.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    if "deepseek-thinking" in behaviours and body.get("thinking") != {"type": "disabled"}:
+        behaviours.add("reasoning")
+        for i, message in enumerate(messages):
+            if isinstance(message, dict) and message.get("tool_calls") and not message.get("reasoning_content"):
+                # api-docs.deepseek.com/guides/thinking_mode; the message as in public reports
+                text = "The reasoning_content in the thinking mode must be passed back to the API."
+                return _error_body(f"{text} (message index {i})", "invalid_request_error", "invalid_request_error")
+    if "qwen-thinking" in behaviours and body.get("enable_thinking") is not False:
+        if not body.get("stream"):
+            # alibabacloud.com/help/en/model-studio/error-code
+            text = "parameter.enable_thinking must be set to false for non-streaming calls"
+            return _error_body(text, "invalid_request_error", "invalid_parameter_error")
+        behaviours.add("reasoning")
+    return None
 
 
 def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
@@ -424,6 +456,10 @@ class FakeServer:
             ex.error_status = int(_number(headers, "x-fake-error-status", 0)) if failing else 0
             if "leak-key" in behaviours:
                 ex.leak = _credential(headers)
+            refusal = _refusal(body, behaviours)
+            if refusal is not None:
+                await ex.send_json(400, refusal)
+                return True
             reply = _compose(body, behaviours)
             ex.stall = _number(headers, "x-fake-stall-s", 3600)
             ex.ttft = _number(headers, "x-fake-ttft-ms", self.options.ttft * 1000) / 1000
