@@ -131,3 +131,61 @@ def test_wire_messages_takes_mappings_tuples_and_objects_with_to_dict() -> None:
     assert wired == ({"role": "user", "content": ["a", "b"]}, {"role": "assistant", "content": "from the SDK"})
     plain = {"role": "user", "content": "hi"}
     assert wire_messages([plain])[0] is plain
+
+
+PROFILES = ("echo", "echo+deepseek-thinking", "echo+qwen-thinking")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+async def test_a_streamed_tool_loop_of_three_turns_on_every_profile(
+    make_client: MakeClient, fake_server: FakeServer, transport: str, profile: str
+) -> None:
+    client = make_client(transport)
+    messages: list[Any] = []
+    for turn in ("one", "two", "three"):
+        messages.append({"role": "user", "content": turn})
+        stream = await client.chat.completions.create(
+            model=f"local/{profile}", messages=messages, tools=[WEATHER], stream=True
+        )
+        call = (await stream.get_final_completion()).choices[0].message
+        assert call.tool_calls is not None
+        assert json.loads(call.tool_calls[0].function.arguments or "") == {"input": turn}  # type: ignore[union-attr]
+        messages += [call, {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": f"done {turn}"}]
+        stream = await client.chat.completions.create(
+            model=f"local/{profile}", messages=messages, tools=[WEATHER], stream=True
+        )
+        answer = (await stream.get_final_completion()).choices[0].message
+        assert (answer.content, answer.tool_calls) == (turn, None)
+        messages.append(answer)
+    assert fake_server.requests_served == 6
+    thinking = profile != "echo"
+    sent = [m for m in fake_server.seen_bodies[-1]["messages"] if m["role"] == "assistant"]
+    assert len(sent) == 5  # the last answer is not sent
+    assert all(("reasoning_content" in m) == thinking for m in sent)
+
+
+async def test_deepseek_thinking_refuses_a_tool_loop_that_drops_the_reasoning(
+    make_client: MakeClient, fake_server: FakeServer
+) -> None:
+    client = make_client()
+    messages: list[Any] = [{"role": "user", "content": "Paris"}]
+    reply = await client.chat.completions.create(model="local/deepseek-thinking", messages=messages, tools=[WEATHER])
+    message = reply.choices[0].message
+    assert message.tool_calls is not None
+    assert message.reasoning_content
+    result = {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "sunny"}
+    # What hand-written code often sends back: the content and tool calls, not the reasoning.
+    dropped = {"role": "assistant", "content": None, "tool_calls": [c.to_dict() for c in message.tool_calls]}
+    with pytest.raises(
+        la.BadRequestError, match=r"reasoning_content in the thinking mode must be passed back.*index 1"
+    ):
+        await client.chat.completions.create(model="local/deepseek-thinking", messages=[*messages, dropped, result])
+    # Appending the returned message carries it back.
+    again = await client.chat.completions.create(
+        model="local/deepseek-thinking", messages=[*messages, message, result], tools=[WEATHER]
+    )
+    assert again.choices[0].message.content
+    off = await client.chat.completions.create(
+        model="local/deepseek-thinking", messages=[*messages, dropped, result], thinking={"type": "disabled"}
+    )
+    assert off.choices[0].message.reasoning_content is None

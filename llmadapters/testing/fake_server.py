@@ -75,7 +75,7 @@ BEHAVIOURS: Mapping[str, str] = {
     "processing": "Xiaomi MiMo: ': PROCESSING' comments in streams",
     "crlf": "stream lines end with CRLF",
     "reasoning": "reasoning_content in the message and in stream deltas",
-    "tools": "call the first tool of the request (also on when the request has tools)",
+    "tools": "call the first tool of the request (on whenever it has tools), unless a tool's result came last",
     "huge-body": "200 with a 50 MB body (a stream too: one 50 MB event)",
     "gzip-bomb": "200 with a gzip body that inflates to 100 MB (a stream too)",
     "huge-header": "a 200 KB response header, over httpx2's (100 KiB) and aiohttp's (8 KiB) limits",
@@ -268,7 +268,8 @@ def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
     reasoning = tuple(_TOKEN.findall(f"Thinking about: {last_user}")) if "reasoning" in behaviours else ()
     tools = body.get("tools")
     tool_call = None
-    if ("tools" in behaviours or tools) and isinstance(tools, list) and tools:
+    answered = messages[-1].get("role") == "tool"  # a tool's result came back: answer in words
+    if ("tools" in behaviours or tools) and isinstance(tools, list) and tools and not answered:
         function = tools[0].get("function") if isinstance(tools[0], dict) else None
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str):
