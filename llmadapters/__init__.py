@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .accumulation import accumulate
     from .client import AsyncClient, ChatCompletionStream, Client, SyncChatCompletionStream
     from .errors import (
         APIStatusError,
@@ -77,6 +78,7 @@ __all__ = [
     "ToolCall",
     "TransportError",
     "Usage",
+    "accumulate",
     "hookimpl",
 ]
 
@@ -112,6 +114,7 @@ _MODULE_OF = {
     "hookimpl": "hookspecs",
     "TransportError": "errors",
     "Usage": "types",
+    "accumulate": "accumulation",
 }
 
 

@@ -26,7 +26,7 @@ from .fallback import FALLBACK_ON, ModelChoice, chain_error, models_of
 from .plugins import Registry
 from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features, shared_limiter
 from .streaming import ChatCompletionStream
-from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest
+from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest, Message
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream", "SyncIterator"]
 
 T = TypeVar("T")
-Messages = Iterable[Mapping[str, Any]]
+# What `messages` takes: dicts, a reply's `Message`, or anything with a `to_dict` (see `wire_messages`).
+Messages = Iterable[Mapping[str, Any] | Message]
 
 
 class _Completions:
@@ -83,9 +84,15 @@ class _Completions:
 
         ``model="deepseek/deepseek-chat"`` splits on the first ``/`` into provider and
         model; ``provider=`` names the provider explicitly (``model`` is then passed as
-        is). Every other keyword (``temperature``, ``tools``, ``stream_options``, ...)
-        goes into the request body unchanged. With ``stream=True`` the call returns once
-        the first chunk has arrived, so status errors raise here, not while iterating.
+        is). ``messages`` takes dicts and the `Message` of a reply alike. Every other
+        keyword (``temperature``, ``tools``, ``stream_options``, ...) goes into the
+        request body unchanged, except the openai SDK's per-call options, which mean what
+        they mean there: ``extra_headers`` and ``extra_query`` (headers and query
+        parameters of this call, over the configured ones), ``extra_body`` (fields merged
+        into the body, over the keywords) and ``timeout`` (seconds for each of connect,
+        read, write and pool, or a dict of some of them, or an ``httpx.Timeout``). With
+        ``stream=True`` the call returns once the first chunk has arrived, so status
+        errors raise here, not while iterating.
 
         A list of models is a fallback chain: each is tried, with its own route's
         retries and limits, until one answers; ``reply.provider`` and ``reply.model``
@@ -275,7 +282,12 @@ class AsyncClient:
             raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
         if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
             raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
-        return ChatRequest(provider=name, model=model_name, messages=tuple(messages), params=params, stream=stream)
+        options = {key: params.pop(key, None) for key in ("extra_headers", "extra_query", "timeout")}
+        extra_body = params.pop("extra_body", None) or {}
+        if not isinstance(extra_body, Mapping):
+            raise TypeError(f"extra_body must be a dict of body fields, got {type(extra_body).__name__}")
+        params.update(extra_body)
+        return ChatRequest(provider=name, model=model_name, messages=messages, params=params, stream=stream, **options)
 
     def _known(self, provider: str) -> bool:
         """Whether ``provider`` is registered, or configured with a base_url (ad hoc)."""
@@ -293,7 +305,8 @@ class AsyncClient:
         """Make one call to one model through its route (what ``create`` does per model)."""
         request = self.request(messages=messages, model=model, provider=provider, stream=stream, **params)
         route = self._routes.get(request.provider) or await self.route(request.provider)
-        return await route.handle(route.call(request))
+        reply = await route.handle(route.call(request))
+        return reply.keep_chunks() if isinstance(reply, ChatCompletionStream) else reply
 
     def _resolve(self, model: str | None, provider: str | None) -> tuple[str, str]:
         model = model or (None if provider else self.settings.model)
@@ -414,6 +427,10 @@ class _LoopThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="llmadapters-client", daemon=True)
         self._thread.start()
+        # The sync iterators handed out and not yet closed: closed, each as a whole, before
+        # the loop stops (asyncio would close all their nested generators at once, each
+        # inner one twice over, and print "aclose(): asynchronous generator is already running").
+        self.open: weakref.WeakSet[SyncIterator[Any]] = weakref.WeakSet()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
@@ -433,6 +450,8 @@ class _LoopThread:
         """Cancel what is left, finalise async generators, stop and close the loop."""
         if self.loop.is_closed():
             return
+        for iterator in list(self.open):
+            iterator.close()
 
         async def shutdown() -> None:
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -460,6 +479,8 @@ class SyncIterator(Generic[T]):
     def __init__(self, source: AsyncIterator[T], runner: _LoopThread) -> None:
         self._source = source
         self._runner = runner
+        self._closed = False
+        runner.open.add(self)
 
     def __iter__(self) -> Iterator[T]:
         return self
@@ -474,9 +495,21 @@ class SyncIterator(Generic[T]):
         return await self._source.__anext__()
 
     def close(self) -> None:
+        """Close the source (a stream's response) on the client's loop; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._runner.open.discard(self)
         aclose = getattr(self._source, "aclose", None)
-        if aclose is not None:
+        if aclose is not None and not self._runner.loop.is_closed():
             self._runner.run(aclose())
+
+    def __del__(self) -> None:
+        # Abandoned (a loop left with break): closed on the loop, without waiting for it,
+        # since this may run in any thread, the loop's own included.
+        aclose = getattr(self._source, "aclose", None)
+        if not self._closed and aclose is not None and not self._runner.loop.is_closed():
+            asyncio.run_coroutine_threadsafe(aclose(), self._runner.loop)
 
     def __enter__(self) -> SyncIterator[T]:
         return self
@@ -487,6 +520,14 @@ class SyncIterator(Generic[T]):
 
 class SyncChatCompletionStream(SyncIterator[ChatCompletionChunk]):
     """The sync counterpart of `ChatCompletionStream`: ``for chunk in stream``."""
+
+    def __init__(self, source: ChatCompletionStream, runner: _LoopThread) -> None:
+        super().__init__(source, runner)
+        self._stream = source
+
+    def get_final_completion(self) -> ChatCompletion:
+        """Same as `ChatCompletionStream.get_final_completion`, blocking."""
+        return self._runner.run(self._stream.get_final_completion())
 
 
 class _SyncCompletions:

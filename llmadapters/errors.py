@@ -15,8 +15,9 @@ so callers catch one set of classes whatever moves the bytes::
      │    ├── RateLimitError         429 (has ``retry_after``)
      │    └── ServerError            >= 500
      ├── MalformedResponseError      a 2xx body that is not the JSON object expected
-     └── StreamError                 a stream that broke: truncated, malformed, or an
-                                     in-band ``{"error": ...}`` event
+     └── StreamError                 a stream that broke: cut before its answer was
+                                     complete, malformed, or an in-band
+                                     ``{"error": ...}`` event
 
 No message or repr built here contains request headers, so an API key never shows up
 in an error. This module imports nothing of llmadapters.
@@ -171,12 +172,20 @@ class MalformedResponseError(LLMAdapterError):
 
 
 class StreamError(LLMAdapterError):
-    """A streamed response broke: it ended without ``[DONE]``, carried an event that is not
-    JSON, or carried an in-band ``{"error": ...}`` event (then in ``body``)."""
+    """A streamed response broke: it ended before its answer was complete, carried an
+    event that is not JSON, or carried an in-band ``{"error": ...}`` event (then in
+    ``body``).
 
-    def __init__(self, message: str, *, body: object = None) -> None:
+    Attributes:
+        ended_early: the body ended, cleanly, before ``[DONE]``; a stream whose every
+            choice had its ``finish_reason`` (and its usage, when asked for) is complete
+            all the same, and is not raised.
+    """
+
+    def __init__(self, message: str, *, body: object = None, ended_early: bool = False) -> None:
         super().__init__(message)
         self.body = body
+        self.ended_early = ended_early
 
 
 _SHOWN = reprlib.Repr()

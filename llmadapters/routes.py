@@ -8,11 +8,12 @@ The per-call path is plain function calls: middleware -> provider.prepare -> tra
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import AuthenticationError, ConfigError, LLMAdapterError, PluginError, unknown_name
+from .errors import AuthenticationError, ConfigError, LLMAdapterError, PluginError, StreamError, unknown_name
 from .middleware.auth import AuthMiddleware, KeyRing
 from .middleware.base import Call, CallNext, Middleware, Reply, compose
 from .providers.builtin import openai_compatible
@@ -22,7 +23,7 @@ from .transports.network import FEATURES, NetworkOptions, proxy_feature, proxy_f
 from .types import ChatCompletion, ChatCompletionChunk, ChatRequest, ResponseInfo
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping, Sequence
+    from collections.abc import AsyncGenerator, Sequence
 
     from .config import NetworkSettings, Settings
     from .plugins import Registry
@@ -55,11 +56,20 @@ class Route:
     launched: Launched | None = None
 
     def call(self, request: ChatRequest, *, defer_rate_limits: bool = False) -> Call:
-        """A new `Call` of ``request`` on this route, for ``await route.handle(call)``."""
+        """A new `Call` of ``request`` on this route, for ``await route.handle(call)``,
+        with the request's own headers, query and timeouts over the route's."""
+        endpoint = self.endpoint
+        if request.extra_query or request.timeout:
+            endpoint = attrs.evolve(
+                endpoint,
+                query={**endpoint.query, **request.extra_query},
+                timeouts=attrs.evolve(endpoint.timeouts, **request.timeout or {}),
+            )
         return Call(
             request=request,
             spec=self.spec,
-            endpoint=self.endpoint,
+            endpoint=endpoint,
+            headers=dict(request.extra_headers),
             keys=self.keys,
             defer_rate_limits=defer_rate_limits,
         )
@@ -112,14 +122,29 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
             return normalize(data)
 
     async def chunks(
-        events: AsyncGenerator[ResponseInfo | dict[str, Any], None],
+        events: AsyncGenerator[ResponseInfo | dict[str, Any], None], wants_usage: bool
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        unfinished: set[int] = set()  # the choices seen whose last chunk had no finish_reason
+        finished = usage = False
         try:
             with in_transport:
-                async for data in events:
-                    if isinstance(data, ResponseInfo):
-                        raise TypeError("a stream yielded its ResponseInfo twice")
-                    yield ChatCompletionChunk.from_dict(value(data), provider=name)
+                try:
+                    async for data in events:
+                        if isinstance(data, ResponseInfo):
+                            raise TypeError("a stream yielded its ResponseInfo twice")
+                        chunk = ChatCompletionChunk.from_dict(value(data), provider=name)
+                        for choice in chunk.choices:
+                            if choice.finish_reason is None:
+                                unfinished.add(choice.index)
+                            else:
+                                unfinished.discard(choice.index)
+                                finished = True
+                        usage = usage or chunk.usage is not None
+                        yield chunk
+                except StreamError as exc:
+                    # Some servers end a finished stream without [DONE]: the answer is whole.
+                    if not (exc.ended_early and finished and not unfinished and (usage or not wants_usage)):
+                        raise
         finally:
             await events.aclose()
 
@@ -147,7 +172,8 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
                 await events.aclose()
                 raise TypeError("a stream's first item must be its ResponseInfo")
         info = head
-        rest = chunks(events)
+        options = payload.get("stream_options")
+        rest = chunks(events, isinstance(options, Mapping) and bool(options.get("include_usage")))
         try:
             first: ChatCompletionChunk | None = await rest.__anext__()
         except StopAsyncIteration:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .accumulation import accumulate
+
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable
 
-    from .types import ChatCompletionChunk, ResponseInfo
+    from .types import ChatCompletion, ChatCompletionChunk, ResponseInfo
 
 __all__ = ["ChatCompletionStream"]
 
@@ -18,6 +20,7 @@ class ChatCompletionStream:
     The HTTP response stays open until the stream is exhausted or closed; use
     ``async with stream:`` or `aclose` when stopping early. ``stream.http`` holds the
     response's status and headers (`ResponseInfo`), known before the first chunk.
+    ``await stream.get_final_completion()`` reads the rest and gives the whole reply.
 
     A middleware that observes or rewrites chunks wraps one stream in another, with
     `with_chunks` so that the new stream keeps the response's ``http``::
@@ -35,7 +38,7 @@ class ChatCompletionStream:
             return reply.with_chunks(chunks())
     """
 
-    __slots__ = ("_chunks", "_first", "http")
+    __slots__ = ("_chunks", "_first", "_given", "http")
 
     def __init__(
         self,
@@ -48,7 +51,28 @@ class ChatCompletionStream:
         response's status and headers."""
         self._chunks = chunks
         self._first = first
+        self._given: list[ChatCompletionChunk] | None = None
         self.http = http
+
+    def keep_chunks(self) -> ChatCompletionStream:
+        """Keep each chunk this stream gives from now on, for `get_final_completion`.
+        The client does it for the streams it returns; a middleware's streams keep
+        nothing, so that a chain of them costs no more per chunk."""
+        if self._given is None:
+            self._given = []
+        return self
+
+    async def get_final_completion(self) -> ChatCompletion:
+        """Read the rest of the stream and return the whole reply as one
+        `ChatCompletion`, the chunks already iterated included (see `accumulate`):
+        content, ``reasoning_content``, tool calls, ``finish_reason`` and usage (ask for
+        it with ``stream_options={"include_usage": True}``)."""
+        if self._given is None:
+            raise RuntimeError("this stream keeps no chunks: call keep_chunks() before iterating it")
+        async with self:
+            async for _ in self:
+                pass
+        return accumulate(self._given)
 
     def with_chunks(self, chunks: AsyncGenerator[ChatCompletionChunk, None]) -> ChatCompletionStream:
         """A stream of ``chunks`` (which normally read this one) with this one's ``http``."""
@@ -62,9 +86,17 @@ class ChatCompletionStream:
         # middleware that wraps a stream iterates it, so this runs several times a chunk.
         first = self._first
         if first is None:
-            return self._chunks.__anext__()
+            return self._chunks.__anext__() if self._given is None else self._kept()
         self._first = None
+        if self._given is not None:
+            self._given.append(first)
         return _now(first)
+
+    async def _kept(self) -> ChatCompletionChunk:
+        chunk = await self._chunks.__anext__()
+        assert self._given is not None
+        self._given.append(chunk)
+        return chunk
 
     async def aclose(self) -> None:
         await self._chunks.aclose()

@@ -1,16 +1,20 @@
 """Value types mirroring the OpenAI chat-completions shapes.
 
-Frozen ``attrs`` classes, built from the provider's JSON with ``from_dict``. Every value
-keeps ``raw`` (the provider's own JSON) and ``provider`` (the name of the provider that
-answered), so nothing a provider sends is lost even when it has no field here. Fields that
-the provider did not send are ``None``.
+Frozen ``attrs`` classes, built from the provider's JSON with ``from_dict`` and turned
+back into it with ``to_dict``. Every value keeps ``raw`` (the provider's own JSON, down
+to each message and tool call), and a reply its ``provider`` (the name of the provider
+that answered), so nothing a provider sends is lost even when it has no field here:
+``to_dict`` gives it all back. Fields that the provider did not send are ``None``.
+
+`wire_messages` turns what a caller passes as ``messages`` (dicts, or the values here,
+such as the `Message` of a reply) into the JSON a request carries.
 
 This module imports nothing of llmadapters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeGuard, TypeVar
 
 import attrs
@@ -28,6 +32,7 @@ __all__ = [
     "ResponseInfo",
     "ToolCall",
     "Usage",
+    "wire_messages",
 ]
 
 JSON = dict[str, Any]
@@ -57,26 +62,64 @@ def _dicts(value: object) -> list[Mapping[str, Any]]:
     return [item for item in value if _is_mapping(item)]
 
 
+# Fields that are not part of the provider's JSON.
+_NOT_WIRE = frozenset({"raw", "provider", "http"})
+
+
+def _wire(value: object) -> object:
+    if isinstance(value, tuple):
+        return [_wire(item) for item in value]
+    if isinstance(value, _Wire):
+        return value.to_dict()
+    return value
+
+
+class _Wire:
+    """``to_dict`` for the value types: the provider's JSON (``raw``), with the fields
+    that are set (not None) written over it."""
+
+    __slots__ = ()
+    raw: JSON
+
+    def to_dict(self) -> JSON:
+        """The value as OpenAI-shaped JSON: what the provider sent (fields of its own
+        included), with this value's fields over it; a field that is None leaves the
+        provider's value (or its absence) as it was. ``messages.append(reply_message)``
+        sends this, so a conversation carries back everything the provider sent."""
+        data = dict(self.raw)
+        for field in attrs.fields(type(self)):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if value is not None and field.name not in _NOT_WIRE:
+                data[field.name] = _wire(value)
+        return data
+
+
+def _raw(data: Mapping[str, Any]) -> JSON:
+    return data if type(data) is dict else dict(data)
+
+
 @attrs.frozen(kw_only=True)
-class FunctionCall:
+class FunctionCall(_Wire):
     """The function part of a tool call. In stream deltas both fields arrive in pieces."""
 
     name: str | None = None
     arguments: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FunctionCall:
-        return cls(name=_opt_str(data.get("name")), arguments=_opt_str(data.get("arguments")))
+        return cls(name=_opt_str(data.get("name")), arguments=_opt_str(data.get("arguments")), raw=_raw(data))
 
 
 @attrs.frozen(kw_only=True)
-class ToolCall:
+class ToolCall(_Wire):
     """A tool call in a message, or a piece of one in a stream delta (then ``index`` is set)."""
 
     id: str | None = None
     type: str | None = None
     function: FunctionCall | None = None
     index: int | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ToolCall:
@@ -86,6 +129,7 @@ class ToolCall:
             type=_opt_str(data.get("type")),
             function=FunctionCall.from_dict(function) if _is_mapping(function) else None,
             index=_opt_int(data.get("index")),
+            raw=_raw(data),
         )
 
 
@@ -99,12 +143,13 @@ _M = TypeVar("_M", bound="_MessageFields")
 
 
 @attrs.frozen(kw_only=True)
-class _MessageFields:
+class _MessageFields(_Wire):
     role: str | None = None
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: tuple[ToolCall, ...] | None = None
     refusal: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def from_dict(cls: type[_M], data: Mapping[str, Any]) -> _M:
@@ -118,12 +163,14 @@ class _MessageFields:
             reasoning_content=reasoning if isinstance(reasoning, str) else None,
             tool_calls=None if tool_calls is None else _tool_calls(tool_calls),
             refusal=refusal if isinstance(refusal, str) else None,
+            raw=data if type(data) is dict else dict(data),
         )
 
 
 @attrs.frozen(kw_only=True)
 class Message(_MessageFields):
-    """An assistant message.
+    """An assistant message; ``messages`` takes it as it is, so that a conversation goes
+    on with ``messages.append(reply.choices[0].message)``, and `to_dict` gives its JSON.
 
     Attributes:
         role: usually ``"assistant"``.
@@ -132,6 +179,7 @@ class Message(_MessageFields):
             (DeepSeek, Zhipu GLM, Qwen, MiMo, vLLM reasoning parsers).
         tool_calls: the tools the model asked to call, or None.
         refusal: OpenAI's refusal text, when sent.
+        raw: the message's JSON as the provider sent it (not part of equality).
     """
 
 
@@ -141,12 +189,14 @@ class Delta(_MessageFields):
 
 
 @attrs.frozen(kw_only=True)
-class Usage:
-    """Token counts; ``None`` where the provider did not report one."""
+class Usage(_Wire):
+    """Token counts; ``None`` where the provider did not report one. ``raw`` keeps the
+    rest (``prompt_tokens_details``, DeepSeek's ``prompt_cache_hit_tokens``, ...)."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
@@ -154,6 +204,7 @@ class Usage:
             prompt_tokens=_opt_int(data.get("prompt_tokens")),
             completion_tokens=_opt_int(data.get("completion_tokens")),
             total_tokens=_opt_int(data.get("total_tokens")),
+            raw=_raw(data),
         )
 
 
@@ -162,10 +213,11 @@ def _usage(value: object) -> Usage | None:
 
 
 @attrs.frozen(kw_only=True)
-class Choice:
+class Choice(_Wire):
     index: int = 0
     message: Message = attrs.field(factory=Message)
     finish_reason: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Choice:
@@ -174,14 +226,16 @@ class Choice:
             index=_opt_int(data.get("index")) or 0,
             message=Message.from_dict(message) if _is_mapping(message) else Message(),
             finish_reason=_opt_str(data.get("finish_reason")),
+            raw=_raw(data),
         )
 
 
 @attrs.frozen(kw_only=True)
-class ChunkChoice:
+class ChunkChoice(_Wire):
     index: int = 0
     delta: Delta = attrs.field(factory=Delta)
     finish_reason: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChunkChoice:
@@ -191,6 +245,7 @@ class ChunkChoice:
             index=_opt_int(index) or 0,
             delta=Delta.from_dict(delta) if _is_mapping(delta) else Delta(),
             finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+            raw=data if type(data) is dict else dict(data),
         )
 
 
@@ -215,7 +270,7 @@ class ResponseInfo:
 
 
 @attrs.frozen(kw_only=True)
-class ChatCompletion:
+class ChatCompletion(_Wire):
     """A whole (non-streamed) reply.
 
     Attributes:
@@ -249,7 +304,7 @@ class ChatCompletion:
 
 
 @attrs.frozen(kw_only=True)
-class ChatCompletionChunk:
+class ChatCompletionChunk(_Wire):
     """One event of a streamed reply. The last chunk may carry only ``usage`` (no choices)."""
 
     id: str | None = None
@@ -275,12 +330,107 @@ class ChatCompletionChunk:
         )
 
 
-def _messages(value: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
-    return tuple(value)
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json(value: object, where: str) -> object:
+    """``value`` as JSON can carry it (tuples as lists, the values here as their
+    ``to_dict``), or a `TypeError` naming ``where`` it is."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if _is_mapping(value):
+        converted: JSON = {}
+        for key, item in value.items():
+            if not isinstance(key, _JSON_SCALARS):  # JSON writes the scalars as strings
+                raise TypeError(f"{where}: the key {key!r} cannot be a JSON object's key")
+            converted[key] = _json(item, f"{where}[{key!r}]")
+        return converted
+    if isinstance(value, (list, tuple)):
+        return [_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, _JSON_SCALARS):  # subclasses: str enums, IntEnum, ...
+        return value
+    to_dict = getattr(value, "to_dict", None)  # ours, and the openai SDK's models
+    if callable(to_dict):
+        data = to_dict()
+        if _is_mapping(data):
+            return _json(data, where)
+    raise TypeError(f"{where}: an object of type {kind.__name__} cannot be sent as JSON")
+
+
+def _plain(message: object) -> bool:
+    """A dict of strings, the common message: nothing to convert."""
+    return type(message) is dict and all(type(v) is str for v in message.values())
+
+
+def wire_messages(messages: Iterable[object]) -> tuple[Mapping[str, Any], ...]:
+    """``messages`` as the JSON objects a request carries: dicts (or any mappings) and
+    `Message` values (or anything with a ``to_dict``, such as the openai SDK's models),
+    converted all the way down. Raises `TypeError` naming the message (``messages[2]``)
+    and the place in it that JSON cannot carry, before anything is sent."""
+    wired: list[Mapping[str, Any]] = []
+    for i, message in enumerate(messages):
+        if _plain(message):
+            wired.append(message)  # type: ignore[arg-type]
+            continue
+        if not _is_mapping(message) and not callable(getattr(message, "to_dict", None)):
+            raise TypeError(
+                f"messages[{i}]: a {type(message).__name__} is not a message: give a dict such as "
+                "{'role': 'user', 'content': 'hi'}, or a Message"
+            )
+        wired.append(_json(message, f"messages[{i}]"))  # type: ignore[arg-type]
+    return tuple(wired)
 
 
 def _params(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    return dict(value)
+    return {name: _json(item, f"parameter {name!r}") for name, item in value.items()}
+
+
+def _headers(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    """Names and values HTTP can carry, or an error naming the header (never quoting its
+    value, which may be a key)."""
+    for name, item in (value or {}).items():
+        if not isinstance(name, str) or not isinstance(item, str):
+            raise TypeError(f"extra_headers: header {name!r} must be a string with a string value")
+        if not (name.isascii() and name.isprintable() and item.isascii() and item.isprintable()):
+            raise ValueError(f"extra_headers: header {name!r} has a name or value HTTP cannot send")
+    return dict(value or {})
+
+
+def _query(value: Mapping[str, object] | None) -> Mapping[str, str]:
+    query = {}
+    for name, item in (value or {}).items():
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool):
+            raise TypeError(f"extra_query: parameter {name!r} must be a string or a number, got {type(item).__name__}")
+        query[str(name)] = str(item)
+    return query
+
+
+# The phases of an attempt that a per-call ``timeout`` sets, as the openai SDK's does.
+TIMEOUT_PHASES = ("connect", "read", "write", "pool")
+
+
+def _seconds(value: object, where: str) -> float | None:
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+        return None if value is None else float(value)
+    raise TypeError(f"{where}: expected a positive number of seconds or None, got {value!r}")
+
+
+def _timeout(value: object) -> Mapping[str, float | None] | None:
+    """Seconds for each phase given: a number for all four (the openai SDK's meaning),
+    a mapping of some, or an object with the four as attributes (an ``httpx.Timeout``)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dict.fromkeys(TIMEOUT_PHASES, _seconds(value, "timeout"))
+    if _is_mapping(value):
+        unknown = sorted(set(value) - set(TIMEOUT_PHASES))
+        if unknown:
+            raise TypeError(f"timeout: unknown phase {unknown[0]!r}; expected {', '.join(TIMEOUT_PHASES)}")
+        return {phase: _seconds(value[phase], f"timeout[{phase!r}]") for phase in value}
+    if all(hasattr(value, phase) for phase in TIMEOUT_PHASES):
+        return {phase: _seconds(getattr(value, phase), f"timeout.{phase}") for phase in TIMEOUT_PHASES}
+    raise TypeError(f"timeout: expected seconds, a mapping of {', '.join(TIMEOUT_PHASES)}, or an httpx Timeout")
 
 
 @attrs.frozen(kw_only=True)
@@ -290,16 +440,26 @@ class ChatRequest:
     Attributes:
         provider: the provider's name (``"deepseek"`` for ``model="deepseek/deepseek-chat"``).
         model: the model name as the provider knows it (``"deepseek-chat"``).
-        messages: the chat messages, as OpenAI-shaped dicts.
-        params: every other body parameter (``temperature``, ``tools``, ...), passed through.
+        messages: the chat messages, as OpenAI-shaped dicts (`wire_messages` converts
+            what it is given, a `Message` included).
+        params: every other body parameter (``temperature``, ``tools``, ...), passed
+            through (converted as JSON needs, or a `TypeError` naming it).
         stream: whether the reply is streamed.
+        extra_headers: headers of this call alone, over the route's (auth included), as
+            the openai SDK's ``extra_headers``.
+        extra_query: query parameters of this call, over the route's.
+        timeout: seconds per phase (``connect``, ``read``, ``write``, ``pool``) for this
+            call, over the route's; None keeps the route's.
     """
 
     provider: str
     model: str
-    messages: tuple[Mapping[str, Any], ...] = attrs.field(converter=_messages)
+    messages: tuple[Mapping[str, Any], ...] = attrs.field(converter=wire_messages)
     params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
     stream: bool = False
+    extra_headers: Mapping[str, str] = attrs.field(factory=dict, converter=_headers)
+    extra_query: Mapping[str, str] = attrs.field(factory=dict, converter=_query)
+    timeout: Mapping[str, float | None] | None = attrs.field(default=None, converter=_timeout)
 
 
 @attrs.frozen(kw_only=True)

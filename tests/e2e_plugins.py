@@ -28,6 +28,7 @@ PROVIDERS = {
     "zhipu": "ZHIPUAI_API_KEY",
     "mimo": "MIMO_API_KEY",
     "moonshot": "MOONSHOT_API_KEY",
+    "qwen": "DASHSCOPE_API_KEY",
 }
 TRANSPORTS = ("httpx", "openai", "aiohttp")
 

@@ -48,3 +48,10 @@ def test_batch_resume(tmp_path: Path) -> None:
         [sys.executable, str(EXAMPLES / "batch_resume.py"), source, target], capture_output=True, text=True, timeout=120
     )
     assert again.stdout == "300 already done; 0 answered now\n"
+
+
+def test_tool_loop(tmp_path: Path) -> None:
+    answers = "['Paris', 'Rome', 'Oslo']"
+    assert run("tool_loop.py", tmp_path) == "".join(
+        f"{model} {answers}\n" for model in ("fake/echo", "fake/echo+deepseek-thinking", "fake/echo+qwen-thinking")
+    )

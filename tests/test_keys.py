@@ -210,3 +210,22 @@ async def _two_more(client: la.AsyncClient) -> None:
     stream = await client.chat.completions.create(model="local/echo", messages=MESSAGES, stream=True)
     async with stream:
         await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+
+
+async def test_a_provider_that_retries_a_spent_looking_code_keeps_its_key(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DashScope answers its tokens-per-minute limit with 429 insufficient_quota, which
+    the qwen plugin says to retry: the key is not retired, the call goes again."""
+    from llmadapters.plugins import Registry
+
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-dashscope-0000000000000000")
+    body = '{"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}'
+    headers = {"x-fake-error-status": "429", "x-fake-error-body": body, "x-fake-fail-times": "1"}
+    headers["x-fake-retry-after"] = "0"
+    providers = {"qwen": {"base_url": fake_server.base_url, "headers": headers}}
+    async with la.AsyncClient({}, providers=providers, registry=Registry.load(autoload=True)) as client:
+        reply = await client.chat.completions.create(model="qwen/echo", messages=MESSAGES)
+        assert reply.choices[0].message.content == "hi"
+        assert "retired_keys" not in client.limits().get("qwen", {})
+    assert len(fake_server.seen_headers) == 2

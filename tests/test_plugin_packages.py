@@ -28,7 +28,7 @@ def test_installed_plugins_serve_every_provider_through_every_transport(tmp_path
     # The installed copy, not this checkout.
     assert not results["llmadapters"].startswith(str(ROOT / "llmadapters"))
     calls = results["calls"]
-    assert len(calls) == 4 * 3
+    assert len(calls) == 5 * 3
     for call in calls:
         assert call["content"] == f"{call['provider']} via {call['transport']}"
         assert call["streamed"] == "streamed"
@@ -39,6 +39,7 @@ def test_installed_plugins_serve_every_provider_through_every_transport(tmp_path
         "zhipu": "https://open.bigmodel.cn/api/paas/v4",
         "mimo": "https://api.xiaomimimo.com/v1",
         "moonshot": "https://api.moonshot.cn/v1",
+        "qwen": "https://dashscope.aliyuncs.com/compatible-mode/v1",
     }
     assert results["recorded"] == {
         "url": "https://api.deepseek.com/chat/completions",
@@ -47,5 +48,5 @@ def test_installed_plugins_serve_every_provider_through_every_transport(tmp_path
         "reply": "recorded",
     }
     listed = {line.split()[0]: line for line in results["plugins"].splitlines()[1:]}
-    assert set(listed) == {"llmadapters", "aiohttp", "deepseek", "zhipu", "mimo", "moonshot", "otel", "redis"}
+    assert set(listed) == {"llmadapters", "aiohttp", "deepseek", "zhipu", "mimo", "moonshot", "otel", "qwen", "redis"}
     assert "llmadapters-deepseek  0.1.0    provider:deepseek" in listed["deepseek"]

@@ -68,14 +68,14 @@ def _error_field(exc: APIStatusError, field: str) -> str | None:
 
 
 def key_spent(call: Call, exc: APIStatusError) -> bool:
-    """Whether ``exc`` refuses the call's key for good, not just this call: a 401, a 402
-    (unless the provider says to retry it, as MiMo's burst 402), or a code of
-    `KEY_SPENT_CODES`."""
+    """Whether ``exc`` refuses the call's key for good, not just this call: a 401; a 402
+    or a code of `KEY_SPENT_CODES`, unless the provider says to retry it (MiMo's burst
+    402; DashScope's ``insufficient_quota``, which is its tokens-per-minute limit)."""
     if exc.status == 401:
         return True
-    if exc.status == 402:
-        return provider_verdict(call.spec, exc) is not True
-    return _error_field(exc, "code") in KEY_SPENT_CODES or _error_field(exc, "type") in KEY_SPENT_CODES
+    spent = exc.status == 402 or _error_field(exc, "code") in KEY_SPENT_CODES
+    spent = spent or _error_field(exc, "type") in KEY_SPENT_CODES
+    return spent and provider_verdict(call.spec, exc) is not True
 
 
 class Scrubber:

@@ -63,7 +63,8 @@ BEHAVIOURS: Mapping[str, str] = {
     "html-502": "502 with an HTML page, as a proxy in front of a provider sends",
     "reset": "TCP reset before any response byte",
     "reset-mid-body": "status line and half the body, then a TCP reset",
-    "truncate": "stream: ends cleanly without [DONE]; unary: the JSON cut in half",
+    "truncate": "stream: ends cleanly before the finish_reason (and [DONE]); unary: the JSON cut in half",
+    "no-done": "stream: ends cleanly after the finish_reason (and usage) chunk, without [DONE], as some servers do",
     "malformed": "unary: a body that is not JSON; stream: an event that is not JSON",
     "empty": "200 with an empty body (a stream too)",
     "error-200": "200 with a JSON error object as the body, as some providers send errors (a stream too)",
@@ -74,18 +75,29 @@ BEHAVIOURS: Mapping[str, str] = {
     "processing": "Xiaomi MiMo: ': PROCESSING' comments in streams",
     "crlf": "stream lines end with CRLF",
     "reasoning": "reasoning_content in the message and in stream deltas",
-    "tools": "call the first tool of the request (also on when the request has tools)",
+    "tools": "call the first tool of the request (on whenever it has tools), unless a tool's result came last",
     "huge-body": "200 with a 50 MB body (a stream too: one 50 MB event)",
     "gzip-bomb": "200 with a gzip body that inflates to 100 MB (a stream too)",
     "huge-header": "a 200 KB response header, over httpx2's (100 KiB) and aiohttp's (8 KiB) limits",
     "drip": "200, then the body one byte every 0.2 s (x-fake-stall-s bounds it)",
     "redirect": "307 to the x-fake-redirect-to URL",
+    "deepseek-thinking": (
+        "DeepSeek V4 thinking mode: reasoning_content in replies unless thinking is disabled; a 400 when "
+        "an assistant message with tool calls does not carry its reasoning_content back"
+    ),
+    "qwen-thinking": (
+        "a DashScope (Qwen) model that thinks by default: reasoning_content in streamed replies; a 400 "
+        "for a non-streamed call unless enable_thinking is false"
+    ),
     "leak-key": (
         "echo the request's key (Authorization, api-key or x-api-key) in every reply: headers "
         "(x-echo-credential, x-request-id), error messages, the HTML page, stream error events"
     ),
 }
-_QUIRKS = frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key"})
+_PROFILES = frozenset({"deepseek-thinking", "qwen-thinking"})
+_QUIRKS = (
+    frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key", "no-done"}) | _PROFILES
+)
 _FAULTS = frozenset(BEHAVIOURS) - _QUIRKS
 _MAX_TRACKED_CALLS = 100_000
 _MAX_TRACKED_PROMPTS = 10_000
@@ -216,6 +228,27 @@ class _Reply:
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
+def _refusal(body: Mapping[str, Any], behaviours: set[str]) -> dict[str, Any] | None:
+    """The 400 a provider profile answers to what the real provider rejects, with the
+    body it sends; and the reasoning a thinking profile adds to ``behaviours``."""
+    messages = body.get("messages")
+    messages = messages if isinstance(messages, list) else []
+    if "deepseek-thinking" in behaviours and body.get("thinking") != {"type": "disabled"}:
+        behaviours.add("reasoning")
+        for i, message in enumerate(messages):
+            if isinstance(message, dict) and message.get("tool_calls") and not message.get("reasoning_content"):
+                # api-docs.deepseek.com/guides/thinking_mode; the message as in public reports
+                text = "The reasoning_content in the thinking mode must be passed back to the API."
+                return _error_body(f"{text} (message index {i})", "invalid_request_error", "invalid_request_error")
+    if "qwen-thinking" in behaviours and body.get("enable_thinking") is not False:
+        if not body.get("stream"):
+            # alibabacloud.com/help/en/model-studio/error-code
+            text = "parameter.enable_thinking must be set to false for non-streaming calls"
+            return _error_body(text, "invalid_request_error", "invalid_parameter_error")
+        behaviours.add("reasoning")
+    return None
+
+
 def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
     model = body.get("model")
     messages = body.get("messages")
@@ -235,7 +268,8 @@ def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
     reasoning = tuple(_TOKEN.findall(f"Thinking about: {last_user}")) if "reasoning" in behaviours else ()
     tools = body.get("tools")
     tool_call = None
-    if ("tools" in behaviours or tools) and isinstance(tools, list) and tools:
+    answered = messages[-1].get("role") == "tool"  # a tool's result came back: answer in words
+    if ("tools" in behaviours or tools) and isinstance(tools, list) and tools and not answered:
         function = tools[0].get("function") if isinstance(tools[0], dict) else None
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str):
@@ -281,6 +315,9 @@ class FakeServer:
         # that check what was sent.
         self.seen_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=256)
         self.seen_targets: collections.deque[str] = collections.deque(maxlen=256)
+        # The JSON bodies of the latest chat requests, for tests that check what a
+        # conversation sent back (fewer: a body may be large).
+        self.seen_bodies: collections.deque[dict[str, Any]] = collections.deque(maxlen=32)
         # When each of the latest chat requests arrived (time.monotonic()), for tests of
         # rate limits as the server sees them.
         self.arrivals: collections.deque[float] = collections.deque(maxlen=100_000)
@@ -410,6 +447,7 @@ class FakeServer:
             body = json.loads(raw_body)
             if not isinstance(body, dict):
                 raise _BadRequest("the body must be a JSON object")
+            self.seen_bodies.append(body)
             behaviours = set(str(body.get("model", "")).split("+"))
             behaviours.update(b.strip() for b in headers.get("x-fake-behaviour", "").split(",") if b.strip())
             failing = True
@@ -419,6 +457,10 @@ class FakeServer:
             ex.error_status = int(_number(headers, "x-fake-error-status", 0)) if failing else 0
             if "leak-key" in behaviours:
                 ex.leak = _credential(headers)
+            refusal = _refusal(body, behaviours)
+            if refusal is not None:
+                await ex.send_json(400, refusal)
+                return True
             reply = _compose(body, behaviours)
             ex.stall = _number(headers, "x-fake-stall-s", 3600)
             ex.ttft = _number(headers, "x-fake-ttft-ms", self.options.ttft * 1000) / 1000
@@ -610,11 +652,13 @@ class FakeServer:
         if "reset-mid-body" in behaviours:
             ex.reset()
             return
-        await ex.write(event({}, "tool_calls" if reply.tool_call else "stop"))
-        if include_usage:
-            await ex.write(f"data: {json.dumps({**base, 'choices': [], 'usage': reply.usage()})}{eol}{eol}".encode())
         if "truncate" not in behaviours:
-            await ex.write(f"data: [DONE]{eol}{eol}".encode())
+            await ex.write(event({}, "tool_calls" if reply.tool_call else "stop"))
+            if include_usage:
+                usage = {**base, "choices": [], "usage": reply.usage()}
+                await ex.write(f"data: {json.dumps(usage)}{eol}{eol}".encode())
+            if "no-done" not in behaviours:
+                await ex.write(f"data: [DONE]{eol}{eol}".encode())
         await ex.end()
 
 

@@ -196,8 +196,9 @@ async def decode_sse_json(
 
     Events whose data is empty or a re-wrapped comment (``data: : keepalive``, sent by
     some proxies) are skipped. Anything else that is not a JSON object, an in-band
-    ``{"error": ...}`` event, or an end of body before ``[DONE]`` raises `StreamError`;
-    a body that was one JSON object instead of a stream is kept in its ``body``.
+    ``{"error": ...}`` event, or an end of body before ``[DONE]`` (``ended_early``: the
+    route decides whether the answer was complete) raises `StreamError`; a body that was
+    one JSON object instead of a stream is kept in its ``body``.
     """
     decoder = SSEDecoder(max_event_bytes=MAX_BODY_BYTES)
     where = f" from {provider}" if provider else ""
@@ -233,7 +234,7 @@ async def decode_sse_json(
             plain = None
         if isinstance(plain, dict):
             raise StreamError(f"a JSON body{where} instead of a stream: {_error_message(plain)}", body=plain)
-    raise StreamError(f"stream{where} ended before [DONE]")
+    raise StreamError(f"stream{where} ended before [DONE]", ended_early=True)
 
 
 async def drain(chunks: AsyncIterator[bytes]) -> None:

@@ -1,0 +1,94 @@
+"""Streams: one that finished is not an error; sync streams close quietly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import llmadapters as la
+from llmadapters.providers.base import ProviderSpec
+from tests.conftest import test_registry
+
+if TYPE_CHECKING:
+    from llmadapters.testing import FakeServer
+
+MakeClient = Callable[..., la.AsyncClient]
+USAGE = {"stream_options": {"include_usage": True}}
+
+
+async def _text(stream: la.ChatCompletionStream) -> tuple[str, la.Usage | None]:
+    text, usage = "", None
+    async for chunk in stream:
+        text += "".join(choice.delta.content or "" for choice in chunk.choices)
+        usage = chunk.usage or usage
+    return text, usage
+
+
+@pytest.mark.parametrize("params", [{}, USAGE], ids=["no-usage", "usage"])
+async def test_a_stream_that_finished_without_done_is_complete(
+    make_client: MakeClient, transport: str, params: dict[str, Any]
+) -> None:
+    client = make_client(transport)
+    messages = [{"role": "user", "content": "all of it"}]
+    stream = await client.chat.completions.create(model="local/echo+no-done", messages=messages, stream=True, **params)
+    text, usage = await _text(stream)
+    assert text == "all of it"
+    assert (usage is not None) == bool(params)
+
+
+async def test_a_stream_cut_before_its_finish_reason_is_an_error(make_client: MakeClient, transport: str) -> None:
+    client = make_client(transport)
+    stream = await client.chat.completions.create(
+        model="local/echo+truncate", messages=[{"role": "user", "content": "cut"}], stream=True, **USAGE
+    )
+    with pytest.raises(la.StreamError, match=r"ended before \[DONE\]") as caught:
+        await _text(stream)
+    assert caught.value.ended_early
+
+
+def _no_usage(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key != "usage"}
+
+
+async def test_a_stream_without_the_usage_it_was_asked_for_is_an_error(fake_server: FakeServer) -> None:
+    registry = test_registry()
+    registry.add_providers([ProviderSpec(name="nousage", key_required=False, normalize=_no_usage)])
+    providers = {"nousage": {"base_url": fake_server.base_url}}
+    async with la.AsyncClient({}, providers=providers, middleware=[], registry=registry) as client:
+        messages = [{"role": "user", "content": "x"}]
+        stream = await client.chat.completions.create(model="nousage/echo+no-done", messages=messages, stream=True)
+        assert (await _text(stream))[0] == "x"  # no usage asked for: complete
+        stream = await client.chat.completions.create(
+            model="nousage/echo+no-done", messages=messages, stream=True, **USAGE
+        )
+        with pytest.raises(la.StreamError, match=r"ended before \[DONE\]"):
+            await _text(stream)
+
+
+_ABANDONED = """
+import gc
+import llmadapters as la
+
+messages = [{"role": "user", "content": "one two three four"}]
+with la.Client({}) as client:
+    for model in ("fake/echo", "fake/echo+reasoning"):  # closed with the client
+        stream = client.chat.completions.create(model=model, messages=messages, stream=True)
+        for chunk in stream:
+            break
+    dropped = client.chat.completions.create(model="fake/echo", messages=messages, stream=True)
+    next(dropped)
+    del dropped  # closed when collected
+    gc.collect()
+    for result in client.batch([{"model": "fake/echo", "messages": messages}] * 3):
+        break
+    print(client.chat.completions.create(model="fake/echo", messages=messages).choices[0].message.content)
+"""
+
+
+def test_sync_streams_left_early_close_without_noise() -> None:
+    done = subprocess.run([sys.executable, "-c", _ABANDONED], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "one two three four\n", "")
