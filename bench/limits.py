@@ -526,9 +526,10 @@ def _run_llmadapters(
     out.unlink(missing_ok=True)
     command = [sys.executable, "-m", "llmadapters.cli", "batch", str(work / f"{scenario.name}.jsonl")]
     command += ["-o", str(out), "--config", str(config), "-q", "--summary-json", str(summary), "-c", str(concurrency)]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **LOOPBACK_ENV, **env}, cwd=work
-    )
+    environ = {**os.environ, **LOOPBACK_ENV, **env}
+    if transport:  # a plugin's: loaded whatever the caller's environment says
+        environ.pop("LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD", None)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environ, cwd=work)
     if done.returncode not in (0, 1):  # 1: some lines ended in an error, each with its record
         raise RuntimeError(_last_line(done.stderr, done.returncode))
     kinds: Counter[str] = Counter()

@@ -1,5 +1,6 @@
 """A smoke run of bench/limits.py (the hidden rate limits benchmark) with tiny N, so that
-it keeps working: every scenario runs, llmadapters and the hand-written aiohttp loop get
+it keeps working: every scenario runs, llmadapters (on its default and its aiohttp
+transport) and the hand-written aiohttp loop get
 figures, and the server counted their requests. No timing is asserted."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def test_the_limits_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     for scenario in results["scenarios"]:
         assert scenario["ideal_s"] > 0
         assert scenario["lines"] > 0
-        for key in ("llmadapters", "aiohttp"):
+        for key in ("llmadapters", "llmadapters-aiohttp", "aiohttp"):
             run = scenario["runs"][key]
             where = f"{scenario['name']}, {key}: {run}"
             assert run["failed"] is None, where
