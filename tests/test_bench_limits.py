@@ -1,7 +1,7 @@
 """A smoke run of bench/limits.py (the hidden rate limits benchmark) with tiny N, so that
 it keeps working: every scenario runs, llmadapters (on its default and its aiohttp
-transport) and the hand-written aiohttp loop get
-figures, and the server counted their requests. No timing is asserted."""
+transport) and the hand-written aiohttp loop get figures, and the server counted their
+requests. No timing is asserted."""
 
 from __future__ import annotations
 
