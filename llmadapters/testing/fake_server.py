@@ -83,7 +83,8 @@ BEHAVIOURS: Mapping[str, str] = {
     "redirect": "307 to the x-fake-redirect-to URL",
     "deepseek-thinking": (
         "DeepSeek V4 thinking mode: reasoning_content in replies unless thinking is disabled; a 400 when "
-        "an assistant message with tool calls does not carry its reasoning_content back"
+        "an assistant message with tool calls does not carry its reasoning_content back, for a "
+        "response_format of type json_schema, and for json_object when no message says 'json'"
     ),
     "qwen-thinking": (
         "a DashScope (Qwen) model that thinks by default: reasoning_content in streamed replies; a 400 "
@@ -228,11 +229,27 @@ class _Reply:
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
+def _json_refusal(response_format: object, messages: list[Any]) -> str | None:
+    """DeepSeek's answer to a ``response_format`` it does not take (its JSON mode guide,
+    api-docs.deepseek.com/guides/json_mode; the messages as in public reports)."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_schema":
+        return "This response_format type is unavailable now"
+    words = " ".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict)).lower()
+    if kind == "json_object" and "json" not in words:
+        return "Prompt must contain the word 'json' in some form to use 'response_format' of type 'json_object'."
+    return None
+
+
 def _refusal(body: Mapping[str, Any], behaviours: set[str]) -> dict[str, Any] | None:
     """The 400 a provider profile answers to what the real provider rejects, with the
     body it sends; and the reasoning a thinking profile adds to ``behaviours``."""
     messages = body.get("messages")
     messages = messages if isinstance(messages, list) else []
+    if "deepseek-thinking" in behaviours:
+        text = _json_refusal(body.get("response_format"), messages)
+        if text is not None:
+            return _error_body(text, "invalid_request_error", "invalid_request_error")
     if "deepseek-thinking" in behaviours and body.get("thinking") != {"type": "disabled"}:
         behaviours.add("reasoning")
         for i, message in enumerate(messages):

@@ -10,6 +10,9 @@ What is Zhipu's own (sources in the README):
   quota), 1308/1310 (usage caps until a reset time), 1309 (plan expired), 1311 and 1301
   (content filter) are not.
 - ``thinking=True|False`` becomes ``{"thinking": {"type": "enabled"|"disabled"}}``.
+- Zhipu documents ``response_format`` ``json_object`` only (a ``json_schema`` is taken
+  and not followed): ``json_schema`` goes out as ``json_object`` with the schema in the
+  system prompt.
 """
 
 from __future__ import annotations
@@ -17,25 +20,31 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmadapters import hookimpl
-from llmadapters.providers.base import ProviderSpec, thinking_toggle_payload, verdict_by_error_field
+from llmadapters.providers.base import (
+    ProviderSpec,
+    json_schema_in_prompt,
+    thinking_toggle_payload,
+    verdict_by_error_field,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ZAI", "ZHIPU", "register_providers", "retryable"]
+__all__ = ["ZAI", "ZHIPU", "prepare", "register_providers", "retryable"]
 
 RETRY_CODES = frozenset({"1120", "1302", "1303", "1305", "1312"})
 STOP_CODES = frozenset({"1113", "1301", "1304", "1308", "1309", "1310", "1311"})
 # By the body's business code when it has one; else the general rules.
 retryable = verdict_by_error_field("code", retry=RETRY_CODES, stop=STOP_CODES)
 
+prepare = json_schema_in_prompt(thinking_toggle_payload)
 
 ZHIPU = ProviderSpec(
     name="zhipu",
     base_url="https://open.bigmodel.cn/api/paas/v4",
     api_key_env="ZHIPUAI_API_KEY",
     default_model="glm-4-flash",
-    prepare=thinking_toggle_payload,
+    prepare=prepare,
     retryable=retryable,
 )
 ZAI = ProviderSpec(
@@ -43,7 +52,7 @@ ZAI = ProviderSpec(
     base_url="https://api.z.ai/api/paas/v4",
     api_key_env="ZAI_API_KEY",
     default_model="glm-4.5-flash",
-    prepare=thinking_toggle_payload,
+    prepare=prepare,
     retryable=retryable,
 )
 
