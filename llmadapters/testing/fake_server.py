@@ -113,7 +113,7 @@ BEHAVIOURS: Mapping[str, str] = {
 # with the 400 its provider answers when an assistant message with tool calls does not
 # carry its reasoning_content back (None: not refused). Sources: DeepSeek,
 # api-docs.deepseek.com/guides/thinking_mode; Moonshot, continuedev/continue#11527;
-# MiMo, platform.xiaomimimo.com/docs/en-US/quick-start/error-codes.
+# MiMo, mimo.mi.com/docs/zh-CN/quick-start/usage-guide/other/deep-thinking.
 _THINKING: Mapping[str, str | None] = {
     "deepseek-thinking": (
         "The reasoning_content in the thinking mode must be passed back to the API. (message index {})"
