@@ -2,8 +2,9 @@
 message, run the tools it asks for, call again, until the model answers in words.
 
 It runs against the fake server's provider profiles, each of which refuses what its
-provider refuses (DeepSeek's thinking mode, a 400 when reasoning_content is not sent
-back; DashScope's thinking models, on non-streamed calls)."""
+provider refuses (DeepSeek's, Moonshot's and MiMo's thinking models, a 400 when
+reasoning_content is not sent back; DashScope's thinking models, non-streamed calls;
+Zhipu, an assistant message with neither content nor tool calls)."""
 
 import asyncio
 import json
@@ -45,9 +46,14 @@ async def converse(client: la.AsyncClient, model: str, questions: list[str]) -> 
     return answers
 
 
+# The plain fake model, then each provider profile on top of it.
+PROFILES = ("deepseek-thinking", "qwen-thinking", "zhipu-thinking", "moonshot-thinking", "mimo-thinking")
+MODELS = ("fake/echo", *(f"fake/echo+{profile}" for profile in PROFILES))
+
+
 async def main() -> None:
     async with la.AsyncClient() as client:
-        for model in ("fake/echo", "fake/echo+deepseek-thinking", "fake/echo+qwen-thinking"):
+        for model in MODELS:
             answers = await converse(client, model, ["Paris", "Rome", "Oslo"])
             print(model, answers)
 

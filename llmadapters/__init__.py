@@ -28,10 +28,12 @@ if TYPE_CHECKING:
         RateLimitError,
         ServerError,
         StreamError,
+        StructuredOutputError,
         TimeoutError,
         TransportError,
     )
     from .hookspecs import hookimpl
+    from .structured import parse_json
     from .types import (
         BatchResult,
         ChatCompletion,
@@ -73,6 +75,7 @@ __all__ = [
     "ResponseInfo",
     "ServerError",
     "StreamError",
+    "StructuredOutputError",
     "SyncChatCompletionStream",
     "TimeoutError",
     "ToolCall",
@@ -80,6 +83,7 @@ __all__ = [
     "Usage",
     "accumulate",
     "hookimpl",
+    "parse_json",
 ]
 
 _MODULE_OF = {
@@ -108,6 +112,7 @@ _MODULE_OF = {
     "ResponseInfo": "types",
     "ServerError": "errors",
     "StreamError": "errors",
+    "StructuredOutputError": "errors",
     "SyncChatCompletionStream": "client",
     "TimeoutError": "errors",
     "ToolCall": "types",
@@ -115,6 +120,7 @@ _MODULE_OF = {
     "TransportError": "errors",
     "Usage": "types",
     "accumulate": "accumulation",
+    "parse_json": "structured",
 }
 
 

@@ -15,6 +15,7 @@ so callers catch one set of classes whatever moves the bytes::
      │    ├── RateLimitError         429 (has ``retry_after``)
      │    └── ServerError            >= 500
      ├── MalformedResponseError      a 2xx body that is not the JSON object expected
+     ├── StructuredOutputError       a reply that is not the JSON its schema asked for
      └── StreamError                 a stream that broke: cut before its answer was
                                      complete, malformed, or an in-band
                                      ``{"error": ...}`` event
@@ -47,6 +48,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "StreamError",
+    "StructuredOutputError",
     "TimeoutError",
     "TransportError",
     "parse_retry_after",
@@ -186,6 +188,11 @@ class StreamError(LLMAdapterError):
         super().__init__(message)
         self.body = body
         self.ended_early = ended_early
+
+
+class StructuredOutputError(LLMAdapterError):
+    """A reply's content is not JSON, or not the JSON its schema describes (raised by
+    `llmadapters.parse_json`, when asked to check)."""
 
 
 _SHOWN = reprlib.Repr()

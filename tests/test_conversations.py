@@ -133,7 +133,14 @@ def test_wire_messages_takes_mappings_tuples_and_objects_with_to_dict() -> None:
     assert wire_messages([plain])[0] is plain
 
 
-PROFILES = ("echo", "echo+deepseek-thinking", "echo+qwen-thinking")
+PROFILES = (
+    "echo",
+    "echo+deepseek-thinking",
+    "echo+qwen-thinking",
+    "echo+zhipu-thinking",
+    "echo+moonshot-thinking",
+    "echo+mimo-thinking",
+)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -164,28 +171,34 @@ async def test_a_streamed_tool_loop_of_three_turns_on_every_profile(
     assert all(("reasoning_content" in m) == thinking for m in sent)
 
 
-async def test_deepseek_thinking_refuses_a_tool_loop_that_drops_the_reasoning(
-    make_client: MakeClient, fake_server: FakeServer
+@pytest.mark.parametrize(
+    ("profile", "refusal"),
+    [
+        ("deepseek-thinking", r"reasoning_content in the thinking mode must be passed back.*index 1"),
+        ("moonshot-thinking", r"reasoning_content is missing in assistant tool call message at index 1"),
+        ("mimo-thinking", r"reasoning_content must be fully passed back.*index 1"),
+    ],
+)
+async def test_thinking_profiles_refuse_a_tool_loop_that_drops_the_reasoning(
+    make_client: MakeClient, fake_server: FakeServer, profile: str, refusal: str
 ) -> None:
     client = make_client()
     messages: list[Any] = [{"role": "user", "content": "Paris"}]
-    reply = await client.chat.completions.create(model="local/deepseek-thinking", messages=messages, tools=[WEATHER])
+    reply = await client.chat.completions.create(model=f"local/{profile}", messages=messages, tools=[WEATHER])
     message = reply.choices[0].message
     assert message.tool_calls is not None
     assert message.reasoning_content
     result = {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "sunny"}
     # What hand-written code often sends back: the content and tool calls, not the reasoning.
     dropped = {"role": "assistant", "content": None, "tool_calls": [c.to_dict() for c in message.tool_calls]}
-    with pytest.raises(
-        la.BadRequestError, match=r"reasoning_content in the thinking mode must be passed back.*index 1"
-    ):
-        await client.chat.completions.create(model="local/deepseek-thinking", messages=[*messages, dropped, result])
+    with pytest.raises(la.BadRequestError, match=refusal):
+        await client.chat.completions.create(model=f"local/{profile}", messages=[*messages, dropped, result])
     # Appending the returned message carries it back.
     again = await client.chat.completions.create(
-        model="local/deepseek-thinking", messages=[*messages, message, result], tools=[WEATHER]
+        model=f"local/{profile}", messages=[*messages, message, result], tools=[WEATHER]
     )
     assert again.choices[0].message.content
     off = await client.chat.completions.create(
-        model="local/deepseek-thinking", messages=[*messages, dropped, result], thinking={"type": "disabled"}
+        model=f"local/{profile}", messages=[*messages, dropped, result], thinking={"type": "disabled"}
     )
     assert off.choices[0].message.reasoning_content is None

@@ -53,5 +53,13 @@ def test_batch_resume(tmp_path: Path) -> None:
 def test_tool_loop(tmp_path: Path) -> None:
     answers = "['Paris', 'Rome', 'Oslo']"
     assert run("tool_loop.py", tmp_path) == "".join(
-        f"{model} {answers}\n" for model in ("fake/echo", "fake/echo+deepseek-thinking", "fake/echo+qwen-thinking")
+        f"fake/echo{profile} {answers}\n"
+        for profile in (
+            "",
+            "+deepseek-thinking",
+            "+qwen-thinking",
+            "+zhipu-thinking",
+            "+moonshot-thinking",
+            "+mimo-thinking",
+        )
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from ..structured import schema_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
@@ -17,6 +20,7 @@ __all__ = [
     "Launched",
     "ProviderSpec",
     "bearer_auth",
+    "json_schema_in_prompt",
     "openai_payload",
     "thinking_toggle_payload",
     "verdict_by_error_field",
@@ -47,6 +51,34 @@ def thinking_toggle_payload(request: ChatRequest) -> Payload:
     if isinstance(thinking, bool):
         payload["thinking"] = {"type": "enabled" if thinking else "disabled"}
     return payload
+
+
+def json_schema_in_prompt(prepare: Callable[[ChatRequest], Payload]) -> Callable[[ChatRequest], Payload]:
+    """``prepare``, for a provider that takes ``response_format`` ``{"type":
+    "json_object"}`` but not ``{"type": "json_schema", ...}``: such a request goes out
+    as ``json_object``, with the schema in the system prompt (added to the first system
+    message, or as a new one), which also names JSON, as JSON mode asks. The provider
+    does not enforce the schema: `llmadapters.parse_json` checks a reply against it.
+
+    Use in a plugin: ``ProviderSpec(..., prepare=json_schema_in_prompt(openai_payload))``.
+    """
+
+    def prepare_with_schema_in_prompt(request: ChatRequest) -> Payload:
+        payload = prepare(request)
+        response_format = payload.get("response_format")
+        if not (isinstance(response_format, Mapping) and response_format.get("type") == "json_schema"):
+            return payload
+        schema = json.dumps(schema_of(response_format), ensure_ascii=False)
+        text = f"Answer in json only: one JSON object that matches this JSON Schema.\n{schema}"
+        messages = list(payload["messages"])
+        first = messages[0] if messages else None
+        if isinstance(first, Mapping) and first.get("role") == "system" and isinstance(first.get("content"), str):
+            messages[0] = {**first, "content": f"{first['content']}\n\n{text}"}
+        else:
+            messages.insert(0, {"role": "system", "content": text})
+        return {**payload, "messages": messages, "response_format": {"type": "json_object"}}
+
+    return prepare_with_schema_in_prompt
 
 
 def verdict_by_error_field(
@@ -93,7 +125,8 @@ class ProviderSpec:
         headers: extra headers sent with every request.
         auth: turns the key into headers (Bearer by default; e.g. ``api-key: <key>``).
         prepare: turns the request into the wire payload; quirks (renamed or dropped
-            parameters) go here.
+            parameters) go here, often by composing this module's helpers
+            (`thinking_toggle_payload`, `json_schema_in_prompt`).
         normalize: fixes a reply's JSON (a unary body or one stream event) before it
             becomes a value.
         launch: starts a local server when no base_url is configured (the ``fake``

@@ -83,7 +83,22 @@ BEHAVIOURS: Mapping[str, str] = {
     "redirect": "307 to the x-fake-redirect-to URL",
     "deepseek-thinking": (
         "DeepSeek V4 thinking mode: reasoning_content in replies unless thinking is disabled; a 400 when "
-        "an assistant message with tool calls does not carry its reasoning_content back"
+        "an assistant message with tool calls does not carry its reasoning_content back, for a "
+        "response_format of type json_schema, and for json_object when no message says 'json'"
+    ),
+    "zhipu-thinking": (
+        "Zhipu GLM-4.5 and later: reasoning_content in replies unless thinking is disabled; a 400 with code "
+        "1214 for an assistant message with neither content nor tool_calls"
+    ),
+    "moonshot-thinking": (
+        "Moonshot Kimi K2.5/K2.6: reasoning_content in replies unless thinking is disabled; a 400 for a "
+        "temperature other than 1 (0.6 with thinking disabled), and when an assistant message with tool "
+        "calls does not carry its reasoning_content back"
+    ),
+    "mimo-thinking": (
+        "Xiaomi MiMo models that think by default (mimo-v2.5-pro, ...): reasoning_content in replies unless "
+        "thinking is disabled; a 400 when an assistant message with tool calls does not carry its "
+        "reasoning_content back"
     ),
     "qwen-thinking": (
         "a DashScope (Qwen) model that thinks by default: reasoning_content in streamed replies; a 400 "
@@ -94,7 +109,22 @@ BEHAVIOURS: Mapping[str, str] = {
         "(x-echo-credential, x-request-id), error messages, the HTML page, stream error events"
     ),
 }
-_PROFILES = frozenset({"deepseek-thinking", "qwen-thinking"})
+# The profiles of models that think unless sent {"thinking": {"type": "disabled"}}, each
+# with the 400 its provider answers when an assistant message with tool calls does not
+# carry its reasoning_content back (None: not refused). Sources: DeepSeek,
+# api-docs.deepseek.com/guides/thinking_mode; Moonshot, continuedev/continue#11527;
+# MiMo, mimo.mi.com/docs/zh-CN/quick-start/usage-guide/other/deep-thinking.
+_THINKING: Mapping[str, str | None] = {
+    "deepseek-thinking": (
+        "The reasoning_content in the thinking mode must be passed back to the API. (message index {})"
+    ),
+    "moonshot-thinking": (
+        "thinking is enabled but reasoning_content is missing in assistant tool call message at index {}"
+    ),
+    "mimo-thinking": "reasoning_content must be fully passed back (message index {})",
+    "zhipu-thinking": None,
+}
+_PROFILES = frozenset({*_THINKING, "qwen-thinking"})
 _QUIRKS = (
     frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key", "no-done"}) | _PROFILES
 )
@@ -228,18 +258,51 @@ class _Reply:
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
+def _json_refusal(response_format: object, messages: list[Any]) -> str | None:
+    """DeepSeek's answer to a ``response_format`` it does not take (its JSON mode guide,
+    api-docs.deepseek.com/guides/json_mode; the messages as in public reports)."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_schema":
+        return "This response_format type is unavailable now"
+    words = " ".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict)).lower()
+    if kind == "json_object" and "json" not in words:
+        return "Prompt must contain the word 'json' in some form to use 'response_format' of type 'json_object'."
+    return None
+
+
 def _refusal(body: Mapping[str, Any], behaviours: set[str]) -> dict[str, Any] | None:
     """The 400 a provider profile answers to what the real provider rejects, with the
     body it sends; and the reasoning a thinking profile adds to ``behaviours``."""
     messages = body.get("messages")
-    messages = messages if isinstance(messages, list) else []
-    if "deepseek-thinking" in behaviours and body.get("thinking") != {"type": "disabled"}:
-        behaviours.add("reasoning")
+    messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+    thinking = body.get("thinking") != {"type": "disabled"}
+    if "deepseek-thinking" in behaviours:
+        text = _json_refusal(body.get("response_format"), messages)
+        if text is not None:
+            return _error_body(text, "invalid_request_error", "invalid_request_error")
+    if "zhipu-thinking" in behaviours:
         for i, message in enumerate(messages):
-            if isinstance(message, dict) and message.get("tool_calls") and not message.get("reasoning_content"):
-                # api-docs.deepseek.com/guides/thinking_mode; the message as in public reports
-                text = "The reasoning_content in the thinking mode must be passed back to the API."
-                return _error_body(f"{text} (message index {i})", "invalid_request_error", "invalid_request_error")
+            if message.get("role") == "assistant" and not message.get("content") and not message.get("tool_calls"):
+                # AgentEra/Agently#76: the code and message as Zhipu sends them
+                return {"error": {"code": "1214", "message": f"messages[{i}]:content和tool_calls 字段不能同时为空"}}
+    if "moonshot-thinking" in behaviours and "temperature" in body:
+        allowed = 1 if thinking else 0.6  # platform.kimi.com/docs/api/models-overview
+        if body["temperature"] != allowed:
+            return {
+                "error": {
+                    "message": f"invalid temperature: only {allowed} is allowed for this model",
+                    "type": "invalid_request_error",
+                }
+            }
+    for profile in sorted(behaviours & _THINKING.keys()):
+        if not thinking:
+            break
+        behaviours.add("reasoning")
+        refusal = _THINKING[profile]
+        dropped = (i for i, m in enumerate(messages) if m.get("tool_calls") and not m.get("reasoning_content"))
+        index = next(dropped, None)
+        if refusal is not None and index is not None:
+            return _error_body(refusal.format(index), "invalid_request_error", "invalid_request_error")
     if "qwen-thinking" in behaviours and body.get("enable_thinking") is not False:
         if not body.get("stream"):
             # alibabacloud.com/help/en/model-studio/error-code

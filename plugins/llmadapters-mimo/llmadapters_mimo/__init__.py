@@ -8,6 +8,8 @@ What is MiMo's own (sources in the README):
   "Upstream request failed: ..."}`` (XiaomiMiMo/MiMo#99), which is retried as the
   overload it is. 421 (content filter) is not retried.
 - ``thinking=True|False`` becomes ``{"thinking": {"type": "enabled"|"disabled"}}``.
+- MiMo documents ``response_format`` ``json_object`` only: ``json_schema`` goes out as
+  ``json_object`` with the schema in the system prompt.
 - Token Plan keys (``tp-...``) need the plan's own base URL, e.g.
   ``[providers.mimo] base_url = "https://token-plan-cn.xiaomimimo.com/v1"``.
 """
@@ -19,14 +21,14 @@ from typing import TYPE_CHECKING
 
 from llmadapters import hookimpl
 from llmadapters.errors import APIStatusError
-from llmadapters.providers.base import ProviderSpec, thinking_toggle_payload
+from llmadapters.providers.base import ProviderSpec, json_schema_in_prompt, thinking_toggle_payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from llmadapters.errors import LLMAdapterError
 
-__all__ = ["MIMO", "api_key_header", "register_providers", "retryable"]
+__all__ = ["MIMO", "api_key_header", "prepare", "register_providers", "retryable"]
 
 
 def api_key_header(key: str) -> dict[str, str]:
@@ -42,13 +44,15 @@ def retryable(exc: LLMAdapterError) -> bool | None:
     return None
 
 
+prepare = json_schema_in_prompt(thinking_toggle_payload)
+
 MIMO = ProviderSpec(
     name="mimo",
     base_url="https://api.xiaomimimo.com/v1",
     api_key_env="MIMO_API_KEY",
     default_model="mimo-v2-flash",
     auth=api_key_header,
-    prepare=thinking_toggle_payload,
+    prepare=prepare,
     retryable=retryable,
 )
 

@@ -7,23 +7,43 @@ and one status, 429, covers both "slow down" (``rate_limit_reached_error``,
 ``engine_overloaded_error``: retried) and "out of money" (``exceeded_current_quota_error``:
 not retried). A 403, which its help pages also use for an insufficient balance, is never
 retried (the general rule).
+
+Kimi's newer models (K2.5, K2.6, K3, the coding models) sample at a fixed temperature (1
+when thinking, 0.6 with thinking off) and answer any other value with a 400 ("invalid
+temperature: only 1 is allowed for this model"): their ``temperature`` is not sent, so
+that a call written for any provider runs. ``thinking=True|False`` becomes
+``{"thinking": {"type": "enabled"|"disabled"}}``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmadapters import hookimpl
-from llmadapters.providers.base import ProviderSpec, verdict_by_error_field
+from llmadapters.providers.base import ProviderSpec, thinking_toggle_payload, verdict_by_error_field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["MOONSHOT", "register_providers", "retryable"]
+    from llmadapters.types import ChatRequest
+
+__all__ = ["FIXED_TEMPERATURE_MODELS", "MOONSHOT", "prepare", "register_providers", "retryable"]
 
 RETRY_TYPES = frozenset({"rate_limit_reached_error", "engine_overloaded_error"})
 STOP_TYPES = frozenset({"exceeded_current_quota_error", "content_filter", "invalid_authentication_error"})
 retryable = verdict_by_error_field("type", retry=RETRY_TYPES, stop=STOP_TYPES)
+
+# Model names (prefixes) whose temperature is fixed; sources in the README.
+FIXED_TEMPERATURE_MODELS = ("kimi-k2.5", "kimi-k2.6", "kimi-k3", "k3", "kimi-for-coding")
+
+
+def prepare(request: ChatRequest) -> dict[str, Any]:
+    """`thinking_toggle_payload`, without the ``temperature`` of a model whose
+    temperature is fixed."""
+    payload = thinking_toggle_payload(request)
+    if request.model.startswith(FIXED_TEMPERATURE_MODELS):
+        payload.pop("temperature", None)
+    return payload
 
 
 MOONSHOT = ProviderSpec(
@@ -31,6 +51,7 @@ MOONSHOT = ProviderSpec(
     base_url="https://api.moonshot.cn/v1",
     api_key_env="MOONSHOT_API_KEY",
     default_model="kimi-k2.5",
+    prepare=prepare,
     retryable=retryable,
 )
 

@@ -9,25 +9,55 @@ What is Zhipu's own (sources in the README):
   1312 (model overloaded) and 1120 are retried; 1113 (account in arrears), 1304 (daily
   quota), 1308/1310 (usage caps until a reset time), 1309 (plan expired), 1311 and 1301
   (content filter) are not.
-- ``thinking=True|False`` becomes ``{"thinking": {"type": "enabled"|"disabled"}}``.
+- ``thinking=True|False`` becomes ``{"thinking": {"type": "enabled"|"disabled"}}``;
+  GLM-4.5 and later think unless told ``thinking=False``, and their ``reasoning_content``
+  goes back when the returned message is appended.
+- An assistant message with neither content nor tool calls (a reply that only thought,
+  appended to the conversation) is refused with code 1214 ("content和tool_calls
+  字段不能同时为空"): such a message, which said nothing, is not sent.
+- Zhipu documents ``response_format`` ``json_object`` only (a ``json_schema`` is taken
+  and not followed): ``json_schema`` goes out as ``json_object`` with the schema in the
+  system prompt.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmadapters import hookimpl
-from llmadapters.providers.base import ProviderSpec, thinking_toggle_payload, verdict_by_error_field
+from llmadapters.providers.base import (
+    ProviderSpec,
+    json_schema_in_prompt,
+    thinking_toggle_payload,
+    verdict_by_error_field,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
-__all__ = ["ZAI", "ZHIPU", "register_providers", "retryable"]
+    from llmadapters.types import ChatRequest
+
+__all__ = ["ZAI", "ZHIPU", "prepare", "register_providers", "retryable"]
 
 RETRY_CODES = frozenset({"1120", "1302", "1303", "1305", "1312"})
 STOP_CODES = frozenset({"1113", "1301", "1304", "1308", "1309", "1310", "1311"})
 # By the body's business code when it has one; else the general rules.
 retryable = verdict_by_error_field("code", retry=RETRY_CODES, stop=STOP_CODES)
+
+_with_schema_in_prompt = json_schema_in_prompt(thinking_toggle_payload)
+
+
+def _says_nothing(message: Mapping[str, Any]) -> bool:
+    return message.get("role") == "assistant" and not message.get("content") and not message.get("tool_calls")
+
+
+def prepare(request: ChatRequest) -> dict[str, Any]:
+    """``thinking`` spelt as Zhipu takes it, a ``json_schema`` sent as ``json_object``
+    with the schema in the prompt, and no assistant message that says nothing."""
+    payload = _with_schema_in_prompt(request)
+    if any(_says_nothing(m) for m in payload["messages"]):
+        payload["messages"] = [m for m in payload["messages"] if not _says_nothing(m)]
+    return payload
 
 
 ZHIPU = ProviderSpec(
@@ -35,7 +65,7 @@ ZHIPU = ProviderSpec(
     base_url="https://open.bigmodel.cn/api/paas/v4",
     api_key_env="ZHIPUAI_API_KEY",
     default_model="glm-4-flash",
-    prepare=thinking_toggle_payload,
+    prepare=prepare,
     retryable=retryable,
 )
 ZAI = ProviderSpec(
@@ -43,7 +73,7 @@ ZAI = ProviderSpec(
     base_url="https://api.z.ai/api/paas/v4",
     api_key_env="ZAI_API_KEY",
     default_model="glm-4.5-flash",
-    prepare=thinking_toggle_payload,
+    prepare=prepare,
     retryable=retryable,
 )
 

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from llmadapters_zhipu import ZAI, ZHIPU
 
 import llmadapters as la
+from llmadapters.plugins import Registry
+from llmadapters.testing import FakeServer
 from llmadapters.testing.conformance import ProviderConformance
 from llmadapters.testing.providers import answer_after_error, headers_sent
 from llmadapters.types import ChatRequest
@@ -37,6 +41,45 @@ def test_thinking_toggle_and_endpoints() -> None:
     assert ZHIPU.prepare(request)["thinking"] == {"type": "enabled"}
     assert ZHIPU.base_url == "https://open.bigmodel.cn/api/paas/v4"
     assert ZAI.base_url == "https://api.z.ai/api/paas/v4"
+
+
+GLM = {"x-fake-behaviour": "echo,zhipu-thinking"}  # GLM-4.5 and later, as Zhipu serves them
+
+
+async def _call(server: FakeServer, provider: str, messages: list[Any], **params: Any) -> la.ChatCompletion:
+    """A call through the plugin (``zhipu``) or through a plain OpenAI-compatible
+    provider (any other name), both to ``server``."""
+    providers = {provider: {"base_url": server.base_url, "api_key": "sk-test"}}
+    async with la.AsyncClient({}, providers=providers, middleware=[], registry=Registry.load(autoload=True)) as client:
+        return await client.chat.completions.create(
+            model=f"{provider}/glm-4.6", messages=messages, extra_headers=GLM, **params
+        )
+
+
+async def test_an_assistant_message_that_says_nothing_is_not_sent() -> None:
+    async with FakeServer() as server:
+        question: dict[str, Any] = {"role": "user", "content": ""}
+        thought = (await _call(server, "zhipu", [question])).choices[0].message
+        assert (thought.content, thought.tool_calls) == (None, None)  # it only thought
+        assert thought.reasoning_content
+        messages = [question, thought, {"role": "user", "content": "again"}]
+        # Without the plugin, as Zhipu answers.
+        with pytest.raises(la.BadRequestError, match="content和tool_calls") as refused:
+            await _call(server, "plain", messages)
+        assert refused.value.code == "1214"
+        again = await _call(server, "zhipu", messages)
+        assert again.choices[0].message.content == "again"
+        assert [m["role"] for m in server.seen_bodies[-1]["messages"]] == ["user", "user"]
+
+
+async def test_glm_thinks_unless_told_not_to() -> None:
+    async with FakeServer() as server:
+        messages = [{"role": "user", "content": "hi"}]
+        assert (await _call(server, "zhipu", messages)).choices[0].message.reasoning_content == "Thinking about: hi"
+        assert (await _call(server, "plain", messages, thinking=False)).choices[0].message.reasoning_content
+        off = await _call(server, "zhipu", messages, thinking=False)
+        assert off.choices[0].message.reasoning_content is None
+        assert server.seen_bodies[-1]["thinking"] == {"type": "disabled"}
 
 
 class TestConformance(ProviderConformance):
