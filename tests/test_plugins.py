@@ -4,6 +4,7 @@ venv is in test_plugin_packages.py)."""
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import subprocess
 import sys
 import types
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import llmadapters as la
+from llmadapters.cli import main
 from llmadapters.plugins import Registry
 from llmadapters.providers.base import ProviderSpec
 
@@ -199,6 +201,19 @@ def test_cli_lists() -> None:
     plugins = run("plugins").splitlines()
     assert plugins[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES"]
     assert plugins[1].startswith("llmadapters  llmadapters   0.1.0    provider:openai, provider:fake, transport:httpx")
+
+
+def test_the_command_run_in_process_leaves_the_logging_and_warnings_as_it_found_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger = logging.getLogger("llmadapters")
+    handlers, formatwarning = list(logger.handlers), warnings.formatwarning
+    for _ in range(3):
+        assert main(["transports"]) == 0
+    assert "httpx      llmadapters" in capsys.readouterr().out
+    # No handler per call, stacked: each warning would print once more per earlier call.
+    assert logger.handlers == handlers
+    assert warnings.formatwarning is formatwarning
 
 
 class BrokenTransport:
