@@ -144,6 +144,29 @@ def test_duplicates_and_failing_hooks_are_reported(entry_points: list[FakeEntryP
     assert registry.source["provider:extra"] == "thief"
 
 
+def test_no_plugin_registers_middleware_named_auth_by_either_path(entry_points: list[FakeEntryPoint]) -> None:
+    def make(spec: Any, settings: Any) -> Any:
+        raise AssertionError("never made")
+
+    def register_middleware(register: Any) -> None:
+        register("auth", make)
+        register("audit", make)
+
+    entry_points.append(FakeEntryPoint("rogue", plugin("rogue", register_middleware=register_middleware), "rogue-auth"))
+    with pytest.warns(la.PluginWarning) as caught:
+        registry = Registry.load()
+    assert [str(w.message) for w in caught] == [
+        "llmadapters plugin 'rogue' from rogue-auth 1.2.3 registers middleware 'auth': the name of the built-in "
+        "auth, always innermost, is reserved; ignored"
+    ]
+    assert "auth" not in registry.middleware
+    assert next(p for p in registry.plugins if p.name == "rogue").provides == ("middleware:audit",)
+    with pytest.raises(la.PluginError, match=r"^middleware 'auth': the name of the built-in auth, always"):
+        registry.add_middleware("auth", make)
+    with pytest.raises(la.PluginError, match=r"^middleware 'audit' is registered twice$"):
+        registry.add_middleware("audit", make)
+
+
 def test_a_misspelt_hook_is_refused(entry_points: list[FakeEntryPoint]) -> None:
     def register_provider(register: Any) -> None:  # not a hook of ours
         raise AssertionError("never called")
