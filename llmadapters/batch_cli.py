@@ -10,7 +10,8 @@ ended in an error is sent again by ``--resume --retry-failed``, which first move
 error records to ``OUT.retried``, so the output keeps one record per custom_id. The first Ctrl-C lets
 the requests in flight finish and be written, then prints the summary; the second stops
 at once. Exit status: 0 when every request succeeded, 1 when some ended in an error
-(each has its error record), 2 for a usage problem (nothing sent), 130 when interrupted.
+(each has its error record), 2 for a usage problem (a bad argument, file or config:
+nothing sent, no output made), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .batch import (
     write_record,
 )
 from .client import AsyncClient
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     import argparse
@@ -232,12 +234,22 @@ def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
     print("\n".join(line for line in lines if line), file=sys.stderr)
 
 
-async def _drive(args: argparse.Namespace, items: Iterator[BatchItem], out: IO[str], progress: _Progress) -> bool:
-    """Run the batch, writing each result as it comes; True when interrupted."""
+def _client(args: argparse.Namespace) -> AsyncClient:
+    """The client of the run, made (and its settings checked) before any output is."""
     limits = {k: v for k, v in (("rpm", args.rpm), ("tpm", args.tpm)) if v is not None}
+    try:
+        return AsyncClient(args.config, limits=limits or None)
+    except ConfigError as exc:
+        raise UsageProblem(str(exc)) from None
+
+
+async def _drive(
+    client: AsyncClient, args: argparse.Namespace, items: Iterator[BatchItem], out: IO[str], progress: _Progress
+) -> bool:
+    """Run the batch, writing each result as it comes; True when interrupted."""
     interrupted = False
     loop = asyncio.get_running_loop()
-    async with AsyncClient(args.config, limits=limits or None) as client:
+    async with client:
         run: BatchRun = client.batch(
             items, concurrency=args.concurrency, model=args.model, line_deadline=args.line_deadline
         )
@@ -269,6 +281,7 @@ async def _drive(args: argparse.Namespace, items: Iterator[BatchItem], out: IO[s
 
 def run(args: argparse.Namespace) -> int:
     total = _check_input(args)
+    client = _client(args)
     out, done = _open_output(args)
     summary = BatchSummary()
     shard: Shard | None = args.shard
@@ -280,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress("none" if args.quiet else args.progress, None if total is None else total - len(done), summary)
     interrupted = True
     try:
-        interrupted = asyncio.run(_drive(args, items, out, progress))
+        interrupted = asyncio.run(_drive(client, args, items, out, progress))
     except asyncio.CancelledError:
         pass
     finally:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import PluginWarning
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .types import Usage
 
@@ -196,16 +196,19 @@ class _Notices(logging.Filter):
         return not hasattr(record, "llmadapters")
 
 
-def _show_warnings() -> None:
+def _show_warnings() -> Callable[[], None]:
     """Print the library's and plugins' warnings (e.g. a shared rate limiter that
     cannot be reached, a plugin that failed to load) on stderr, one line each: the
     package's NullHandler would swallow the logged ones, and Python's format adds the
-    source line that issued a warning, which says nothing to a user of the command."""
+    source line that issued a warning, which says nothing to a user of the command.
+    Returns what undoes it, for `main` to call on return: run in-process again, it
+    would otherwise print each warning once more per earlier run."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.addFilter(_Notices())
     handler.setFormatter(logging.Formatter("llmadapters: %(levelname)s: %(message)s"))
-    logging.getLogger("llmadapters").addHandler(handler)
+    logger = logging.getLogger("llmadapters")
+    logger.addHandler(handler)
     python_format = warnings.formatwarning
 
     def one_line(message: Warning | str, category: type[Warning], *where: Any, **more: Any) -> str:
@@ -213,14 +216,19 @@ def _show_warnings() -> None:
             return f"llmadapters: warning: {message}\n"
         return python_format(message, category, *where, **more)
 
+    def undo() -> None:
+        logger.removeHandler(handler)
+        warnings.formatwarning = python_format
+
     warnings.formatwarning = one_line
+    return undo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .errors import LLMAdapterError
 
-    _show_warnings()
+    hide_warnings = _show_warnings()
     try:
         if args.command == "batch":
             from .batch_cli import UsageProblem, run
@@ -238,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        hide_warnings()
 
 
 if __name__ == "__main__":

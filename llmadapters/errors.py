@@ -17,7 +17,8 @@ so callers catch one set of classes whatever moves the bytes::
      ├── MalformedResponseError      a 2xx body that is not the JSON object expected
      ├── StructuredOutputError       a reply that is not the JSON its schema asked for
      └── StreamError                 a stream that broke: cut before its answer was
-                                     complete, malformed, or an in-band
+                                     complete (the connection too, once the first
+                                     chunk was out), malformed, or an in-band
                                      ``{"error": ...}`` event
 
 No message or repr built here contains request headers, so an API key never shows up
@@ -176,7 +177,10 @@ class MalformedResponseError(LLMAdapterError):
 class StreamError(LLMAdapterError):
     """A streamed response broke: it ended before its answer was complete, carried an
     event that is not JSON, or carried an in-band ``{"error": ...}`` event (then in
-    ``body``).
+    ``body``). A connection that broke after the first chunk (a reset, a body cut
+    mid-chunk) is this too, with the `TransportError` as its ``__cause__``, so that
+    ``except StreamError`` catches every stream that broke after output began; one that
+    stalled past its read timeout stays a `TimeoutError`.
 
     Attributes:
         ended_early: the body ended, cleanly, before ``[DONE]``; a stream whose every

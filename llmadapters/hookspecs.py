@@ -81,6 +81,7 @@ def register_middleware(register: Callable[[str, MiddlewareFactory], None]) -> N
     ``register(name, factory)``: ``factory(spec, settings)`` returns the middleware of
     one route, an async callable ``(call, call_next) -> reply``; ``spec`` is the
     route's provider and ``settings`` the client's `llmadapters.config.Settings`.
+    ``auth`` is the built-in's name, always innermost: registering it warns and is ignored.
 
     Use in a plugin::
 

@@ -47,6 +47,9 @@ MiddlewareFactory: TypeAlias = "Callable[[ProviderSpec, Settings], Middleware]"
 
 DISABLE_AUTOLOAD_ENV = "LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN = "llmadapters"
+# A config names it (last) for the auth every route with a key gets; no plugin may take it.
+_AUTH = "auth"
+_AUTH_RESERVED = "the name of the built-in auth, always innermost, is reserved"
 _BUILTIN_MODULES = (builtin_providers, builtin_transports, builtin_middleware)
 
 
@@ -166,10 +169,16 @@ class Registry:
             if add("transport", name, self.transports, factory):
                 self.transport_features[name] = features
 
+        def add_middleware(name: str, factory: MiddlewareFactory) -> None:
+            if name == _AUTH:
+                self._problem(info, f"registers middleware {name!r}: {_AUTH_RESERVED}; ignored")
+            else:
+                add("middleware", name, self.middleware, factory)
+
         registers: dict[str, Callable[..., object]] = {
             "register_providers": lambda spec: add("provider", spec.name, self.providers, _checked_provider(spec)),
             "register_transports": add_transport,
-            "register_middleware": lambda name, factory: add("middleware", name, self.middleware, factory),
+            "register_middleware": add_middleware,
         }
         for hook, register in registers.items():
             for impl in getattr(self._manager.hook, hook).get_hookimpls():
@@ -198,8 +207,11 @@ class Registry:
         self.transports[name] = factory
 
     def add_middleware(self, name: str, factory: MiddlewareFactory) -> None:
-        if name in self.middleware or name == "auth":
-            raise PluginError(f"middleware {name!r} is registered twice (auth is built in, always innermost)")
+        """Register a middleware factory under ``name`` (not ``auth``, the built-in's)."""
+        if name == _AUTH:
+            raise PluginError(f"middleware {name!r}: {_AUTH_RESERVED}; choose another name")
+        if name in self.middleware:
+            raise PluginError(f"middleware {name!r} is registered twice")
         self.middleware[name] = factory
 
 

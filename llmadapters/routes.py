@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import AuthenticationError, ConfigError, LLMAdapterError, PluginError, StreamError, unknown_name
+from .errors import (
+    AuthenticationError,
+    ConfigError,
+    LLMAdapterError,
+    PluginError,
+    StreamError,
+    TimeoutError,
+    TransportError,
+    unknown_name,
+)
 from .middleware.auth import AuthMiddleware, KeyRing
 from .middleware.base import Call, CallNext, Middleware, Reply, compose
 from .providers.builtin import openai_compatible
@@ -125,7 +134,7 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
         events: AsyncGenerator[ResponseInfo | dict[str, Any], None], wants_usage: bool
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         unfinished: set[int] = set()  # the choices seen whose last chunk had no finish_reason
-        finished = usage = False
+        began = finished = usage = False
         try:
             with in_transport:
                 try:
@@ -140,11 +149,19 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
                                 unfinished.discard(choice.index)
                                 finished = True
                         usage = usage or chunk.usage is not None
+                        began = True
                         yield chunk
                 except StreamError as exc:
                     # Some servers end a finished stream without [DONE]: the answer is whole.
                     if not (exc.ended_early and finished and not unfinished and (usage or not wants_usage)):
                         raise
+                except TransportError as exc:
+                    # Cut after output began, the stream is truncated, whichever way the
+                    # connection broke (before, the call can still be retried; a stall
+                    # stays a timeout).
+                    if not began or isinstance(exc, TimeoutError):
+                        raise
+                    raise StreamError(f"stream from {name} broke after its first chunk: {exc}") from exc
         finally:
             await events.aclose()
 

@@ -235,21 +235,32 @@ def test_cli_batch_stdin_to_stdout_with_a_default_model(tmp_path: Path) -> None:
         ("duplicates", "llmadapters batch: in.jsonl: duplicate custom_id: 'q1' on lines 2, 4"),
         ("unwritable", "llmadapters batch: cannot write no/such/dir/out.jsonl: No such file or directory"),
         ("exists", "llmadapters batch: out.jsonl exists: add --resume to continue it, or choose another file"),
+        (
+            "config",
+            "llmadapters batch: bad.toml: defaults.transport: unknown transport 'htpx' (did you mean 'httpx'?); "
+            "available: httpx, openai",
+        ),
     ],
 )
 def test_cli_batch_usage_problems_send_nothing(tmp_path: Path, setup: str, message: str) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [line(0, "fake/echo"), line(1, "fake/echo"), line(2, "fake/echo")])
     output = "out.jsonl"
-    if setup == "duplicates":
+    options: list[str] = []
+    if setup == "config":
+        (tmp_path / "bad.toml").write_text('[defaults]\ntransport = "htpx"\n')
+        options = ["--config", "bad.toml"]
+    elif setup == "duplicates":
         write_jsonl(src, [line(0, "fake/echo"), line(1, "fake/echo"), line(2, "fake/echo"), line(1, "fake/echo")])
     elif setup == "unwritable":
         output = "no/such/dir/out.jsonl"
     elif setup == "exists":
         (tmp_path / "out.jsonl").write_text('{"custom_id": "old"}\n')
-    run = cli("batch", "missing.jsonl" if setup == "missing" else "in.jsonl", "-o", output, cwd=tmp_path)
+    run = cli("batch", "missing.jsonl" if setup == "missing" else "in.jsonl", "-o", output, *options, cwd=tmp_path)
     assert (run.returncode, run.stderr.strip()) == (2, message)
     if setup == "exists":
         assert (tmp_path / "out.jsonl").read_text() == '{"custom_id": "old"}\n'
+    else:
+        assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_shards_split_an_input_exactly_once_between_them() -> None:

@@ -4,6 +4,7 @@ venv is in test_plugin_packages.py)."""
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import subprocess
 import sys
 import types
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import llmadapters as la
+from llmadapters.cli import main
 from llmadapters.plugins import Registry
 from llmadapters.providers.base import ProviderSpec
 
@@ -142,6 +144,29 @@ def test_duplicates_and_failing_hooks_are_reported(entry_points: list[FakeEntryP
     assert registry.source["provider:extra"] == "thief"
 
 
+def test_no_plugin_registers_middleware_named_auth_by_either_path(entry_points: list[FakeEntryPoint]) -> None:
+    def make(spec: Any, settings: Any) -> Any:
+        raise AssertionError("never made")
+
+    def register_middleware(register: Any) -> None:
+        register("auth", make)
+        register("audit", make)
+
+    entry_points.append(FakeEntryPoint("rogue", plugin("rogue", register_middleware=register_middleware), "rogue-auth"))
+    with pytest.warns(la.PluginWarning) as caught:
+        registry = Registry.load()
+    assert [str(w.message) for w in caught] == [
+        "llmadapters plugin 'rogue' from rogue-auth 1.2.3 registers middleware 'auth': the name of the built-in "
+        "auth, always innermost, is reserved; ignored"
+    ]
+    assert "auth" not in registry.middleware
+    assert next(p for p in registry.plugins if p.name == "rogue").provides == ("middleware:audit",)
+    with pytest.raises(la.PluginError, match=r"^middleware 'auth': the name of the built-in auth, always"):
+        registry.add_middleware("auth", make)
+    with pytest.raises(la.PluginError, match=r"^middleware 'audit' is registered twice$"):
+        registry.add_middleware("audit", make)
+
+
 def test_a_misspelt_hook_is_refused(entry_points: list[FakeEntryPoint]) -> None:
     def register_provider(register: Any) -> None:  # not a hook of ours
         raise AssertionError("never called")
@@ -199,6 +224,19 @@ def test_cli_lists() -> None:
     plugins = run("plugins").splitlines()
     assert plugins[0].split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES"]
     assert plugins[1].startswith("llmadapters  llmadapters   0.1.0    provider:openai, provider:fake, transport:httpx")
+
+
+def test_the_command_run_in_process_leaves_the_logging_and_warnings_as_it_found_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger = logging.getLogger("llmadapters")
+    handlers, formatwarning = list(logger.handlers), warnings.formatwarning
+    for _ in range(3):
+        assert main(["transports"]) == 0
+    assert "httpx      llmadapters" in capsys.readouterr().out
+    # No handler per call, stacked: each warning would print once more per earlier call.
+    assert logger.handlers == handlers
+    assert warnings.formatwarning is formatwarning
 
 
 class BrokenTransport:

@@ -1,10 +1,17 @@
-"""Streams: one that finished is not an error; sync streams close quietly."""
+"""Streams: one that finished is not an error, one that broke after its first chunk is a
+`StreamError` on every transport; sync streams close quietly."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import struct
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -48,6 +55,68 @@ async def test_a_stream_cut_before_its_finish_reason_is_an_error(make_client: Ma
     with pytest.raises(la.StreamError, match=r"ended before \[DONE\]") as caught:
         await _text(stream)
     assert caught.value.ended_early
+
+
+_CHUNK = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion.chunk",
+    "created": 1_700_000_000,
+    "model": "m",
+    "choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": None}],
+}
+
+
+@contextlib.asynccontextmanager
+async def _breaking_server(how: str, release: asyncio.Event) -> AsyncIterator[str]:
+    """A loopback server that answers a stream with one chunk, then, once ``release`` is
+    set, breaks the body: a chunk cut short by the end of the connection, or a TCP reset.
+    (aiohttp's C parser waits, until the read timeout, on a chunk size that is not hex.)"""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        event = b"data: " + json.dumps(_CHUNK).encode() + b"\n\n"
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await release.wait()
+        if how == "reset":
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        writer.write(b"ff\r\ndata: {")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("how", ["chunk-cut-short", "reset"])
+async def test_a_stream_that_breaks_after_its_first_chunk_is_a_stream_error(
+    make_client: MakeClient, transport: str, how: str
+) -> None:
+    release = asyncio.Event()
+    async with _breaking_server(how, release) as base_url:
+        client = make_client(transport, base_url=base_url)
+        stream = await client.chat.completions.create(
+            model="local/m", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        first = await stream.__anext__()
+        assert first.choices[0].delta.content == "half"
+        release.set()
+        with pytest.raises(la.StreamError, match=r"^stream from local broke after its first chunk: ") as caught:
+            await stream.__anext__()
+        await stream.aclose()
+    # The transport's own error, worded as every transport words it, is the cause.
+    assert isinstance(caught.value.__cause__, la.TransportError)
+    assert str(caught.value).endswith(str(caught.value.__cause__))
+    assert not caught.value.ended_early
 
 
 def _no_usage(data: dict[str, Any]) -> dict[str, Any]:

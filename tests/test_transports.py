@@ -119,6 +119,8 @@ FAULTS = [
     ("empty", None),
     ("stream-error", None),
 ]
+# A stream cut after its first chunk is truncated, whichever way its connection broke.
+STREAMED = {"reset-mid-body": la.StreamError}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
@@ -132,6 +134,8 @@ async def test_transports_raise_equal_errors(
         return
     if expected is None:
         expected = la.StreamError if stream else la.MalformedResponseError
+    elif stream:
+        expected = STREAMED.get(fault, expected)
     kind, _, fields = outcomes[0]
     assert issubclass(kind, expected), outcomes[0]
     if issubclass(kind, la.TransportError):
@@ -189,11 +193,9 @@ async def test_dns_failure(make_client: MakeClient, transport: str, failing_dns:
 @pytest.mark.parametrize("fault", ["stall", "stall-mid-stream"])
 async def test_read_timeout(make_client: MakeClient, transport: str, fault: str) -> None:
     client = make_client(transport, timeout={"read": 0.3}, headers={"x-fake-stall-s": "5"})
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    with pytest.raises(la.TimeoutError):
+    # The read timeout's words, not the stall's end (5 s, then a reset), ended the call.
+    with pytest.raises(la.TimeoutError, match=r"^read timeout on .*\(timeout.read\)$"):
         await _collect(client, f"echo+{fault}", stream=True)
-    assert loop.time() - started < 4
 
 
 async def test_thousand_concurrent_requests(make_client: MakeClient, transport: str) -> None:
