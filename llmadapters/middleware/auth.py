@@ -61,9 +61,10 @@ KEY_SPENT_CODES = frozenset(
 _COOL = 1.0  # seconds a key cools after a 429 that named no Retry-After
 
 
-def _error_field(exc: APIStatusError, field: str) -> str | None:
+def _error_type(exc: APIStatusError) -> str | None:
+    """``body["error"]["type"]`` as a string (the code is `APIStatusError.code`)."""
     error = exc.body.get("error") if isinstance(exc.body, Mapping) else None
-    value = error.get(field) if isinstance(error, Mapping) else None
+    value = error.get("type") if isinstance(error, Mapping) else None
     return None if value is None else str(value)
 
 
@@ -73,8 +74,7 @@ def key_spent(call: Call, exc: APIStatusError) -> bool:
     402; DashScope's ``insufficient_quota``, which is its tokens-per-minute limit)."""
     if exc.status == 401:
         return True
-    spent = exc.status == 402 or _error_field(exc, "code") in KEY_SPENT_CODES
-    spent = spent or _error_field(exc, "type") in KEY_SPENT_CODES
+    spent = exc.status == 402 or exc.code in KEY_SPENT_CODES or _error_type(exc) in KEY_SPENT_CODES
     return spent and provider_verdict(call.spec, exc) is not True
 
 
@@ -257,7 +257,7 @@ class KeyRing:
         key = self._keys[name]
         if key.retired is not None:
             return
-        code = _error_field(exc, "code") or _error_field(exc, "type")
+        code = exc.code or _error_type(exc)
         key.retired = f"{exc.status}" + (f" {code}" if code else "")
         left = sum(1 for k in self._keys.values() if k.retired is None)
         logger.warning(
