@@ -46,13 +46,13 @@ from llmadapters.errors import ConfigError, ConnectError, RateLimitError, parse_
 from llmadapters.middleware.ratelimit import RateLimitMiddleware, estimate_tokens, held_until_done, stated_rate
 from llmadapters.streaming import ChatCompletionStream
 from llmadapters.transports.network import redact_url
+from llmadapters.types import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from llmadapters.middleware.base import Call, CallNext, Reply
     from llmadapters.middleware.ratelimit import Limits
-    from llmadapters.types import Usage
 
 __all__ = ["RedisRateLimit"]
 
@@ -331,14 +331,29 @@ class RedisRateLimit:
             limits.tpm or 0,
             estimate,
         ]
+        script_keys = [keys.leases, keys.rpm, keys.tpm, keys.state]
         while True:
-            answer = await self._acquire(keys=[keys.leases, keys.rpm, keys.tpm, keys.state], args=args)
-            wait = float(answer)
+            acquire = asyncio.ensure_future(self._acquire(keys=script_keys, args=args))
+            self._background.add(acquire)
+            acquire.add_done_callback(self._background.discard)
+            try:
+                wait = float(await asyncio.shield(acquire))
+            except asyncio.CancelledError:
+                # The round trip goes on: cut off mid-reply, it would leave its connection
+                # in an unknown state. What it granted to this cancelled call is given back.
+                acquire.add_done_callback(lambda done: self._granted_after_cancel(done, keys, lease, estimate))
+                raise
             if wait == 0:
                 return
             # A full set of slots frees unpredictably: ask again soon, with jitter so
             # that processes do not ask in lockstep.
             await asyncio.sleep(_POLL_S * (0.5 + random.random()) if wait < 0 else wait)
+
+    def _granted_after_cancel(self, acquire: asyncio.Future[Any], keys: _Keys, lease: str, estimate: int) -> None:
+        if acquire.cancelled() or acquire.exception() is not None or float(acquire.result()) != 0:
+            return
+        # Nothing was sent: the estimate is refunded, as a call that used no tokens.
+        self._finish(keys, lease, estimate, Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0), success=False)
 
     def _finish(
         self,
@@ -419,8 +434,9 @@ class RedisRateLimit:
         self._local_until = time.monotonic() + _RETRY_REDIS_S
 
     async def aclose(self) -> None:
-        """Wait for the releases in flight, stop renewing, close the connections."""
-        if self._background:
+        """Wait for the round trips and releases in flight, stop renewing, close the
+        connections."""
+        while self._background:  # an acquire that ends may start a release
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._renewer is not None:
             self._renewer.cancel()

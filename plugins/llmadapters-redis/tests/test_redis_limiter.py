@@ -116,24 +116,24 @@ async def test_a_429_seen_by_one_process_pauses_the_others(fake_server: FakeServ
         await asyncio.sleep(0.1)  # the 429 is reported after the reply, without holding the caller up
         started = time.monotonic()
         assert await ask(other) == "hi"
-        assert 0.7 < time.monotonic() - started < 2.0
+        assert time.monotonic() - started >= 0.7  # paused for the other's Retry-After: 1
 
 
 async def test_token_usage_corrects_the_estimate_for_every_process(
     fake_server: FakeServer, redis_server: RedisServer
 ) -> None:
     # 600 tokens/minute: 10 per second, a burst of 10. Each call uses 6 (5 prompt, 1
-    # completion) but is estimated at 1 + 30: without the correction the second call
-    # of the other client would wait about 3 s.
+    # completion) but is estimated at 1 + 300: without the correction the second call
+    # of the other client would wait about 30 s.
     limits = {"backend": "redis", "url": redis_server.url, "tpm": 600}
     async with client(fake_server, limits) as one, client(fake_server, limits) as other:
-        reply = await one.chat.completions.create(model="local/echo", messages=MESSAGES, max_tokens=30)
+        reply = await one.chat.completions.create(model="local/echo", messages=MESSAGES, max_tokens=300)
         assert reply.usage is not None
         assert reply.usage.total_tokens == 6
         await asyncio.sleep(0.1)
         started = time.monotonic()
         await other.chat.completions.create(model="local/echo", messages=MESSAGES, max_tokens=3)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 10
 
 
 async def test_a_rate_learned_from_headers_by_one_process_paces_the_others(
@@ -226,7 +226,7 @@ async def test_a_killed_process_gives_its_permits_back_after_the_lease(
         started = time.monotonic()
         assert await ask(c) == "hi"
         waited = time.monotonic() - started
-    assert 0.5 < waited < 6  # the dead worker's leases lapsed, at most 2 s after its last renewal
+    assert 0.5 < waited < 30  # the dead worker's leases lapsed (2 s after its last renewal), not never
 
 
 _END = "llmadapters-test-end"
@@ -305,6 +305,25 @@ async def test_a_stream_holds_its_permit_until_it_ends(fake_server: FakeServer, 
         assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "hi"
         assert await asyncio.wait_for(waiting, 30) == "hi"
         assert len(fake_server.arrivals) == 2
+
+
+async def test_calls_cancelled_at_any_point_leave_no_permit_held(
+    fake_server: FakeServer, redis_server: RedisServer
+) -> None:
+    """A call cancelled while the limiter talks to Redis (before, during or after the
+    acquire script's round trip, or while the call is out) gives its permit back at once,
+    not when its lease lapses, and leaves the connection usable."""
+    limits = {"backend": "redis", "url": redis_server.url, "max_concurrency": 4, "tpm": 100_000, "lease": 600}
+    async with client(fake_server, limits) as c:
+        for turn in range(80):
+            call = asyncio.ensure_future(ask(c))
+            for _ in range(turn % 16):  # each turn lets the call run one step further
+                await asyncio.sleep(0)
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+        assert [await ask(c) for _ in range(3)] == ["hi"] * 3
+    async with aioredis.from_url(redis_server.url) as direct:
+        assert await direct.zcard("llmadapters:{local}:leases") == 0
 
 
 async def test_each_api_key_has_a_shared_budget_of_its_own(
