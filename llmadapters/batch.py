@@ -254,13 +254,14 @@ def completed_ids(path: str | os.PathLike[str]) -> set[str]:
     return done
 
 
-def set_aside_failed(path: str | os.PathLike[str]) -> set[str]:
+def set_aside_failed(path: str | os.PathLike[str], shard: Shard | None = None) -> set[str]:
     """Move the error records of an output file to ``<path>.retried`` (appended), so that
     their requests count as not done and a resumed run sends them again; the custom_ids
-    of the records kept, for ``--resume``. Every record is read (and a last line cut
-    short repaired, as `completed_ids` does) before any is moved; the file is rewritten
-    whole and then renamed over the old one, so a kill at any point leaves either the
-    old file or the new one."""
+    of the records kept, for ``--resume``. With ``shard``, only that shard's error
+    records are moved: the others' are not this run's to send again. Every record is
+    read (and a last line cut short repaired, as `completed_ids` does) before any is
+    moved; the file is rewritten whole and then renamed over the old one, so a kill at
+    any point leaves either the old file or the new one."""
     path = os.fspath(path)
     completed_ids(path)
     done: set[str] = set()
@@ -270,7 +271,7 @@ def set_aside_failed(path: str | os.PathLike[str]) -> set[str]:
             if not line.strip():
                 continue
             record = json.loads(line)
-            if record.get("error") is None:
+            if record.get("error") is None or (shard is not None and record["custom_id"] not in shard):
                 good.write(line)
                 done.add(record["custom_id"])
             else:

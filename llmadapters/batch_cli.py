@@ -145,7 +145,7 @@ def _open_output(args: argparse.Namespace) -> tuple[IO[str], set[str]]:
         if not args.resume:
             raise UsageProblem(f"{args.output} exists: add --resume to continue it, or choose another file")
         try:
-            done = set_aside_failed(path) if args.retry_failed else completed_ids(path)
+            done = set_aside_failed(path, args.shard) if args.retry_failed else completed_ids(path)
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageProblem(f"{args.output}: not a batch output file ({exc!r})") from None
         except OSError as exc:

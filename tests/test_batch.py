@@ -511,6 +511,34 @@ def test_cli_retry_failed_sends_the_failed_lines_again_and_keeps_one_record_each
     assert not (tmp_path / "odd.jsonl.retried").exists()
 
 
+def test_cli_retry_failed_with_a_shard_sends_again_only_that_shards_failed_lines(
+    tmp_path: Path, external_fake_server: str
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", [line(i, "flaky/echo" if i % 2 == 0 else "fake/echo") for i in range(20)])
+    down = tmp_path / "down.toml"
+    down.write_text(
+        f'[providers.flaky]\nbase_url = "http://127.0.0.1:{_closed_port()}/v1"\nretry = {{ max_attempts = 1 }}\n'
+    )
+    up = tmp_path / "up.toml"
+    up.write_text(f'[providers.flaky]\nbase_url = "{external_fake_server}"\n')
+    # One output holding both shards' records (e.g. the shards' outputs put together).
+    assert cli("batch", "in.jsonl", "-o", "out.jsonl", "--config", str(down), "-q", cwd=tmp_path).returncode == 1
+    failed = {r["custom_id"] for r in records(tmp_path / "out.jsonl") if r["error"]}
+    shard = Shard(1, 2)
+    mine, others = {i for i in failed if i in shard}, {i for i in failed if i not in shard}
+    assert mine
+    assert others
+    again = cli(
+        "batch", "in.jsonl", "-o", "out.jsonl", "--config", str(up), "--resume", "--retry-failed", "--shard", "1/2",
+        "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    out = records(tmp_path / "out.jsonl")
+    assert sorted(r["custom_id"] for r in out) == sorted(f"q{i}" for i in range(20))  # one record each
+    assert {r["custom_id"] for r in out if r["error"]} == others  # the other shard's: kept, not sent
+    assert {r["custom_id"] for r in records(tmp_path / "out.jsonl.retried")} == mine
+
+
 def _closed_port() -> int:
     import socket
 
