@@ -24,7 +24,9 @@ What adaptive mode (on by default) learns, and from what:
   flight; each time a call sent at the limit succeeds (so the limit held calls back),
   the limit grows by a step that doubles each time (16, 32, 64, ...: about one round
   each). A 429 sent at level *n* (the calls in flight, itself included) shows
-  that the provider allows fewer than *n*: the limit becomes *n - 1* and holds there.
+  that the provider allows fewer than *n*: the limit becomes *n - 1*, or fewer, the
+  calls the provider held when it refused (see `_Budget._held_when_refused`), and holds
+  there.
   After a quiet spell (at least 200 calls and 8 rounds without a decrease) the lane
   probes upwards again, by one and then by steps that double while they succeed; each
   probe costs about one 429. Below half the highest level that ever succeeded (a cap
@@ -249,17 +251,20 @@ _FREE = _Cost()
 
 class _Ticket:
     """One call's place in its budget: the level it was sent at, the slots granted before
-    its own (``grant``), and what was sent before it."""
+    its own (``grant``), what was sent before it, and, when it was sent, the calls out
+    before it (``ahead``) and the successes so far."""
 
-    __slots__ = ("cost", "grant", "level", "sent_at", "seq", "tokens_before")
+    __slots__ = ("ahead", "cost", "grant", "level", "sent_at", "seq", "successes", "tokens_before")
 
-    def __init__(self, level: int, grant: int, seq: int, tokens_before: float, cost: _Cost, sent_at: float) -> None:
+    def __init__(self, level: int, grant: int, budget: _Budget, cost: _Cost, sent_at: float) -> None:
         self.level = level
         self.grant = grant
-        self.seq = seq
-        self.tokens_before = tokens_before
+        self.seq = budget.sent
+        self.tokens_before = budget.sent_tokens
         self.cost = cost
         self.sent_at = sent_at
+        self.ahead = len(budget.out)
+        self.successes = budget.successes
 
 
 class _Budget:
@@ -278,6 +283,8 @@ class _Budget:
         self.finished = 0
         self.sent = 0  # calls that took a slot, in order
         self.sent_tokens = 0.0  # their estimated tokens
+        self.out: set[int] = set()  # the calls sent and not finished, by their place in that order
+        self.successes = 0
         # Concurrency discovery.
         self.ceiling = math.inf  # the limit is held here after a decrease, until a probe
         self.step = float(_STEP)  # what the next increase adds; doubles while increases succeed
@@ -332,7 +339,8 @@ class _Budget:
             self.requests.level -= 1
         if self.tokens:
             self.tokens.level -= cost.tokens
-        ticket = _Ticket(slot[0], slot[1], self.sent, self.sent_tokens, cost, now)
+        ticket = _Ticket(slot[0], slot[1], self, cost, now)
+        self.out.add(ticket.seq)
         self.sent += 1
         self.sent_tokens += cost.tokens
         return ticket
@@ -391,7 +399,11 @@ class _Budget:
         self.waited += now - start
         return self._spend(cost, slot, now)
 
-    def release(self) -> None:
+    def release(self, ticket: _Ticket | None = None) -> None:
+        """Give back a slot, and ``ticket``'s place among the calls out (None: the slot
+        was given back before its call was sent)."""
+        if ticket is not None:
+            self.out.discard(ticket.seq)
         self.in_flight -= 1
         self.finished += 1
         self._wake()
@@ -450,6 +462,7 @@ class _Budget:
     def succeeded(self, ticket: _Ticket, http: ResponseInfo | None, usage: Usage | None) -> None:
         synced = False
         now = asyncio.get_running_loop().time()
+        self.successes += 1
         self.latency += _EWMA * (now - ticket.sent_at - self.latency)
         if self.limits.adaptive:
             if http is not None:
@@ -537,7 +550,7 @@ class _Budget:
                 if self.undo_against >= 2:
                     self.undo = None  # the level is refused again and again: the limit's
             return  # sent before the last decrease, which took its 429 into account
-        allowed = float(min(level - 1, stated if stated is not None else level))
+        allowed = float(min(level - 1, stated if stated is not None else self._held_when_refused(ticket)))
         if dense and ticket.level <= self.proven:
             # A level that succeeded is refused again and again: the cap dropped, and
             # the calls on their way will meet it too.
@@ -554,6 +567,16 @@ class _Budget:
         self.step = 1.0
         self.proven = min(self.proven, int(self.limit))
         self.quiet = 0
+
+    def _held_when_refused(self, ticket: _Ticket) -> int:
+        """About how many calls the provider held when it refused ``ticket``'s: those
+        sent before it and still out (a 429 comes back faster than a reply: had they
+        been refused, it would be known), and those of them that succeeded since it was
+        sent. Its level counts calls on their way to a 429 too: after a step up that
+        overshot, each 429 frees a slot that a new call fills at once, so a limit one
+        below the level refused would fall one by one, a 429 at each."""
+        still_out = sum(1 for seq in self.out if seq < ticket.seq)
+        return max(1, still_out + min(self.successes - ticket.successes, ticket.ahead - still_out))
 
     def stats(self) -> dict[str, Any]:
         """What was learned and met: the concurrency, requests and tokens per minute in
@@ -654,10 +677,10 @@ class RateLimitMiddleware:
             try:
                 budget.throttled(ticket, exc)
             finally:
-                budget.release()
+                budget.release(ticket)
             raise
         except BaseException:
-            budget.release()
+            budget.release(ticket)
             raise
         if isinstance(reply, ChatCompletionStream):
             http = reply.http
@@ -667,13 +690,13 @@ class RateLimitMiddleware:
                     if ok:
                         budget.succeeded(ticket, http, usage)
                 finally:
-                    budget.release()
+                    budget.release(ticket)
 
             return reply.with_chunks(await held_until_done(reply, finish))
         try:
             budget.succeeded(ticket, reply.http, reply.usage)
         finally:
-            budget.release()
+            budget.release(ticket)
         return reply
 
 
