@@ -21,14 +21,15 @@ What adaptive mode (on by default) learns, and from what:
   with no limit to pace by pauses the lane until its ``reset`` (``1s``, ``6m0s``,
   ``20ms``, or seconds; 60 s at most at once).
 - **Concurrency from 429s.** With no configured cap, a lane starts at 32 calls in
-  flight; each time a call sent at the limit succeeds (so the limit held calls back),
-  the limit grows by a step that doubles each time (16, 32, 64, ...: about one round
-  each). A 429 sent at level *n* (the calls in flight, itself included) shows
+  flight. Until its first decrease (slow start), each reply adds a slot while calls
+  wait: the limit doubles each round, opened as replies come back rather than all at
+  once, so the first 429 over the cap stops it. A 429 sent at level *n* (the calls in flight, itself included) shows
   that the provider allows fewer than *n*: the limit becomes *n - 1*, or fewer, the
   calls the provider held when it refused (see `_Budget._held_when_refused`), and holds
   there.
   After a quiet spell (at least 200 calls and 8 rounds without a decrease) the lane
-  probes upwards again, by one and then by steps that double while they succeed; each
+  probes upwards again, by one and then by steps that double while they succeed (each
+  time a call sent at the limit succeeds, so the limit held calls back); each
   probe costs about one 429. Below half the highest level that ever succeeded (a cap
   that dropped), it probes after 32 calls and 4 rounds, and once a step up succeeds
   above the lowest level refused since (not just below it: the limit may have fallen
@@ -287,6 +288,7 @@ class _Budget:
         self.successes = 0
         # Concurrency discovery.
         self.ceiling = math.inf  # the limit is held here after a decrease, until a probe
+        self.starting = self.limit < self.cap  # slow start: until the first decrease
         self.step = float(_STEP)  # what the next increase adds; doubles while increases succeed
         self.proven = 0  # the highest level that succeeded since the last decrease
         self.best = 0  # the highest level that ever succeeded ...
@@ -299,7 +301,7 @@ class _Budget:
         # the limit before it, and the lowest level refused, until the calls sent with
         # it tell (a success well above that level undoes the decrease; more 429s there
         # confirm it).
-        self.undo: tuple[float, float, int] | None = None  # limit, step, level
+        self.undo: tuple[float, float, int, bool] | None = None  # limit, step, level, starting
         self.undo_against = 0  # 429s above that level from calls sent before the decrease
         self.strikes = 0  # 429s above every level that succeeded, since one last did ...
         self.struck = 1 << 30  # ... and the lowest level they were sent at
@@ -485,6 +487,7 @@ class _Budget:
             # A call sent above the level refused before the decrease succeeded: the
             # 429s were random, not the limit.
             self.limit, self.step, self.ceiling = max(self.limit, self.undo[0]), self.undo[1], math.inf
+            self.starting = self.undo[3]
             self.undo = None
             self._judge(True)
             self._judge(True)
@@ -494,6 +497,13 @@ class _Budget:
             self.proven = ticket.level
             self.best = max(self.best, ticket.level)
             self.strikes, self.struck = 0, 1 << 30
+        if self.starting and self.waiters and self.limit < self.cap:
+            # Slow start: calls wait, so the limit holds them back; one more slot per
+            # success doubles it each round, opened as replies come back rather than
+            # all at once, so that when it passes the cap the first 429 stops it.
+            self.limit += 1
+            self._wake()
+            return
         if self.limit >= self.cap or ticket.level < self.limit:
             return  # only a call sent at the limit shows that the limit held it back
         dropped = self.limit < self.best / 2
@@ -557,10 +567,12 @@ class _Budget:
             allowed = min(allowed, math.floor(self.limit * 0.75))
         if allowed < self.limit:
             self.refused = min(self.refused, level)
-            self.undo = (self.limit, self.step, level) if maybe_random else None
+            self.undo = (self.limit, self.step, level, self.starting) if maybe_random else None
             self.undo_against = 0
             self.limit = max(1.0, allowed)
             self.decreased_at = self.granted
+            # Slow start ends on a sure decrease; random 429s would end it early.
+            self.starting = self.starting and maybe_random
             if self.jumped:
                 self.best, self.jumped = int(self.limit), False
         self.ceiling = self.limit
