@@ -22,6 +22,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import attrs
 
 from .errors import ConfigError
+from .middleware.cache import CacheSettings
 from .middleware.ratelimit import Limits
 from .middleware.retry import RetryPolicy
 from .transports.base import Timeouts, redacted_repr
@@ -140,6 +141,7 @@ class Settings:
     middleware: the default middleware names, outermost first.
     retry: the default retry policy.
     limits: the default rate limits (each provider gets its own budget of them).
+    cache: the response cache's settings, for the ``cache`` middleware.
     headers: extra headers for every provider's requests.
     query: extra query parameters for every provider's requests.
     network: the default proxy, TLS and connection settings.
@@ -154,6 +156,7 @@ class Settings:
     middleware: tuple[str, ...] = DEFAULT_MIDDLEWARE
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     limits: Limits = attrs.field(factory=Limits)
+    cache: CacheSettings = attrs.field(factory=CacheSettings)
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=redacted_repr)
     query: Mapping[str, str] = attrs.field(factory=dict)
     network: NetworkSettings = attrs.field(factory=NetworkSettings)
@@ -216,6 +219,7 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "auth is always added innermost",
         "retry": "the retry policy: a [retry] table",
         "limits": "each provider's rate limits: a [limits] table",
+        "cache": "the response cache's settings (the cache middleware, when named): a [cache] table",
         "plugins": "the installed plugins to load, by entry-point name (default: all)",
         "headers": "extra headers sent with every request to any provider, a table of strings",
         "query": "extra query parameters sent with every request, a table of strings (e.g. api-version)",
@@ -269,6 +273,12 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "local budgets (default false)",
         "lease": "seconds a shared concurrency permit outlives a process that died holding it (default 10)",
     },
+    "cache": {
+        "path": "the SQLite file of the cache (default $XDG_CACHE_HOME/llmadapters/responses.sqlite)",
+        "max_size": "bytes of stored replies at most; the least recently used go first (default 1 GiB)",
+        "expire": "seconds after which a stored reply is not used (default: never)",
+        "nondeterministic": "also cache requests that sample: temperature above 0 and no seed (default false)",
+    },
     "cert": {
         "cert": "PEM file with the client certificate (and its key, when key is not given)",
         "key": "PEM file with the private key",
@@ -283,6 +293,7 @@ _LIMIT_KEYS = tuple(SCHEMA["limits"])
 _TIMEOUT_KEYS = tuple(SCHEMA["timeout"])
 _RETRY_KEYS = tuple(SCHEMA["retry"])
 _CERT_KEYS = tuple(SCHEMA["cert"])
+_CACHE_KEYS = tuple(SCHEMA["cache"])
 
 
 P = ParamSpec("P")
@@ -428,6 +439,26 @@ class _Reader:
         return Limits(**given)  # type: ignore[arg-type]
 
     @_per_key
+    def cache(self, value: object, path: str) -> CacheSettings | None:
+        if value is None:
+            return None
+        table = self.table(value, path, _CACHE_KEYS)
+        given: dict[str, object] = {}
+        for key, item in table.items():
+            where = f"{path}.{key}"
+            if key == "path":
+                given[key] = self.string(item, where)
+            elif key == "max_size":
+                given[key] = self.count(item, where)
+            elif key == "expire":
+                given[key] = self._seconds(item, where)
+            elif not isinstance(item, bool):
+                raise self.fail(where, f"expected true or false, got {item!r}")
+            else:
+                given[key] = item
+        return CacheSettings(**given)  # type: ignore[arg-type]
+
+    @_per_key
     def names(self, value: object, path: str) -> tuple[str, ...] | None:
         if value is None:
             return None
@@ -500,6 +531,7 @@ class _Reader:
             "middleware": self.names(defaults.get("middleware"), "defaults.middleware"),
             "retry": self.retry(defaults.get("retry"), "defaults.retry"),
             "limits": self.limits(defaults.get("limits"), "defaults.limits"),
+            "cache": self.cache(defaults.get("cache"), "defaults.cache"),
             "plugins": self.names(defaults.get("plugins"), "defaults.plugins"),
             "headers": self.strings(defaults.get("headers"), "defaults.headers"),
             "query": self.strings(defaults.get("query"), "defaults.query"),

@@ -258,10 +258,13 @@ class ResponseInfo:
         status: the HTTP status.
         headers: the response headers, looked up case-insensitively (the transport's own
             headers object, or a dict with lower-case names).
+        cached: whether the reply came from the response cache (the ``cache``
+            middleware), with the status and headers it first came with.
     """
 
     status: int
     headers: Mapping[str, str] = attrs.field(repr=False)
+    cached: bool = attrs.field(default=False, kw_only=True)
 
     @property
     def request_id(self) -> str | None:

@@ -63,3 +63,10 @@ def test_tool_loop(tmp_path: Path) -> None:
             "+mimo-thinking",
         )
     )
+
+
+def test_response_cache(tmp_path: Path) -> None:
+    assert run("response_cache.py", tmp_path) == (
+        "first run: 0 of 20 answered from the cache\nsecond run: 20 of 20 answered from the cache\n"
+    )
+    assert (tmp_path / "responses.sqlite").exists()

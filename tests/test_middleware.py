@@ -303,7 +303,7 @@ async def test_middleware_by_name_in_config(fake_server: FakeServer) -> None:
     with pytest.raises(
         la.ConfigError,
         match=r"providers.x.middleware: unknown middleware 'retyr' \(did you mean 'retry'\?\); "
-        r"available: auth, logging",
+        r"available: auth, cache, logging",
     ):
         la.AsyncClient({"providers": {"x": {"base_url": fake_server.base_url, "middleware": ["retyr"]}}})
     with pytest.raises(la.ConfigError, match=r"defaults.retry.max_attempts: expected a whole number >= 1, got 0"):

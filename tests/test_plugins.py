@@ -200,7 +200,7 @@ def test_builtin_registry_loads_no_plugin(entry_points: list[FakeEntryPoint]) ->
         registry = Registry.builtin()
     assert set(registry.providers) == {"fake", "openai"}
     assert set(registry.transports) == {"httpx", "openai"}
-    assert set(registry.middleware) == {"logging", "ratelimit", "retry", "timeout"}
+    assert set(registry.middleware) == {"cache", "logging", "ratelimit", "retry", "timeout"}
 
 
 def test_cli_lists() -> None:

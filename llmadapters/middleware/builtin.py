@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
+from .cache import CacheMiddleware, ResponseCache
 from .logging import LoggingMiddleware
 from .ratelimit import RateLimitMiddleware
 from .retry import RetryMiddleware
@@ -39,9 +40,14 @@ def timeout_middleware(spec: ProviderSpec, settings: Settings) -> Middleware:
     return TimeoutMiddleware(total=timeouts.total, first_token=timeouts.first_token)
 
 
+def cache_middleware(spec: ProviderSpec, settings: Settings) -> Middleware:
+    return CacheMiddleware(ResponseCache(settings.cache))
+
+
 @hookimpl
 def register_middleware(register: Callable[[str, MiddlewareFactory], None]) -> None:
     register("logging", logging_middleware)
     register("retry", retry_middleware)
     register("ratelimit", ratelimit_middleware)
     register("timeout", timeout_middleware)
+    register("cache", cache_middleware)
