@@ -1,8 +1,10 @@
 """Where the aiohttp transport's time goes: the same call against nginx through plain
 aiohttp, through `AiohttpTransport.send` alone, through a client with no middleware, and
-through a client with the default stack.
+through a client with the default stack; with ``--stream``, a streamed call of 50 chunks
+(plain aiohttp's SSE loop, ``AiohttpTransport.stream``, the two clients).
 
     .venv/bin/python bench/aiohttp_layers.py            # C=256, 4,000 calls x 3 rounds
+    .venv/bin/python bench/aiohttp_layers.py --stream
 
 Figures are medians of requests/s and client CPU per call (getrusage of this process).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 from typing import Any
 
@@ -21,14 +24,14 @@ from llmadapters_aiohttp.transport import AiohttpTransport
 from nginx import start_nginx
 
 import llmadapters as la
+from llmadapters.plugin import Endpoint, NetworkOptions
 from llmadapters.plugins import Registry
-from llmadapters.transports.base import Endpoint
-from llmadapters.transports.network import NetworkOptions
 
 BODY: dict[str, Any] = {"model": "echo", "messages": [{"role": "user", "content": "benchmark request"}]}
+STREAM_BODY: dict[str, Any] = {**BODY, "stream": True}
 
 
-LAYERS = ("plain aiohttp", "transport.send", "client, no middleware", "client, default stack")
+LAYERS = ("plain aiohttp", "transport alone", "client, no middleware", "client, default stack")
 
 
 async def _round(url: str, registry: Registry, args: argparse.Namespace) -> list[tuple[float, float]]:
@@ -44,17 +47,37 @@ async def _round(url: str, registry: Registry, args: argparse.Namespace) -> list
         async with session.post(url + "/chat/completions", json=BODY) as response:
             return await response.json()
 
+    async def plain_stream() -> object:
+        # What a hand-written client does: read lines, decode each event, stop at [DONE].
+        events = []
+        async with session.post(url + "/chat/completions", json=STREAM_BODY) as response:
+            async for line in response.content:
+                if line.startswith(b"data: "):
+                    data = line[6:].strip()
+                    if data == b"[DONE]":
+                        break
+                    events.append(json.loads(data))
+        return events
+
     async def send() -> object:
+        if args.stream:
+            return [item async for item in transport.stream(endpoint, STREAM_BODY)]
         return await transport.send(endpoint, BODY)
 
+    async def through(client: la.AsyncClient) -> object:
+        if args.stream:
+            stream = await client.chat.completions.create(model="b/echo", messages=BODY["messages"], stream=True)
+            return [chunk async for chunk in stream]
+        return await client.chat.completions.create(model="b/echo", messages=BODY["messages"])
+
     async def no_middleware() -> object:
-        return await bare.chat.completions.create(model="b/echo", messages=BODY["messages"])
+        return await through(bare)
 
     async def default_stack() -> object:
-        return await full.chat.completions.create(model="b/echo", messages=BODY["messages"])
+        return await through(full)
 
     figures = []
-    for call in (plain, send, no_middleware, default_stack):
+    for call in (plain_stream if args.stream else plain, send, no_middleware, default_stack):
         await drive(call, 500, args.concurrency)
         figures.append(await drive(call, args.n, args.concurrency))
     await session.close()
@@ -65,7 +88,8 @@ async def _round(url: str, registry: Registry, args: argparse.Namespace) -> list
 
 
 async def _run(args: argparse.Namespace) -> None:
-    proc, url, _ = start_nginx()
+    proc, unary_url, stream_url = start_nginx()
+    url = stream_url if args.stream else unary_url
     registry = Registry.builtin()
     registry.add_transport("aiohttp", llmadapters_aiohttp.aiohttp_transport, supports=llmadapters_aiohttp.FEATURES)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in LAYERS}
@@ -77,7 +101,8 @@ async def _run(args: argparse.Namespace) -> None:
         proc.terminate()
         proc.wait()
     base = statistics.median(r[0] for r in results["plain aiohttp"])
-    print(f"nginx, concurrency {args.concurrency}, {args.n} calls x {args.rounds} rounds (medians)")
+    kind = "streamed" if args.stream else "unary"
+    print(f"nginx, {kind}, concurrency {args.concurrency}, {args.n} calls x {args.rounds} rounds (medians)")
     for name, runs in results.items():
         rate, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
         print(f"  {name:24} {rate:7.0f} req/s  {cpu:5.0f} us CPU per call  {rate / base:4.2f}x plain aiohttp")
@@ -88,6 +113,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=4000)
     parser.add_argument("-c", "--concurrency", type=int, default=256)
     parser.add_argument("-r", "--rounds", type=int, default=3)
+    parser.add_argument("--stream", action="store_true", help="streamed calls (50 chunks each)")
     asyncio.run(_run(parser.parse_args()))
 
 

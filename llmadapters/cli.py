@@ -224,11 +224,27 @@ def _show_warnings() -> Callable[[], None]:
     return undo
 
 
+def _use_uvloop() -> Callable[[], None]:
+    """Run the command's event loops on uvloop when it is installed (``pip install
+    'llmadapters[uvloop]'``): it takes less CPU per call than asyncio's own loop. Returns
+    what puts the previous event loop policy back, for `main` to call on return."""
+    import importlib.util
+
+    previous = asyncio.get_event_loop_policy()
+    if importlib.util.find_spec("uvloop") is None:
+        return lambda: None
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return lambda: asyncio.set_event_loop_policy(previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .errors import LLMAdapterError
 
     hide_warnings = _show_warnings()
+    restore_loop = _use_uvloop()
     try:
         if args.command == "batch":
             from .batch_cli import UsageProblem, run
@@ -247,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        restore_loop()
         hide_warnings()
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "PluginError",
     "PluginWarning",
     "RateLimitError",
+    "SENSITIVE_HEADERS",
     "ServerError",
     "StreamError",
     "StructuredOutputError",
@@ -60,6 +61,9 @@ __all__ = [
 
 # Longest piece of a server's body quoted in an error message.
 _BODY_SNIPPET = 300
+# The headers whose values are credentials (sent or received), in lower case: hidden in
+# the repr of an endpoint's headers, left out of an `APIStatusError`'s ``headers``.
+SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "set-cookie"})
 
 
 class LLMAdapterError(Exception):
@@ -121,7 +125,7 @@ class APIStatusError(LLMAdapterError):
         self.request_id = request_id
         self.body = body
         self.headers: dict[str, str] = {
-            k.lower(): v for k, v in (headers or {}).items() if k.lower() not in _PRIVATE_HEADERS
+            k.lower(): v for k, v in (headers or {}).items() if k.lower() not in SENSITIVE_HEADERS
         }
 
     @property
@@ -218,7 +222,6 @@ def unknown_name(where: str, kind: str, name: str, known: Iterable[str]) -> Conf
 
 
 _BAD_REQUEST = frozenset({400, 404, 405, 413, 415, 422})
-_PRIVATE_HEADERS = frozenset({"set-cookie", "authorization", "proxy-authorization"})
 
 
 def _finite(value: str | None) -> float | None:

@@ -91,14 +91,29 @@ class SSEDecoder:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 pos = 1
-        for match in _LINE_END.finditer(chunk, pos):
-            raw = chunk[pos : match.start()]
-            if self._partial:
-                self._partial += raw
-                raw = bytes(self._partial)
+        if b"\r" not in chunk:
+            # LF line ends only, as almost every server sends: split and decode the whole
+            # lines at once, in C, instead of line by line.
+            end = chunk.rfind(b"\n") + 1
+            if end > pos and self._partial:
+                cut = chunk.index(b"\n", pos)
+                self._partial += chunk[pos:cut]
+                self._line(self._partial.decode("utf-8", errors="replace"), events)
                 self._partial.clear()
-            self._line(raw.decode("utf-8", errors="replace"), events)
-            pos = match.end()
+                pos = cut + 1
+            if end > pos:
+                for line in chunk[pos : end - 1].decode("utf-8", errors="replace").split("\n"):
+                    self._line(line, events)
+                pos = end
+        else:
+            for match in _LINE_END.finditer(chunk, pos):
+                raw = chunk[pos : match.start()]
+                if self._partial:
+                    self._partial += raw
+                    raw = bytes(self._partial)
+                    self._partial.clear()
+                self._line(raw.decode("utf-8", errors="replace"), events)
+                pos = match.end()
         if pos < len(chunk):
             self._partial += chunk[pos:]
             if self._max is not None and len(self._partial) > self._max:

@@ -10,6 +10,7 @@ import pytest
 import llmadapters as la
 from llmadapters.providers.base import ProviderSpec
 from llmadapters.testing.conformance import ProviderConformance, TransportConformance
+from llmadapters.plugin import FEATURES
 from llmadapters.transports.builtin import httpx_transport, openai_transport
 from llmadapters.transports.openai_sdk import OpenAITransport
 
@@ -21,14 +22,17 @@ if TYPE_CHECKING:
 
 class TestHttpxTransport(TransportConformance):
     transport_factory = staticmethod(httpx_transport)
+    supports = FEATURES
 
 
 class TestOpenAITransport(TransportConformance):
     transport_factory = staticmethod(openai_transport)
+    supports = FEATURES
 
 
 class TestOpenAITransportOnHttpx2(TransportConformance):
     transport_factory = staticmethod(lambda options: OpenAITransport(options, http_client="httpx"))
+    supports = FEATURES
 
 
 def test_the_pytest_plugin_serves_a_fake_server(llmadapters_fake_server: FakeServer) -> None:

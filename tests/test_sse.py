@@ -343,10 +343,10 @@ _line_text = st.builds(
 
 
 @st.composite
-def _streams(draw: st.DrawFn) -> tuple[bytes, list[E], str | None]:
+def _streams(draw: st.DrawFn, line_ends: tuple[str, ...] = ("\n", "\r", "\r\n")) -> tuple[bytes, list[E], str | None]:
     """A valid event stream, and the events (and final last_event_id) it must decode to,
     computed from the generated values, not by parsing."""
-    eols = st.sampled_from(["\n", "\r", "\r\n"])
+    eols = st.sampled_from(line_ends)
     lines: list[str] = []
     expected: list[E] = []
     last_id: str | None = None
@@ -397,6 +397,10 @@ def _streams(draw: st.DrawFn) -> tuple[bytes, list[E], str | None]:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=_streams(), cuts=st.lists(st.integers(0, 10**6), max_size=12))
 def test_any_split_gives_the_same_events(stream: tuple[bytes, list[E], str | None], cuts: list[int]) -> None:
+    _check_any_split(stream, cuts)
+
+
+def _check_any_split(stream: tuple[bytes, list[E], str | None], cuts: list[int]) -> None:
     raw, expected, last_id = stream
     whole = SSEDecoder()
     assert whole.feed(raw) == expected
@@ -546,3 +550,13 @@ async def test_decode_sse_json_error_names_provider(stream: bytes) -> None:
     with pytest.raises(StreamError) as info:
         await _collect([stream], provider="deepseek")
     assert "deepseek" in str(info.value)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=_streams(line_ends=("\n",)), cuts=st.lists(st.integers(0, 10**6), max_size=12))
+def test_any_split_of_a_stream_of_lf_line_ends_gives_the_same_events(
+    stream: tuple[bytes, list[E], str | None], cuts: list[int]
+) -> None:
+    """The decoder's fast path (a chunk without CR, split and decoded at once) is the
+    only one such a stream takes."""
+    _check_any_split(stream, cuts)

@@ -2,10 +2,11 @@
 
     # tests/test_conformance.py of a transport plugin
     from llmadapters.testing.conformance import TransportConformance
-    from my_plugin import make_transport
+    from my_plugin import FEATURES, make_transport
 
     class TestMyTransport(TransportConformance):
         transport_factory = staticmethod(make_transport)
+        supports = FEATURES               # what your plugin registers it with
 
     # tests/test_conformance.py of a provider plugin
     from llmadapters.testing.conformance import ProviderConformance
@@ -15,104 +16,335 @@
         key_header = "authorization"      # where the key must arrive ("api-key", ...)
 
 pytest collects the inherited ``test_*`` methods. They are plain (sync) tests that run
-their own event loop against `FakeServer` on loopback, so no async pytest plugin is
-needed. A transport must give the same values and the same error classes as the
-built-in ``httpx`` transport for the same bytes; a provider must be registered by the
-installed plugins, take its key from its variable, and send it where it says.
+their own event loop against `FakeServer` (and small servers of their own) on loopback,
+so no async pytest plugin is needed. A transport must give the same values and the same
+error classes as the built-in ``httpx`` transport for the same bytes, send the same
+request, free its connection when a call is cancelled, leave no file descriptor open
+once closed, and honour each feature it claims in ``supports``; a provider must be
+registered by the installed plugins, take its key from its variable, and send it where
+it says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
+import ssl
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
 from ..client import AsyncClient
-from ..errors import LLMAdapterError
+from ..errors import ConnectError, LLMAdapterError, TimeoutError
 from ..plugins import Registry
 from .fake_server import FakeServer, FakeServerOptions
 from .providers import environment
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable, Collection
 
-__all__ = ["ProviderConformance", "TransportConformance"]
+__all__ = ["FAULTS", "STREAM_FAULTS", "VALUES", "ProviderConformance", "TransportConformance"]
 
 _MESSAGES = [{"role": "user", "content": "conformance check"}]
 _FIXED_CLOCK = FakeServerOptions(clock=lambda: 1_700_000_000.0)
-# Replies a transport must decode as the reference does.
-_VALUES = ("echo", "echo+reasoning", "echo+keepalive", "echo+processing", "echo+crlf", "lorem")
-# Faults a transport must report with the reference's error class.
-_FAULTS = ("fail-400", "fail-401", "fail-429", "fail-500", "html-502", "reset", "reset-mid-body", "truncate",
-           "malformed", "empty", "stream-error", "error-200", "huge-header", "stall")  # fmt: skip
+#: Replies (fake-server behaviours) a transport must decode as the reference does.
+VALUES = ("echo", "echo+reasoning", "echo+keepalive", "echo+processing", "echo+crlf", "lorem")
+#: Faults (fake-server behaviours) a transport must report with the reference's error
+#: class, unary and streamed.
+FAULTS = ("fail-400", "fail-401", "fail-429", "fail-500", "html-502", "reset", "reset-mid-body", "truncate",
+          "malformed", "empty", "error-200", "huge-header", "stall", "redirect", "huge-body", "gzip-bomb")  # fmt: skip
+#: Faults of streams only.
+STREAM_FAULTS = ("stream-error", "stall-mid-stream")
+_FAULT_CASES = [
+    *(pytest.param(fault, stream, id=f"{fault}-{'stream' if stream else 'unary'}") for fault in FAULTS
+      for stream in (False, True)),
+    *(pytest.param(fault, True, id=f"{fault}-stream") for fault in STREAM_FAULTS),
+]  # fmt: skip
+_MODES = pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+# Headers an HTTP library sets by itself, which may differ from one transport to another
+# (and the openai SDK's own x-stainless-* telemetry).
+_LIBRARY_HEADERS = frozenset({"user-agent", "accept", "accept-encoding", "connection", "host"})
 
 
-async def _ask(client: AsyncClient, model: str, stream: bool) -> object:
+def _own_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers the transport was asked to send, and ``content-type``/``-length``."""
+    return {k: v for k, v in headers.items() if k not in _LIBRARY_HEADERS and not k.startswith("x-stainless-")}
+
+
+async def _ask(client: AsyncClient, model: str, stream: bool, **options: Any) -> object:
     """The reply (a stream's chunks), or the class of the error."""
     try:
         if not stream:
-            return await client.chat.completions.create(model=model, messages=_MESSAGES)
-        chunks = await client.chat.completions.create(model=model, messages=_MESSAGES, stream=True)
+            return await client.chat.completions.create(model=model, messages=_MESSAGES, **options)
+        chunks = await client.chat.completions.create(model=model, messages=_MESSAGES, stream=True, **options)
         return [chunk async for chunk in chunks]
     except LLMAdapterError as exc:
         return type(exc)
 
 
+def _open_fds() -> int | None:
+    """File descriptors open in this process, where the platform lists them."""
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(listing):
+            return len(os.listdir(listing))
+    return None
+
+
 class TransportConformance:
     """Set ``transport_factory``: what your ``register_transports`` hook registers
-    (called with a `llmadapters.transports.network.NetworkOptions`)."""
+    (called with a `llmadapters.plugin.NetworkOptions`), and ``supports``: the
+    `llmadapters.plugin.FEATURES` it registers (each is exercised; a feature not
+    claimed is skipped, saying so).
+
+    One test per behaviour of the fake server and mode (unary, stream): the values of
+    `VALUES` and the errors of `FAULTS` (and, streamed, `STREAM_FAULTS`) must equal the
+    built-in ``httpx`` transport's.
+    """
 
     transport_factory: ClassVar[Callable[[Any], Any]]
+    supports: ClassVar[Collection[str]] = ()
 
-    def _both(self, models: tuple[str, ...], stream: bool) -> tuple[list[object], list[object]]:
-        async def run() -> tuple[list[object], list[object]]:
+    def _registry(self) -> Registry:
+        registry = Registry.builtin()
+        registry.add_transport("subject", type(self).transport_factory, supports=self.supports)
+        return registry
+
+    def _client(self, transport: str, base_url: str, **settings: Any) -> AsyncClient:
+        provider = {"base_url": base_url, **settings}
+        return AsyncClient({}, transport=transport, providers={"subject": provider}, middleware=[],
+                           registry=self._registry())  # fmt: skip
+
+    def _both(self, model: str, stream: bool) -> tuple[object, object]:
+        async def run() -> tuple[object, object]:
             async with FakeServer(_FIXED_CLOCK) as server:
-                registry = Registry.builtin()
-                registry.add_transport("subject", type(self).transport_factory)
-                outcomes: dict[str, list[object]] = {}
+                outcomes: dict[str, object] = {}
                 for transport in ("httpx", "subject"):
-                    settings = {
-                        "base_url": server.base_url,
-                        "timeout": {"read": 0.5},
-                        "headers": {"x-fake-stall-s": "2"},
-                    }
-                    client = AsyncClient({}, transport=transport, providers={"subject": settings}, middleware=[],
-                                         registry=registry)  # fmt: skip
+                    client = self._client(transport, server.base_url, timeout={"read": 0.5},
+                                          headers={"x-fake-stall-s": "2"})  # fmt: skip
                     async with client:
-                        outcomes[transport] = [await _ask(client, f"subject/{m}", stream) for m in models]
+                        outcomes[transport] = await _ask(client, f"subject/{model}", stream)
                 return outcomes["httpx"], outcomes["subject"]
 
         return asyncio.run(run())
 
-    def test_values_equal_the_reference(self) -> None:
-        for stream in (False, True):
-            reference, subject = self._both(_VALUES, stream)
-            assert subject == reference, f"stream={stream}"
+    def _claims(self, feature: str) -> None:
+        if feature not in self.supports:
+            pytest.skip(f"the transport does not claim {feature!r} in supports")
 
-    def test_errors_equal_the_reference(self) -> None:
-        for stream in (False, True):
-            reference, subject = self._both(_FAULTS, stream)
-            mismatched = [(m, r, s) for m, r, s in zip(_FAULTS, reference, subject, strict=True) if r != s]
-            assert not mismatched, f"stream={stream}: (fault, reference, yours): {mismatched}"
+    @_MODES
+    @pytest.mark.parametrize("behaviour", VALUES)
+    def test_value_equals_the_reference(self, behaviour: str, stream: bool) -> None:
+        reference, subject = self._both(behaviour, stream)
+        assert not isinstance(reference, type), f"the reference failed: {reference}"
+        assert subject == reference
+
+    @pytest.mark.parametrize(("fault", "stream"), _FAULT_CASES)
+    def test_fault_raises_the_reference_error(self, fault: str, stream: bool) -> None:
+        reference, subject = self._both(fault, stream)
+        assert isinstance(reference, type), f"the reference did not fail: {reference}"
+        assert subject is reference
+
+    @_MODES
+    def test_request_headers_and_body_equal_the_reference(self, stream: bool) -> None:
+        async def run() -> list[tuple[dict[str, str], dict[str, Any], str]]:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                for transport in ("httpx", "subject"):
+                    client = self._client(transport, server.base_url, api_key="sk-conformance",
+                                          headers={"x-extra": "1"}, query={"api-version": "2024-10-21"})  # fmt: skip
+                    async with client:
+                        reply = await _ask(client, "subject/echo", stream, temperature=0.5)
+                        assert not isinstance(reply, type), reply
+                seen = zip(server.seen_headers, server.seen_bodies, server.seen_targets, strict=True)
+                return [(_own_headers(headers), body, target) for headers, body, target in seen]
+
+        reference, subject = asyncio.run(run())
+        assert subject == reference
+        assert reference[0]["content-type"] == "application/json"
 
     def test_connect_refused_is_a_connect_error(self) -> None:
-        from ..errors import ConnectError
-
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
 
         async def run() -> object:
-            registry = Registry.builtin()
-            registry.add_transport("subject", type(self).transport_factory)
-            settings = {"base_url": f"http://127.0.0.1:{port}/v1"}
-            async with AsyncClient({}, transport="subject", providers={"subject": settings}, middleware=[],
-                                   registry=registry) as client:  # fmt: skip
+            async with self._client("subject", f"http://127.0.0.1:{port}/v1") as client:
                 return await _ask(client, "subject/echo", False)
 
         assert asyncio.run(run()) is ConnectError
+
+    @_MODES
+    def test_a_cancelled_call_frees_its_connection(self, stream: bool) -> None:
+        """Cancelled while the server stalls, a call gives its connection back: with
+        ``max_connections = 1`` (when claimed) the next call gets it."""
+        one = {"max_connections": 1} if "max_connections" in self.supports else {}
+
+        async def run() -> object:
+            async with FakeServer(_FIXED_CLOCK) as server, self._client("subject", server.base_url, **one) as client:
+                call = asyncio.ensure_future(_ask(client, "subject/stall", stream))
+                await _answering(server, call)
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+                return await _ask(client, "subject/echo", stream)
+
+        reply = asyncio.run(run())
+        assert not isinstance(reply, type), reply
+
+    def test_no_file_descriptor_is_left_open(self) -> None:
+        async def run() -> None:
+            async with FakeServer(_FIXED_CLOCK) as server, self._client("subject", server.base_url) as client:
+                replies = await asyncio.gather(*(_ask(client, "subject/echo", i % 2 == 1) for i in range(8)))
+                assert not any(isinstance(r, type) for r in replies), replies
+
+        asyncio.run(run())  # imports and first-use caches, before counting
+        before = _open_fds()
+        if before is None:
+            pytest.skip("this platform lists no open file descriptors")
+        asyncio.run(run())
+        assert _open_fds() == before
+
+    def test_max_connections_bounds_the_connections(self) -> None:
+        self._claims("max_connections")
+
+        async def run() -> tuple[int, int]:
+            async with FakeServer(FakeServerOptions(ttft=0.05)) as server:
+                async with self._client("subject", server.base_url, max_connections=2) as client:
+                    replies = await asyncio.gather(*(_ask(client, "subject/echo", False) for _ in range(6)))
+                    assert not any(isinstance(r, type) for r in replies), replies
+                return server.peak_active, server.connections_opened
+
+        peak, opened = asyncio.run(run())
+        assert peak <= 2
+        assert opened <= 2
+
+    def test_pool_timeout_bounds_the_wait_for_a_connection(self) -> None:
+        self._claims("pool_timeout")
+
+        async def run() -> object:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                client = self._client("subject", server.base_url, max_connections=1, timeout={"pool": 0.1},
+                                      headers={"x-fake-stall-s": "2"})  # fmt: skip
+                async with client:
+                    held = asyncio.ensure_future(_ask(client, "subject/stall", False))
+                    await _answering(server, held)
+                    waited = await _ask(client, "subject/echo", False)
+                    held.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await held
+                    return waited
+
+        assert asyncio.run(run()) is TimeoutError
+
+    def test_write_timeout_bounds_an_upload_the_server_does_not_read(self) -> None:
+        self._claims("write_timeout")
+
+        async def run() -> LLMAdapterError | None:
+            big = [{"role": "user", "content": "x" * (16 * 1024 * 1024)}]
+            async with _server_that_never_reads() as base_url:
+                client = self._client("subject", base_url, timeout={"write": 0.2, "read": 30})
+                async with client:
+                    try:
+                        await client.chat.completions.create(model="subject/echo", messages=big)
+                    except LLMAdapterError as exc:
+                        return exc
+                    return None
+
+        error = asyncio.run(run())
+        assert isinstance(error, TimeoutError), repr(error)
+        assert str(error).startswith("write timeout"), str(error)
+
+    def test_an_http_proxy_carries_the_call(self) -> None:
+        self._claims("proxy")
+
+        async def run() -> tuple[object, list[bytes]]:
+            async with FakeServer(_FIXED_CLOCK) as server, _http_proxy() as (proxy_url, seen):
+                client = self._client("subject", server.base_url, proxy=proxy_url)
+                async with client:
+                    return await _ask(client, "subject/echo", False), seen
+
+        reply, seen = asyncio.run(run())
+        assert not isinstance(reply, type), reply
+        assert seen, "the proxy saw no request"
+        assert seen[0].startswith(b"POST http://127.0.0.1:"), seen
+
+    def test_tls_verifies_against_the_given_ca(self, tmp_path: Any) -> None:
+        self._claims("tls")
+        trustme = pytest.importorskip("trustme", reason="the TLS check makes its CA with trustme")
+        ca = trustme.CA()
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_context)
+
+        async def run(verify: str | None) -> object:
+            async with FakeServer(_FIXED_CLOCK, ssl=server_context) as server:
+                settings: dict[str, Any] = {} if verify is None else {"verify": verify}
+                async with self._client("subject", server.base_url, **settings) as client:
+                    return await _ask(client, "subject/echo", False)
+
+        trusted = asyncio.run(run(str(ca_file)))
+        assert not isinstance(trusted, type), trusted
+        assert asyncio.run(run(None)) is ConnectError  # the system's CAs do not know this one
+
+
+async def _answering(server: FakeServer, call: asyncio.Future[object]) -> None:
+    """Return once ``server`` is answering a call (or ``call`` ended without one)."""
+    while server.active == 0 and not call.done():  # noqa: ASYNC110 - the fake server has no event for it
+        await asyncio.sleep(0.01)
+    if call.done():
+        raise AssertionError(f"the call ended before the server answered: {call.result()!r}")
+
+
+@contextlib.asynccontextmanager
+async def _server_that_never_reads() -> AsyncIterator[str]:
+    """A server that accepts a connection and reads nothing: an upload stalls."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def _http_proxy() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A forwarding proxy for http:// (a request line with an absolute URL, sent on to
+    the loopback host it names), and the request lines it saw."""
+    seen: list[bytes] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        seen.append(line)
+        method, url, version = line.split(b" ")
+        host_port, _, path = url.split(b"://")[1].partition(b"/")
+        host, _, port = host_port.decode().rpartition(":")
+        assert host == "127.0.0.1", host  # loopback only
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        up_writer.write(b"%s /%s %s" % (method, path, version))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 class ProviderConformance:
@@ -154,7 +386,7 @@ class ProviderConformance:
     def test_its_verdicts_do_not_crash_on_odd_errors(self) -> None:
         """``retryable`` gives True, False or None (not 0, 1 or another stand-in) for
         errors it was not written for; skipped, saying so, for a provider without one."""
-        from ..errors import APIStatusError, ConnectError, StreamError
+        from ..errors import APIStatusError, StreamError
 
         spec = self._spec()
         if spec.retryable is None:

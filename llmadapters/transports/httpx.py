@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httpx2
 
-from .base import Endpoint, decode_json_body, decode_sse_json, drain, encode_json, raise_for_status, read_body
-from .httpx2_base import httpx_timeout, map_httpx_errors, pool_settings
+from ._errors import BUILTIN_ERRORS, HTTPX2_ERRORS, ErrorMap
+from ._kernel import DEFAULT_MAX_CONNECTIONS, encode_json, json_reply, read_body, stream_reply
+from .httpx2_base import httpx_timeout, pool_settings
 from .network import NetworkOptions
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
 
     from ..types import ResponseInfo
-    from .base import Timeouts
+    from .base import Endpoint, Timeouts
 
 __all__ = ["HttpxTransport"]
 
@@ -53,6 +54,9 @@ _HEADERS = {
 }
 
 
+_ERRORS = ErrorMap(HTTPX2_ERRORS, BUILTIN_ERRORS)
+
+
 @lru_cache(maxsize=64)
 def _url(url: str) -> httpx2.URL:
     return httpx2.URL(url)
@@ -68,14 +72,14 @@ class HttpxTransport:
 
     Args:
         options: the route's proxy, TLS and connection settings; ``max_connections``
-            (default 1,024) counts over all shards.
+            (default `DEFAULT_MAX_CONNECTIONS`) counts over all shards.
         connections_per_shard: connections of one ``httpx2.AsyncClient``; small pools
             keep httpx2's per-request bookkeeping cheap.
     """
 
     def __init__(self, options: NetworkOptions | None = None, *, connections_per_shard: int = 8) -> None:
         options = options or NetworkOptions()
-        max_connections = options.max_connections or 1024
+        max_connections = options.max_connections or DEFAULT_MAX_CONNECTIONS
         if connections_per_shard < 1:
             raise ValueError("need connections_per_shard >= 1")
         self._per_shard = connections_per_shard
@@ -119,7 +123,7 @@ class HttpxTransport:
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]:
         shard = self._acquire()
         try:
-            with map_httpx_errors(endpoint):
+            with _ERRORS(endpoint):
                 response = await shard.pool.handle_async_request(self._request(endpoint, payload))
                 try:
                     body = await read_body(response.aiter_bytes())
@@ -127,23 +131,19 @@ class HttpxTransport:
                     await response.aclose()
         finally:
             shard.in_flight -= 1
-        info = raise_for_status(response.status_code, response.headers, body, endpoint)
-        return decode_json_body(body), info
+        return json_reply(response.status_code, response.headers, body, endpoint)
 
     async def stream(
         self, endpoint: Endpoint, payload: Mapping[str, Any]
     ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]:
         shard = self._acquire()
         try:
-            with map_httpx_errors(endpoint):
+            with _ERRORS(endpoint):
                 response = await shard.pool.handle_async_request(self._request(endpoint, payload))
                 try:
-                    error_body = await read_body(response.aiter_bytes()) if response.status_code >= 300 else b""
-                    yield raise_for_status(response.status_code, response.headers, error_body, endpoint)
-                    body = response.aiter_bytes()
-                    async for event in decode_sse_json(body, provider=endpoint.provider):
-                        yield event
-                    await drain(body)
+                    chunks = response.aiter_bytes()
+                    async for item in stream_reply(response.status_code, response.headers, chunks, endpoint):
+                        yield item
                 finally:
                     await response.aclose()
         finally:

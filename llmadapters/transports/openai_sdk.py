@@ -17,50 +17,30 @@ connect).
 from __future__ import annotations
 
 import importlib.util
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 import openai
 
-from .. import errors
-from .base import (
-    Endpoint,
-    closed_before_sending,
-    decode_json_body,
-    decode_sse_json,
-    drain,
-    raise_for_status,
-    read_body,
-)
-from .httpx2_base import client_settings, httpx_timeout, map_httpx_errors, transport_error
+from ._errors import AIOHTTP_ERRORS, BUILTIN_ERRORS, HTTPX2_ERRORS, OPENAI_ERRORS, ErrorMap
+from ._kernel import DEFAULT_MAX_CONNECTIONS, json_reply, read_body, resend_if_closed, stream_reply
+from .httpx2_base import client_settings, httpx_timeout
 from .network import NetworkOptions
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterator, Mapping
+    from collections.abc import AsyncGenerator, Mapping
 
     from ..types import ResponseInfo
+    from .base import Endpoint
 
 __all__ = ["OpenAITransport"]
 
 HttpClientKind = Literal["auto", "aiohttp", "httpx"]
 
-
-@contextmanager
-def _map_sdk_errors(endpoint: Endpoint) -> Iterator[None]:
-    try:
-        with map_httpx_errors(endpoint):
-            yield
-    except openai.APIConnectionError as exc:  # APITimeoutError included
-        raise transport_error(exc, endpoint) from exc
-    except openai.OpenAIError as exc:
-        raise errors.TransportError(f"openai SDK error on {endpoint.url}: {exc}") from exc
-    except Exception as exc:
-        # The SDK's vendored aiohttp client re-raises aiohttp errors it has no mapping for
-        # (a bad status line, an invalid chunk size, an oversized header).
-        if type(exc).__module__.startswith("aiohttp"):
-            raise transport_error(exc, endpoint) from exc
-        raise
+# The SDK's own, and what it wraps: httpx2's, or aiohttp's under its aiohttp client, which
+# re-raises those it has no mapping for (a bad status line, an invalid chunk size, an
+# oversized header).
+_ERRORS = ErrorMap(HTTPX2_ERRORS, AIOHTTP_ERRORS, OPENAI_ERRORS, BUILTIN_ERRORS)
 
 
 # What the SDK's aiohttp client cannot do, and its httpx2 client can.
@@ -72,7 +52,7 @@ class OpenAITransport:
 
     Args:
         options: the route's proxy, TLS and connection settings; ``max_connections``
-            sizes the SDK's pool (default 1,000).
+            sizes the SDK's pool (default `DEFAULT_MAX_CONNECTIONS`).
         http_client: ``"aiohttp"`` for the SDK's aiohttp client, ``"httpx"`` for its
             default httpx2 client, ``"auto"`` for aiohttp when it is installed and
             ``options`` need nothing only httpx2 does.
@@ -92,7 +72,7 @@ class OpenAITransport:
     def _client(self, base_url: str) -> openai.AsyncOpenAI:
         client = self._clients.get(base_url)
         if client is None:
-            settings = client_settings(self._network, self._network.max_connections or 1000)
+            settings = client_settings(self._network, self._network.max_connections or DEFAULT_MAX_CONNECTIONS)
             http: httpx2.AsyncClient
             if self.http_client_kind == "aiohttp":
                 http = openai.DefaultAioHttpClient(**settings)
@@ -123,23 +103,18 @@ class OpenAITransport:
         response back from its exception so that the shared code maps it, outside of any
         ``except`` (no SDK exception, holding the request's headers, in the chain)."""
         client = self._client(endpoint.base_url)
-        with _map_sdk_errors(endpoint):
-            for attempt in (1, 2):  # a second only when the pooled connection was found closed, nothing sent
-                try:
-                    return await client.post(
-                        endpoint.path,
-                        cast_to=httpx2.Response,
-                        body=payload,
-                        options=self._options(endpoint),
-                        stream=stream,
-                    )
-                except openai.APIStatusError as exc:
-                    error_response = exc.response
-                    break
-                except openai.APIConnectionError as exc:
-                    if attempt == 2 or not closed_before_sending(exc):
-                        raise
-        return error_response
+
+        async def post() -> httpx2.Response | openai.APIStatusError:
+            try:
+                return await client.post(
+                    endpoint.path, cast_to=httpx2.Response, body=payload, options=self._options(endpoint), stream=stream
+                )
+            except openai.APIStatusError as exc:
+                return exc
+
+        with _ERRORS(endpoint):
+            reply = await resend_if_closed(post)
+        return reply.response if isinstance(reply, openai.APIStatusError) else reply
 
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]:
         # Streamed even for a unary reply, so that its (decoded) size can be capped.
@@ -148,27 +123,24 @@ class OpenAITransport:
             body = response.content
         else:
             try:
-                with _map_sdk_errors(endpoint):
+                with _ERRORS(endpoint):
                     body = await read_body(response.aiter_bytes())
             finally:
                 await response.aclose()
-        info = raise_for_status(response.status_code, response.headers, body, endpoint)
-        return decode_json_body(body), info
+        return json_reply(response.status_code, response.headers, body, endpoint)
 
     async def stream(
         self, endpoint: Endpoint, payload: Mapping[str, Any]
     ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]:
         response = await self._open(endpoint, payload, stream=True)
         try:
-            error_body = response.content if response.status_code >= 300 else b""  # the SDK read it
-            yield raise_for_status(response.status_code, response.headers, error_body, endpoint)
-            with _map_sdk_errors(endpoint):
-                body = response.aiter_bytes()
-                async for event in decode_sse_json(body, provider=endpoint.provider):
-                    yield event
-                await drain(body)
+            with _ERRORS(endpoint):
+                # An error's body was read by the SDK: aiter_bytes gives it back.
+                chunks = response.aiter_bytes()
+                async for item in stream_reply(response.status_code, response.headers, chunks, endpoint):
+                    yield item
         finally:
-            with _map_sdk_errors(endpoint):
+            with _ERRORS(endpoint):
                 await response.aclose()
 
     async def aclose(self) -> None:

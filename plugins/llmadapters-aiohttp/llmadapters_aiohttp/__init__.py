@@ -9,12 +9,11 @@ from llmadapters import hookimpl
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from llmadapters.transports.base import Transport
-    from llmadapters.transports.network import NetworkOptions
+    from llmadapters.plugin import NetworkOptions, Transport
 
 __all__ = ["register_transports"]
 
-# What the transport honours of `llmadapters.transports.network.FEATURES`: all but HTTP/2,
+# What the transport honours of `llmadapters.plugin.FEATURES`: all but HTTP/2,
 # which aiohttp's client does not speak.
 FEATURES = (
     "proxy",

@@ -16,29 +16,31 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import yarl
 
-from llmadapters.transports.base import (
+from llmadapters.plugin import (
+    AIOHTTP_ERRORS,
+    BUILTIN_ERRORS,
+    DEFAULT_MAX_CONNECTIONS,
+    KEEPALIVE_EXPIRY,
     MAX_BODY_BYTES,
-    Endpoint,
-    Timeouts,
-    classify_transport_error,
-    closed_before_sending,
-    decode_json_body,
-    decode_sse_json,
-    drain,
+    ErrorMap,
+    NetworkOptions,
     encode_json,
-    raise_for_status,
+    json_reply,
     read_body,
+    require,
+    resend_if_closed,
+    stream_reply,
     timeout_error,
 )
-from llmadapters.transports.network import KEEPALIVE_EXPIRY, NetworkOptions, require
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
-    from llmadapters import errors
-    from llmadapters.types import ResponseInfo
+    from llmadapters.plugin import Endpoint, ResponseInfo, TimeoutError, Timeouts
 
 __all__ = ["AiohttpTransport"]
+
+_ERRORS = ErrorMap(AIOHTTP_ERRORS, BUILTIN_ERRORS)
 
 # aiohttp waits for the socket to drain once more than this is buffered.
 _CHUNK = 64 * 1024
@@ -74,7 +76,7 @@ class _Upload:
             self._timer.cancel()
             self._timer = None
 
-    def timed_out(self, url: str) -> errors.TimeoutError:
+    def timed_out(self, url: str) -> TimeoutError:
         """The error of an expired upload, the task's cancellation taken back."""
         uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
         if uncancel is not None:
@@ -92,12 +94,13 @@ def _timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
 class AiohttpTransport:
     """Args:
     options: the route's proxy (http://, https:// or, with aiohttp-socks, socks5://),
-        TLS and connection settings; ``max_connections`` defaults to 1,024.
+        TLS and connection settings; ``max_connections`` defaults to
+        ``DEFAULT_MAX_CONNECTIONS``.
     """
 
     def __init__(self, options: NetworkOptions | None = None) -> None:
         self._options = options or NetworkOptions()
-        self._max_connections = self._options.max_connections or 1024
+        self._max_connections = self._options.max_connections or DEFAULT_MAX_CONNECTIONS
         # One slot per connection: a call waits here, for at most its pool timeout,
         # instead of in aiohttp's connector.
         self._slots = asyncio.Semaphore(self._max_connections)
@@ -143,19 +146,9 @@ class AiohttpTransport:
         except asyncio.TimeoutError:
             raise timeout_error("pool", endpoint.url, pool) from None
 
-    async def _open(self, endpoint: Endpoint, body: bytes, upload: _Upload | None) -> aiohttp.ClientResponse:
-        """The response, sent again once on a new connection when the pooled one was
-        found closed before anything was sent."""
-        try:
-            return await self._post(endpoint, body, upload)
-        except aiohttp.ClientError as exc:
-            if not closed_before_sending(exc):
-                raise
-        return await self._post(endpoint, body, upload)
-
-    def _post(self, endpoint: Endpoint, body: bytes, upload: _Upload | None) -> Awaitable[aiohttp.ClientResponse]:
+    async def _post(self, endpoint: Endpoint, body: bytes, upload: _Upload | None) -> aiohttp.ClientResponse:
         headers = {**endpoint.headers, "content-type": "application/json", "content-length": str(len(body))}
-        return self._client().post(
+        return await self._client().post(
             endpoint.url,
             data=body if upload is None else upload.chunks(),
             headers=headers,
@@ -181,19 +174,15 @@ class AiohttpTransport:
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]:
         async with _Exchange(self, endpoint, payload) as response:
             reply = await self._read(response)
-        info = raise_for_status(response.status, response.headers, reply, endpoint)
-        return decode_json_body(reply), info
+        return json_reply(response.status, response.headers, reply, endpoint)
 
     async def stream(
         self, endpoint: Endpoint, payload: Mapping[str, Any]
     ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]:
         async with _Exchange(self, endpoint, payload) as response:
-            error_body = await self._read(response) if response.status >= 300 else b""
-            yield raise_for_status(response.status, response.headers, error_body, endpoint)
             chunks: AsyncIterator[bytes] = response.content.iter_any()
-            async for event in decode_sse_json(chunks, provider=endpoint.provider):
-                yield event
-            await drain(chunks)
+            async for item in stream_reply(response.status, response.headers, chunks, endpoint):
+                yield item
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -218,7 +207,8 @@ class _Exchange:
     async def __aenter__(self) -> aiohttp.ClientResponse:
         await self._transport._slot(self._endpoint)
         try:
-            self._response = await self._transport._open(self._endpoint, self._body, self._upload)
+            transport, endpoint, body, upload = self._transport, self._endpoint, self._body, self._upload
+            self._response = await resend_if_closed(lambda: transport._post(endpoint, body, upload))
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)  # raises ours, when it maps
             raise
@@ -235,7 +225,7 @@ class _Exchange:
             self._transport._slots.release()
             if self._upload is not None:
                 self._upload.stop()
-        if isinstance(exc, (aiohttp.ClientError, TimeoutError)):
-            raise classify_transport_error(exc, self._endpoint) from exc
+        if isinstance(exc, Exception) and _ERRORS.rule(exc) is not None:
+            raise _ERRORS.error(exc, self._endpoint) from exc
         if isinstance(exc, asyncio.CancelledError) and self._upload is not None and self._upload.expired:
             raise self._upload.timed_out(self._endpoint.url) from None

@@ -3,7 +3,7 @@ conformance suite (llmadapters' own tests/test_transports.py also runs through i
 
 from __future__ import annotations
 
-from llmadapters_aiohttp import aiohttp_transport
+from llmadapters_aiohttp import FEATURES, aiohttp_transport
 from llmadapters_aiohttp.transport import AiohttpTransport
 
 import llmadapters as la
@@ -31,3 +31,4 @@ async def test_chosen_by_name_from_the_installed_plugin() -> None:
 
 class TestConformance(TransportConformance):
     transport_factory = staticmethod(aiohttp_transport)
+    supports = FEATURES
