@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
 
     from ..errors import LLMAdapterError
+    from ..pricing import ModelPrice, TokenCounter
     from ..types import ChatRequest
 
 __all__ = [
@@ -134,6 +135,12 @@ class ProviderSpec:
         retryable: the provider's verdict on an error: False for "never retry" (an
             insufficient balance, an exhausted quota), True for "retry", None to leave
             it to the general rules of the retry middleware.
+        prices: the models' prices, by model name (a config adds or overrides them);
+            a model not listed has no known cost. Cite their source and date in the
+            plugin's README.
+        count_tokens: the provider's own tokenizer, when it runs offline, for estimates
+            made before anything is sent; None for the documented estimate of about
+            four characters a token.
     """
 
     name: str
@@ -147,3 +154,5 @@ class ProviderSpec:
     normalize: Callable[[Payload], Payload] | None = None
     launch: Callable[[], Awaitable[Launched]] | None = None
     retryable: Callable[[LLMAdapterError], bool | None] | None = None
+    prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
+    count_tokens: TokenCounter | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
+from ..pricing import words_and_four
 from .base import Launched, ProviderSpec
 
 if TYPE_CHECKING:
@@ -31,7 +32,14 @@ BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
     # https://platform.openai.com/docs/api-reference/chat
     ProviderSpec(name="openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"),
     # A real server on loopback, started in-process on first use; see llmadapters.testing.
-    ProviderSpec(name="fake", key_required=False, default_model="echo", launch=_launch_fake_server),
+    # Its prompt tokens are counted as the server counts them, so estimates are exact.
+    ProviderSpec(
+        name="fake",
+        key_required=False,
+        default_model="echo",
+        launch=_launch_fake_server,
+        count_tokens=words_and_four,
+    ),
 )
 
 
