@@ -9,9 +9,12 @@ request once. A request answered 429 is sent again until ``--line-deadline``; on
 ended in an error is sent again by ``--resume --retry-failed``, which first moves the
 error records to ``OUT.retried``, so the output keeps one record per custom_id. The first Ctrl-C lets
 the requests in flight finish and be written, then prints the summary; the second stops
-at once. Exit status: 0 when every request succeeded, 1 when some ended in an error
-(each has its error record), 2 for a usage problem (a bad argument, file or config:
-nothing sent, no output made), 130 when interrupted.
+at once. ``--max-cost`` (or the config's ``max_cost``) stops sending new requests before
+the spent and in-flight cost would pass it, as the first Ctrl-C does; ``--estimate``
+prices the job from its input and sends nothing. Exit status: 0 when every request
+succeeded, 1 when some ended in an error (each has its error record), 2 for a usage
+problem (a bad argument, file or config: nothing sent, no output made), 3 when the
+budget stopped the run (``--resume`` continues it), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ from .batch import (
 )
 from .client import AsyncClient
 from .errors import ConfigError
+from .pricing import parse_amount
+from .spend import estimate_job
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator
 
     from .batch import BatchItem, BatchRun
+    from .types import Cost
 
 __all__ = ["add_parser", "run"]
 
@@ -54,7 +60,7 @@ class UsageProblem(Exception):
 def add_parser(commands: Any) -> None:
     batch = commands.add_parser("batch", help="answer every request of a JSONL file, writing OpenAI batch output")
     batch.add_argument("input", help="JSONL requests (OpenAI Batch API lines or plain bodies); '-' for stdin")
-    batch.add_argument("-o", "--output", required=True, help="where to append results (JSONL); '-' for stdout")
+    batch.add_argument("-o", "--output", help="where to append results (JSONL); '-' for stdout (required to send)")
     batch.add_argument("-m", "--model", default=None, help="provider/model for requests that name none")
     batch.add_argument("-c", "--concurrency", type=int, default=64, help="calls in flight per provider (64)")
     batch.add_argument("--rpm", type=float, default=None, help="requests per minute, per provider")
@@ -79,6 +85,19 @@ def add_parser(commands: Any) -> None:
         metavar="I/N",
         help="answer only shard I of N (split by custom_id), for N workers on one input, each with its own output",
     )
+    batch.add_argument(
+        "--max-cost",
+        type=_amount,
+        default=None,
+        metavar="AMOUNT",
+        help="stop sending before the spent and in-flight cost would pass AMOUNT (USD, or e.g. '30 CNY'); "
+        "--resume continues (default: the config's max_cost)",
+    )
+    batch.add_argument(
+        "--estimate",
+        action="store_true",
+        help="price the job from its input (prompt tokens and max_tokens) and exit: nothing is sent",
+    )
     batch.add_argument("--config", default=None, help="a TOML config file")
     batch.add_argument("--summary-json", default=None, metavar="FILE", help="also write the summary as JSON")
     batch.add_argument(
@@ -100,6 +119,15 @@ def _seconds(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
+
+
+def _amount(text: str) -> Cost:
+    import argparse
+
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _shard(text: str) -> Shard:
@@ -178,11 +206,12 @@ class _Progress:
                 TextColumn("{task.fields[rate]}"),
                 TextColumn("[red]{task.fields[errors]} errors"),
                 TextColumn("{task.fields[retries]} retries"),
+                TextColumn("{task.fields[cost]}"),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[limits]}"),
                 transient=False,
             )
-            self._task = self._bar.add_task("batch", total=total, rate="", errors=0, retries=0, limits="")
+            self._task = self._bar.add_task("batch", total=total, rate="", errors=0, retries=0, cost="", limits="")
             self._bar.start()
 
     def update(self, final: bool = False) -> None:
@@ -195,10 +224,19 @@ class _Progress:
         if self._bar is not None:
             rate = f"{s.done / wall:.0f} req/s {s.tokens_out / wall:.0f} tok/s"
             limits = "  ".join(f"{name}: {_limits_text(stats)}" for name, stats in self.limits().items())
-            self._bar.update(self._task, completed=s.done, rate=rate, errors=s.errors, retries=s.retries, limits=limits)
+            self._bar.update(
+                self._task,
+                completed=s.done,
+                rate=rate,
+                errors=s.errors,
+                retries=s.retries,
+                cost=_money(s.costs.total()),
+                limits=limits,
+            )
         elif self.mode == "json":
             record: dict[str, Any] = {"done": s.done, "total": self.total, "errors": s.errors, "retries": s.retries}
             record["requests_per_s"] = round(s.done / wall, 1)
+            record["cost"] = s.costs.total()
             record["limits"] = self.limits()
             print(json.dumps(record), file=sys.stderr, flush=True)
 
@@ -220,13 +258,28 @@ def _limits_text(stats: dict[str, Any]) -> str:
     return " ".join([*shown, *counts]) + gone
 
 
+def _money(amounts: dict[str, float]) -> str:
+    """``0.0123 USD + 1.5 CNY``; empty for none."""
+    return " + ".join(f"{amount:.6g} {currency}" for currency, amount in amounts.items())
+
+
+def _cost_lines(cost: dict[str, Any]) -> list[str]:
+    unpriced = sum(cost["unpriced"].values())
+    lines = [f"  cost {_money(cost['total']) or 'unknown'}" + (f" ({unpriced} replies unpriced)" if unpriced else "")]
+    if len(cost["by_model"]) > 1:
+        lines += [f"    {model}: {_money(amounts)}" for model, amounts in cost["by_model"].items()]
+    return lines
+
+
 def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
     lat = figures["latency_s"]
+    ended = figures.get("budget_reached") or ("interrupted: resume with --resume" if interrupted else "done")
     lines = [
-        "interrupted: resume with --resume" if interrupted else "done",
+        ended,
         f"  requests {figures['requests']}: {figures['ok']} ok, {figures['errors']} errors"
         + (f" ({', '.join(f'{k} {v}' for k, v in figures['errors_by_kind'].items())})" if figures["errors"] else ""),
         f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out",
+        *_cost_lines(figures["cost"]),
         f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s" if lat["p50"] is not None else "",
         f"  wall {figures['wall_s']} s, {figures['requests_per_s']} requests/s",
         *(f"  limits of {name}: {_limits_text(stats)}" for name, stats in figures.get("limits", {}).items()),
@@ -245,13 +298,18 @@ def _client(args: argparse.Namespace) -> AsyncClient:
 
 async def _drive(
     client: AsyncClient, args: argparse.Namespace, items: Iterator[BatchItem], out: IO[str], progress: _Progress
-) -> bool:
-    """Run the batch, writing each result as it comes; True when interrupted."""
+) -> tuple[bool, str | None]:
+    """Run the batch, writing each result as it comes: whether it was interrupted, and
+    why the budget stopped it, when it did."""
     interrupted = False
     loop = asyncio.get_running_loop()
     async with client:
         run: BatchRun = client.batch(
-            items, concurrency=args.concurrency, model=args.model, line_deadline=args.line_deadline
+            items,
+            concurrency=args.concurrency,
+            model=args.model,
+            line_deadline=args.line_deadline,
+            max_cost=args.max_cost,
         )
         progress.limits = client.limits
         main = asyncio.current_task()
@@ -276,12 +334,41 @@ async def _drive(
             progress.limits = dict
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
-    return interrupted
+    reached = None if run.budget is None or run.budget.reached is None else str(run.budget.reached)
+    if reached is not None and run.dropped:
+        reached += f"; {run.dropped} requests not sent: add --resume (and a larger --max-cost) to continue"
+    return interrupted, reached
+
+
+def _estimate(args: argparse.Namespace, client: AsyncClient) -> int:
+    """``--estimate``: price the job, print it (and write it to --summary-json)."""
+    shard: Shard | None = args.shard
+    items = (item for item in read_jsonl(_lines(args.input)) if shard is None or item.custom_id in shard)
+    figures = asyncio.run(estimate_job(client, items, args.model)).as_dict()
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(figures, indent=2) + "\n")
+    lines = [
+        f"estimate: {figures['requests']} requests ({figures['invalid']} invalid), nothing sent",
+        f"  prompt tokens {figures['prompt_tokens']}, output tokens at most {figures['output_tokens_bound']}"
+        + (f" ({figures['no_output_bound']} requests set no max_tokens)" if figures["no_output_bound"] else ""),
+        f"  cost at most {_money(figures['cost']) or 'unknown'}"
+        + (f" ({figures['unpriced']} requests of models with no known price)" if figures["unpriced"] else ""),
+        *(
+            f"    {model}: {each['requests']} requests, {_money(each['cost']) or 'no known price'}"
+            for model, each in figures["by_model"].items()
+        ),
+    ]
+    print("\n".join(lines), file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     total = _check_input(args)
     client = _client(args)
+    if args.estimate:
+        return _estimate(args, client)
+    if args.output is None:
+        raise UsageProblem("-o/--output is required to send (or add --estimate to price the job)")
     out, done = _open_output(args)
     summary = BatchSummary()
     shard: Shard | None = args.shard
@@ -291,9 +378,9 @@ def run(args: argparse.Namespace) -> int:
         if item.custom_id not in done and (shard is None or item.custom_id in shard)
     )
     progress = _Progress("none" if args.quiet else args.progress, None if total is None else total - len(done), summary)
-    interrupted = True
+    interrupted, reached = True, None
     try:
-        interrupted = asyncio.run(_drive(client, args, items, out, progress))
+        interrupted, reached = asyncio.run(_drive(client, args, items, out, progress))
     except asyncio.CancelledError:
         pass
     finally:
@@ -304,10 +391,14 @@ def run(args: argparse.Namespace) -> int:
         figures["skipped_as_done"] = len(done)
         if shard is not None:
             figures["shard"] = str(shard)
+        if reached is not None:
+            figures["budget_reached"] = reached
         if args.summary_json:
             Path(args.summary_json).write_text(json.dumps(figures, indent=2) + "\n")
         if not args.quiet:
             _print_summary(figures, interrupted)
     if interrupted:
         return 130
+    if reached is not None:
+        return 3
     return 1 if summary.errors else 0

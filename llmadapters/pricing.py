@@ -27,6 +27,7 @@ import attrs
 from .types import Cost, Usage
 
 __all__ = [
+    "CostTally",
     "ModelPrice",
     "Price",
     "PriceList",
@@ -184,8 +185,11 @@ def estimate_tokens(messages: Sequence[Mapping[str, Any]], counter: TokenCounter
 
 
 def parse_amount(value: object) -> Cost:
-    """An amount of money: a number (USD), or text such as ``"5"``, ``"5 USD"``, ``"30CNY"``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """An amount of money: a `Cost`, a number (USD), or text such as ``"5"``, ``"5 USD"``,
+    ``"30CNY"``."""
+    if isinstance(value, Cost):
+        amount, currency = value.amount, value.currency
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         amount, currency = float(value), "USD"
     elif isinstance(value, str):
         text = value.strip()
@@ -202,3 +206,32 @@ def parse_amount(value: object) -> Cost:
     if not 0 < amount < float("inf"):
         raise ValueError(f'expected a positive amount, in USD or with a currency code ("5", "30 CNY"), got {value!r}')
     return Cost(amount, currency)
+
+
+@attrs.define
+class CostTally:
+    """Money added up by ``provider/model`` and by currency (never across currencies)."""
+
+    by_model: dict[str, dict[str, float]] = attrs.field(factory=dict)
+
+    def add(self, model: str, cost: Cost) -> None:
+        amounts = self.by_model.setdefault(model, {})
+        amounts[cost.currency] = amounts.get(cost.currency, 0.0) + cost.amount
+
+    def total(self) -> dict[str, float]:
+        """The sum of every model's, by currency (rounded to 1e-9)."""
+        total: dict[str, float] = {}
+        for amounts in self.by_model.values():
+            for currency, amount in amounts.items():
+                total[currency] = total.get(currency, 0.0) + amount
+        return _rounded(total)
+
+    def of(self, model: str) -> dict[str, float]:
+        return _rounded(self.by_model.get(model, {}))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total(), "by_model": {model: self.of(model) for model in sorted(self.by_model)}}
+
+
+def _rounded(amounts: Mapping[str, float]) -> dict[str, float]:
+    return {currency: round(amount, 9) for currency, amount in sorted(amounts.items())}

@@ -40,7 +40,15 @@ if TYPE_CHECKING:
     from .providers.base import Launched, ProviderSpec
     from .transports.base import Transport
 
-__all__ = ["Route", "build_route", "check_features", "needed_features", "provider_spec", "shared_limiter"]
+__all__ = [
+    "Route",
+    "build_route",
+    "check_features",
+    "needed_features",
+    "price_list",
+    "provider_spec",
+    "shared_limiter",
+]
 
 MiddlewareChoice = str | Middleware
 
@@ -229,6 +237,11 @@ def provider_spec(name: str, settings: Settings, registry: Registry) -> Provider
     raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
 
 
+def price_list(spec: ProviderSpec, settings: Settings) -> PriceList:
+    """The provider's prices: its plugin's, with the config's over them, model by model."""
+    return PriceList({**spec.prices, **settings.provider(spec.name).prices})
+
+
 def _api_keys(spec: ProviderSpec, settings: Settings) -> dict[str, str]:
     """The provider's keys, by name: the variable each came from, or ``api_key`` (a key
     given in code; ``api_key[i]`` when there are several)."""
@@ -379,7 +392,7 @@ async def build_route(
         if launched is not None:
             await launched.aclose()
         raise
-    prices = PriceList({**spec.prices, **own.prices})
+    prices = price_list(spec, settings)
     endpoint = Endpoint(
         base_url=base_url,
         headers=headers,
