@@ -11,7 +11,10 @@ error records to ``OUT.retried``, so the output keeps one record per custom_id. 
 the requests in flight finish and be written, then prints the summary; the second stops
 at once. ``--max-cost`` (or the config's ``max_cost``) stops sending new requests before
 the spent and in-flight cost would pass it, as the first Ctrl-C does; ``--estimate``
-prices the job from its input and sends nothing. Exit status: 0 when every request
+prices the job from its input and sends nothing. ``--via batch-api`` sends the job
+through the provider's own Batch API instead (`llmadapters.batch_api`), keeping what it
+submitted in ``OUT.batch-api.json``, so that a killed run's ``--resume`` submits nothing
+twice; ``--finish-online`` sends the lines a batch did not answer (expired) online. Exit status: 0 when every request
 succeeded, 1 when some ended in an error (each has its error record), 2 for a usage
 problem (a bad argument, file or config: nothing sent, no output made), 3 when the
 budget stopped the run (``--resume`` continues it), 130 when interrupted.
@@ -38,6 +41,7 @@ from .batch import (
     set_aside_failed,
     write_record,
 )
+from .batch_api import BatchAPIJob, JobState, state_path
 from .client import AsyncClient
 from .errors import ConfigError
 from .pricing import parse_amount
@@ -97,6 +101,25 @@ def add_parser(commands: Any) -> None:
         "--estimate",
         action="store_true",
         help="price the job from its input (prompt tokens and max_tokens) and exit: nothing is sent",
+    )
+    batch.add_argument(
+        "--via",
+        choices=("online", "batch-api"),
+        default="online",
+        help="send each request now (online, the default), or through the provider's Batch API "
+        "(batch-api: results within its completion window, at its batch price)",
+    )
+    batch.add_argument(
+        "--finish-online",
+        action="store_true",
+        help="with --via batch-api, send the lines a batch did not answer (expired, cancelled, failed) online",
+    )
+    batch.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --via batch-api, the first wait between polls of the batches; it doubles up to 300 (10)",
     )
     batch.add_argument("--config", default=None, help="a TOML config file")
     batch.add_argument("--summary-json", default=None, metavar="FILE", help="also write the summary as JSON")
@@ -362,6 +385,88 @@ def _estimate(args: argparse.Namespace, client: AsyncClient) -> int:
     return 0
 
 
+def _batch_api_job(args: argparse.Namespace, client: AsyncClient) -> JobState:
+    """The provider of a ``--via batch-api`` job (that of its first request) and its
+    state: refused before anything is made when the job cannot go that way."""
+    if args.output in (None, "-"):
+        raise UsageProblem("--via batch-api writes its state next to the output: give -o OUT.jsonl")
+    for option, given in (
+        ("--max-cost", args.max_cost),
+        ("--shard", args.shard),
+        ("--retry-failed", args.retry_failed),
+    ):
+        if given:
+            raise UsageProblem(f"{option} applies to online sending, not to --via batch-api")
+    first = next((item for item in read_jsonl(_lines(args.input)) if item.body is not None), None)
+    if first is None:
+        raise UsageProblem(f"{args.input}: no valid request to send")
+    assert first.body is not None
+    try:
+        request = client.request(messages=first.body["messages"], model=first.body.get("model") or args.model)
+    except (ValueError, TypeError, ConfigError) as exc:
+        raise UsageProblem(f"line {first.line}: {exc}") from None
+    spec = client.registry.providers.get(request.provider)
+    if spec is None or spec.batch_api is None:
+        able = sorted(name for name, each in client.registry.providers.items() if each.batch_api is not None)
+        raise UsageProblem(f"provider {request.provider!r} has no Batch API; those that have one: {', '.join(able)}")
+    path = state_path(args.output)
+    if Path(path).exists() and not args.resume:
+        raise UsageProblem(f"{path} holds a job already submitted: add --resume to continue it")
+    try:
+        return JobState.load(path, request.provider)
+    except (ConfigError, ValueError, KeyError, TypeError) as exc:
+        raise UsageProblem(f"{path}: not a job's state ({exc})") from None
+
+
+def _on_event(event: dict[str, Any], args: argparse.Namespace, progress: _Progress, shown: dict[str, str]) -> None:
+    """Show a step of a ``--via batch-api`` job: the progress on each record written; a
+    line on stderr for the others (a poll only when the batch's status changed)."""
+    kind = event["event"]
+    if kind == "written":
+        progress.update()
+        return
+    if args.quiet or kind in ("submitting", "downloaded"):
+        return
+    if kind == "polled":
+        if shown.get(event["batch_id"]) == event["status"]:
+            return
+        shown[event["batch_id"]] = event["status"]
+    print(kind, *(f"{key}={value}" for key, value in event.items() if key != "event"), file=sys.stderr)
+
+
+async def _drive_batch_api(client: AsyncClient, job: BatchAPIJob, summary: BatchSummary) -> None:
+    async with client:
+        try:
+            await job.run()
+        finally:
+            summary.limits = client.limits()
+
+
+def _run_batch_api(
+    args: argparse.Namespace, client: AsyncClient, state: JobState, out: IO[str], done: set[str], progress: _Progress
+) -> bool:
+    """Run a ``--via batch-api`` job; True when interrupted (``--resume`` continues it)."""
+    shown: dict[str, str] = {}
+    job = BatchAPIJob(
+        client,
+        state.provider,
+        lambda: read_jsonl(_lines(args.input)),
+        out,
+        done,
+        state,
+        progress.summary,
+        model=args.model,
+        finish_online=args.finish_online,
+        poll_interval=args.poll_interval,
+        on_event=lambda event: _on_event(event, args, progress, shown),
+    )
+    try:
+        asyncio.run(_drive_batch_api(client, job, progress.summary))
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     total = _check_input(args)
     client = _client(args)
@@ -369,6 +474,7 @@ def run(args: argparse.Namespace) -> int:
         return _estimate(args, client)
     if args.output is None:
         raise UsageProblem("-o/--output is required to send (or add --estimate to price the job)")
+    state = _batch_api_job(args, client) if args.via == "batch-api" else None
     out, done = _open_output(args)
     summary = BatchSummary()
     shard: Shard | None = args.shard
@@ -380,7 +486,10 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress("none" if args.quiet else args.progress, None if total is None else total - len(done), summary)
     interrupted, reached = True, None
     try:
-        interrupted, reached = asyncio.run(_drive(client, args, items, out, progress))
+        if state is not None:
+            interrupted = _run_batch_api(args, client, state, out, done, progress)
+        else:
+            interrupted, reached = asyncio.run(_drive(client, args, items, out, progress))
     except asyncio.CancelledError:
         pass
     finally:

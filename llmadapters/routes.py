@@ -64,6 +64,8 @@ class Route:
     keys: the provider's API keys (names and state), or None when it takes none.
     prices: the provider's prices (the plugin's, with the config's over them), which
         price each reply (``reply.cost``) when the call is sent, by their clock.
+    auth: the auth headers of each key, by key name, for requests made beside the
+        chain (the Batch API's files and batches).
     """
 
     spec: ProviderSpec
@@ -75,6 +77,7 @@ class Route:
     keys: KeyRing | None = None
     launched: Launched | None = None
     prices: PriceList = attrs.field(factory=PriceList)
+    auth: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, repr=False)
 
     def call(self, request: ChatRequest, *, defer_rate_limits: bool = False) -> Call:
         """A new `Call` of ``request`` on this route, for ``await route.handle(call)``,
@@ -367,8 +370,8 @@ async def build_route(
     _check_headers(headers, f"providers.{name}.headers")
     keys = _api_keys(spec, settings)
     ring = KeyRing(name, list(keys)) if keys else None
+    auth: dict[str, dict[str, str]] = {}
     if ring is not None:
-        auth = {}
         for key_name, key in keys.items():
             with plugin_code(f"provider {name!r} (auth)"):
                 auth[key_name] = dict(spec.auth(key))
@@ -410,4 +413,5 @@ async def build_route(
         keys=ring,
         launched=launched,
         prices=prices,
+        auth=auth,
     )
