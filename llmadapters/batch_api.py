@@ -367,51 +367,54 @@ class BatchAPIJob:
                 delay = min(delay * 2, most)
 
     async def _finish(self, files: _Files, route: Route, api: BatchAPI, chunk: Chunk, batch: dict[str, Any]) -> None:
-        sent = {r["custom_id"]: r for r in _records(await files.content(chunk.file_id))}
+        sent = self._sent(chunk, route, api)
         answered: list[dict[str, Any]] = []
         for key in ("output_file_id", "error_file_id"):
             if batch.get(key):
                 answered += _records(await files.content(str(batch[key])))
         self._event({"event": "downloaded", "batch_id": chunk.batch_id, "records": len(answered)})
-        index = self._positions(chunk)
+        status = str(batch.get("status"))
         unanswered: dict[str, dict[str, Any]] = {}
-        seen = set()
         for record in answered:
             custom_id = record.get("custom_id")
             if not isinstance(custom_id, str) or custom_id not in sent:
                 continue
-            seen.add(custom_id)
+            index, line = sent.pop(custom_id)
             code = (record.get("error") or {}).get("code")
             if record.get("response") is None and code in UNANSWERED and self._finish_online:
-                unanswered[custom_id] = sent[custom_id]
+                unanswered[custom_id] = line
             elif custom_id not in self._done:
-                model = sent[custom_id]["body"]["model"]
-                self._write(self._result(record, index.get(custom_id, chunk.start), model, route, api, chunk))
-        status = str(batch.get("status"))
-        for custom_id, line in sent.items():  # lines the batch gave nothing for (a failed batch)
-            if custom_id not in seen:
-                if self._finish_online:
-                    unanswered[custom_id] = line
-                elif custom_id not in self._done:
-                    error = BatchAPIError(f"the batch {chunk.batch_id} ended {status} without it", f"batch_{status}")
-                    self._write(BatchResult(index=index.get(custom_id, chunk.start), custom_id=custom_id, error=error))
-        todo = {custom_id: line for custom_id, line in unanswered.items() if custom_id not in self._done}
+                self._write(self._result(record, index, line["body"]["model"], route, api, chunk))
+        for custom_id, (index, line) in sent.items():  # lines the batch gave nothing for (a failed batch)
+            if self._finish_online:
+                unanswered[custom_id] = line
+            elif custom_id not in self._done:
+                error = BatchAPIError(f"the batch {chunk.batch_id} ended {status} without it", f"batch_{status}")
+                self._write(BatchResult(index=index, custom_id=custom_id, error=error))
+        todo = [(custom_id, line) for custom_id, line in unanswered.items() if custom_id not in self._done]
         if todo:
             self._event({"event": "online", "batch_id": chunk.batch_id, "lines": len(todo)})
             requests = [
                 {"custom_id": custom_id, "body": {**line["body"], "model": f"{self._provider}/{line['body']['model']}"}}
-                for custom_id, line in todo.items()
+                for custom_id, line in todo
             ]
             async for result in self._client.batch(requests):
-                self._write(attrs.evolve(result, index=index.get(result.custom_id, chunk.start)))
+                self._write(result)
         chunk.done = True
         self.state.save()
         self._event({"event": "done", "batch_id": chunk.batch_id, "status": status})
 
-    def _positions(self, chunk: Chunk) -> dict[str, int]:
-        """The input position of each request of ``chunk``, by custom_id."""
-        items = itertools.islice(self._items(), chunk.start, chunk.end)
-        return {item.custom_id: item.index for item in items}
+    def _sent(self, chunk: Chunk, route: Route, api: BatchAPI) -> dict[str, tuple[int, dict[str, Any]]]:
+        """The lines of ``chunk``'s file, by custom_id, with their input positions: made
+        again from the input as they were made to be sent (the provider may have deleted
+        the file), those already in the output left out."""
+        sent = {}
+        for item in itertools.islice(self._items(), chunk.start, chunk.end):
+            if item.custom_id not in self._done:
+                line = self._line(item, route, api)
+                if not isinstance(line, BatchResult):
+                    sent[item.custom_id] = (item.index, json.loads(line[1]))
+        return sent
 
     def _result(
         self, record: dict[str, Any], index: int, model: str, route: Route, api: BatchAPI, chunk: Chunk

@@ -12,6 +12,9 @@ import sys
 from typing import IO, TYPE_CHECKING, Any
 
 import httpx2
+import llmadapters_moonshot
+import llmadapters_qwen
+import llmadapters_zhipu
 import pytest
 
 import llmadapters as la
@@ -65,12 +68,13 @@ async def run_job(
     kill_at: tuple[str, int] | None = None,
     finish_online: bool = False,
     prices: dict[str, Any] | None = None,
+    spec: ProviderSpec = TINY,
 ) -> BatchSummary:
     """One run of the job (as one process would run it), killed at the ``kill_at[1]``th
     ``kill_at[0]`` event when given."""
     registry = Registry.builtin()
-    registry.add_providers([TINY])
-    settings = {"base_url": server.base_url, "headers": headers or {}, "prices": prices or {}}
+    registry.add_providers([spec])
+    settings = {"base_url": server.base_url, "headers": headers or {}, "prices": prices or {}, "api_key": "sk-test"}
     seen: collections.Counter[str] = collections.Counter()
 
     def on_event(event: dict[str, Any]) -> None:
@@ -83,12 +87,12 @@ async def run_job(
             yield from read_jsonl(f)
 
     summary = BatchSummary()
-    async with la.AsyncClient({}, providers={"tiny": settings}, registry=registry) as client:
+    async with la.AsyncClient({}, providers={spec.name: settings}, registry=registry) as client:
         with appending(out) as sink:
-            state = JobState.load(state_path(out), "tiny")
+            state = JobState.load(state_path(out), spec.name)
             job = BatchAPIJob(
                 client,
-                "tiny",
+                spec.name,
                 items,
                 sink,
                 completed_ids(out),
@@ -195,6 +199,38 @@ async def test_a_batch_cancelled_while_the_job_was_down_is_finished_online_on_re
     assert sorted(r["custom_id"] for r in records(out)) == ["q0", "q1", "q2"]
     assert fake_server.batches.lines_answered == 2
     assert fake_server.answered["question 2"] == 1  # online
+
+
+@pytest.mark.parametrize(
+    ("spec", "endpoint", "window"),
+    [
+        (llmadapters_zhipu.ZHIPU, "/v4/chat/completions", None),
+        (llmadapters_qwen.QWEN, "/v1/chat/completions", "24h"),
+        (llmadapters_moonshot.MOONSHOT, "/v1/chat/completions", "24h"),
+    ],
+)
+async def test_the_shipped_batch_apis_create_batches_as_their_docs_say(
+    fake_server: FakeServer, tmp_path: Path, spec: ProviderSpec, endpoint: str, window: str | None
+) -> None:
+    rows = [
+        {
+            "custom_id": f"q{i}",
+            "body": {"model": f"{spec.name}/{model}", "messages": [{"role": "user", "content": "hi"}]},
+        }
+        for i, model in enumerate(["a", "a", "b"])
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out.jsonl"
+    await run_job(fake_server, src, out, spec=spec)
+    batches = list(fake_server.batches.batches.values())
+    assert {(b.endpoint, b.completion_window) for b in batches} == {(endpoint, window)}
+    one_model_per_file = spec.batch_api is not None and spec.batch_api.one_model_per_file
+    assert len(batches) == (2 if one_model_per_file else 1)
+    assert sorted(r["custom_id"] for r in records(out)) == ["q0", "q1", "q2"]
+    sent = json.loads(fake_server.batches.files[batches[0].input_file_id][1].splitlines()[0])
+    assert sent["url"] == endpoint
+    assert fake_server.seen_headers[-1]["authorization"] == "Bearer sk-test"
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
