@@ -22,6 +22,7 @@ is removed when every chunk is done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -260,7 +261,8 @@ class BatchAPIJob:
             await self._collect(files, route, api)
         finally:
             await files.aclose()
-        os.remove(self.state.path)
+        with contextlib.suppress(FileNotFoundError):  # nothing was submitted
+            os.remove(self.state.path)
 
     # -- submitting ----------------------------------------------------------------------
 

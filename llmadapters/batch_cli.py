@@ -367,11 +367,13 @@ def _estimate(args: argparse.Namespace, client: AsyncClient) -> int:
     """``--estimate``: price the job, print it (and write it to --summary-json)."""
     shard: Shard | None = args.shard
     items = (item for item in read_jsonl(_lines(args.input)) if shard is None or item.custom_id in shard)
-    figures = asyncio.run(estimate_job(client, items, args.model)).as_dict()
+    job = estimate_job(client, items, args.model, batch_api=args.via == "batch-api")
+    figures = asyncio.run(job).as_dict()
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(figures, indent=2) + "\n")
     lines = [
-        f"estimate: {figures['requests']} requests ({figures['invalid']} invalid), nothing sent",
+        f"estimate: {figures['requests']} requests ({figures['invalid']} invalid), nothing sent"
+        + (" (at the Batch API's price)" if args.via == "batch-api" else ""),
         f"  prompt tokens {figures['prompt_tokens']}, output tokens at most {figures['output_tokens_bound']}"
         + (f" ({figures['no_output_bound']} requests set no max_tokens)" if figures["no_output_bound"] else ""),
         f"  cost at most {_money(figures['cost']) or 'unknown'}"

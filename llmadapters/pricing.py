@@ -35,6 +35,7 @@ __all__ = [
     "TokenCounter",
     "cost_of",
     "estimate_tokens",
+    "message_text",
     "parse_amount",
     "words_and_four",
 ]
@@ -159,7 +160,8 @@ class PriceList:
         return None if price is None else cost_of(usage, price)
 
 
-def _text(content: object) -> str:
+def message_text(content: object) -> str:
+    """The text of a message's ``content``: a string, or the text parts of a list."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -169,13 +171,13 @@ def _text(content: object) -> str:
 
 def words_and_four(messages: Sequence[Mapping[str, Any]]) -> int:
     """Whitespace-separated words, plus 4 a message: how the fake server counts."""
-    return sum(len(_text(m.get("content")).split()) + 4 for m in messages)
+    return sum(len(message_text(m.get("content")).split()) + 4 for m in messages)
 
 
 def _four_characters(messages: Sequence[Mapping[str, Any]]) -> int:
     # OpenAI's rule of thumb for English: a token is about 4 characters
     # (help.openai.com, "What are tokens and how to count them?"); 4 a message of framing.
-    return sum(math.ceil(len(_text(m.get("content"))) / 4) + 4 for m in messages)
+    return sum(math.ceil(len(message_text(m.get("content"))) / 4) + 4 for m in messages)
 
 
 def estimate_tokens(messages: Sequence[Mapping[str, Any]], counter: TokenCounter | None = None) -> int:

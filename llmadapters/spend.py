@@ -158,12 +158,15 @@ class JobEstimate:
         }
 
 
-async def estimate_job(client: AsyncClient, items: Iterable[BatchItem], model: str | None = None) -> JobEstimate:
-    """Price ``items`` before anything is sent: no route is built, no server started."""
+async def estimate_job(
+    client: AsyncClient, items: Iterable[BatchItem], model: str | None = None, *, batch_api: bool = False
+) -> JobEstimate:
+    """Price ``items`` before anything is sent: no route is built, no server started.
+    With ``batch_api``, at the price of each provider's Batch API."""
     from .routes import price_list, provider_spec
 
     estimate = JobEstimate()
-    lists: dict[str, tuple[PriceList, TokenCounter | None]] = {}
+    lists: dict[str, tuple[PriceList, TokenCounter | None, float]] = {}
     for item in items:
         if item.body is None:
             estimate.invalid += 1
@@ -178,8 +181,9 @@ async def estimate_job(client: AsyncClient, items: Iterable[BatchItem], model: s
             continue
         if request.provider not in lists:
             spec = provider_spec(request.provider, client.settings, client.registry)
-            lists[request.provider] = (price_list(spec, client.settings), spec.count_tokens)
-        prices, counter = lists[request.provider]
+            factor = spec.batch_api.price_factor if batch_api and spec.batch_api is not None else 1.0
+            lists[request.provider] = (price_list(spec, client.settings), spec.count_tokens, factor)
+        prices, counter, factor = lists[request.provider]
         where = f"{request.provider}/{request.model}"
         prompt = estimate_tokens(request.messages, counter)
         bound = output_bound(request.params)
@@ -191,7 +195,7 @@ async def estimate_job(client: AsyncClient, items: Iterable[BatchItem], model: s
         if price is None:
             estimate.unpriced[where] += 1
             continue
-        cost = cost_of(Usage(prompt_tokens=prompt, completion_tokens=bound or 0), price)
+        cost = cost_of(Usage(prompt_tokens=prompt, completion_tokens=bound or 0), price.scaled(factor))
         assert cost is not None
         estimate.cost.add(where, cost)
     return estimate

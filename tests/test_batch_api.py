@@ -16,6 +16,7 @@ import llmadapters_moonshot
 import llmadapters_qwen
 import llmadapters_zhipu
 import pytest
+from test_spend import cli
 
 import llmadapters as la
 from llmadapters.batch import BatchItem, BatchSummary, completed_ids, read_jsonl
@@ -135,6 +136,16 @@ async def test_a_job_is_split_into_files_and_written_as_the_online_mode_writes(
     assert summary.as_dict()["cost"]["total"] == {"USD": pytest.approx(6 * (6 * 1 + 2 * 2) * 0.5)}
 
 
+async def test_resuming_a_finished_job_submits_nothing(fake_server: FakeServer, tmp_path: Path) -> None:
+    src = write_input(tmp_path / "in.jsonl", 4)
+    out = tmp_path / "out.jsonl"
+    await run_job(fake_server, src, out)
+    await run_job(fake_server, src, out)
+    assert len(records(out)) == 4
+    assert len(fake_server.batches.batches) == 2
+    assert fake_server.batches.lines_answered == 4
+
+
 @pytest.mark.parametrize("event", EVENTS)
 async def test_killed_at_each_stage_and_resumed_submits_nothing_twice(
     fake_server: FakeServer, tmp_path: Path, event: str
@@ -231,17 +242,6 @@ async def test_the_shipped_batch_apis_create_batches_as_their_docs_say(
     sent = json.loads(fake_server.batches.files[batches[0].input_file_id][1].splitlines()[0])
     assert sent["url"] == endpoint
     assert fake_server.seen_headers[-1]["authorization"] == "Bearer sk-test"
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmadapters.cli", "batch", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        env={**os.environ, "LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD": "1"},
-    )
 
 
 def test_the_command_refuses_a_provider_without_a_batch_api_and_an_unresumed_job(tmp_path: Path) -> None:

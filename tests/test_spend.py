@@ -139,27 +139,11 @@ def test_the_estimate_is_within_ten_percent_of_the_actual_tokens_and_sends_nothi
     (tmp_path / "llmadapters.toml").write_text(
         "[providers.fake.prices.m]\ninput = 2.0\ncached_input = 1.0\noutput = 8.0\n"
     )
-    words = [
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "the",
-        "lazy",
-        "dog",
-        "and",
-        "keeps",
-        "running",
-        "far",
-        "away",
-    ]
     rows = []
     for i in range(40):
         messages = [
             {"role": "system", "content": "answer briefly"},
-            {"role": "user", "content": " ".join(words[: 1 + i % 14])},
+            {"role": "user", "content": " ".join(f"word{j}" for j in range(1 + i % 14))},
         ]
         rows.append({"custom_id": f"q{i}", "body": {"model": "fake/m", "messages": messages, "max_tokens": 5 + i}})
     src = write(tmp_path / "in.jsonl", rows)
@@ -177,3 +161,13 @@ def test_the_estimate_is_within_ten_percent_of_the_actual_tokens_and_sends_nothi
     assert guessed["output_tokens_bound"] == pytest.approx(actual["tokens"]["out"], rel=0.10)
     assert guessed["cost"]["USD"] == pytest.approx(actual["cost"]["total"]["USD"], rel=0.10)
     assert guessed["by_model"]["fake/m"]["requests"] == 40
+
+
+def test_the_estimate_of_a_batch_api_job_is_at_its_batch_price(tmp_path: Path, job: Path) -> None:
+    online = cli(str(job), "--estimate", "--summary-json", "online.json", cwd=tmp_path)
+    batched = cli(str(job), "--estimate", "--via", "batch-api", "--summary-json", "batched.json", cwd=tmp_path)
+    assert online.returncode == batched.returncode == 0
+    assert "at the Batch API's price" in batched.stderr
+    # 20 requests of at most 10 output tokens at 100,000 per million: 20 online, half by batch
+    assert json.loads((tmp_path / "online.json").read_text())["cost"] == {"USD": 20.0}
+    assert json.loads((tmp_path / "batched.json").read_text())["cost"] == {"USD": 10.0}

@@ -136,16 +136,18 @@ class FakeBatches:
         if fields.get("purpose", (None, b""))[1] != b"batch" or "file" not in fields:
             raise ValueError("expected the fields 'purpose' (batch) and 'file'")
         filename, data = fields["file"]
-        file_id = self._new_id("file")
+        return self._add_file(filename or "upload.jsonl", "batch", data)
+
+    def _add_file(self, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
         meta = {
-            "id": file_id,
+            "id": self._new_id("file"),
             "object": "file",
             "bytes": len(data),
             "created_at": int(self._clock()),
-            "filename": filename or "upload.jsonl",
-            "purpose": "batch",
+            "filename": filename,
+            "purpose": purpose,
         }
-        self.files[file_id] = (meta, data)
+        self.files[str(meta["id"])] = (meta, data)
         return meta
 
     def _file(self, file_id: str) -> tuple[dict[str, Any], bytes]:
@@ -228,17 +230,7 @@ class FakeBatches:
         if not records:
             return None
         data = "".join(json.dumps(record) + "\n" for record in records).encode()
-        file_id = self._new_id("file")
-        meta = {
-            "id": file_id,
-            "object": "file",
-            "bytes": len(data),
-            "created_at": int(self._clock()),
-            "filename": f"{batch.id}_{kind}.jsonl",
-            "purpose": "batch_output",
-        }
-        self.files[file_id] = (meta, data)
-        return file_id
+        return str(self._add_file(f"{batch.id}_{kind}.jsonl", "batch_output", data)["id"])
 
 
 class _NotFound(Exception):

@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import h11
 
+from ..pricing import message_text as _text_of
+from ..pricing import words_and_four
 from .fake_batches import FakeBatches
 
 if TYPE_CHECKING:
@@ -233,14 +235,6 @@ def _number(headers: Mapping[str, str], name: str, default: float) -> float:
     return number
 
 
-def _text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
-
-
 @attrs.frozen
 class _Reply:
     """What the fake model says to one request."""
@@ -322,8 +316,7 @@ def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
         raise _BadRequest("'model' is required")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise _BadRequest("'messages' must be a non-empty list of objects")
-    texts = [_text_of(m.get("content")) for m in messages]
-    prompt_tokens = sum(len(t.split()) + 4 for t in texts)
+    prompt_tokens = words_and_four(messages)
     last_user = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     if "echo" in behaviours:
         text = last_user

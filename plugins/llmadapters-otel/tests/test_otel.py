@@ -14,11 +14,16 @@ from llmadapters.testing import FakeServer
 MESSAGES = [{"role": "user", "content": "trace me"}]
 
 
-async def test_one_span_per_call_with_genai_attributes() -> None:
+def traced() -> tuple[OTelMiddleware, InMemorySpanExporter]:
+    """The middleware, and where its spans end up."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel = OTelMiddleware(provider.get_tracer("test"))
+    return OTelMiddleware(provider.get_tracer("test")), exporter
+
+
+async def test_one_span_per_call_with_genai_attributes() -> None:
+    otel, exporter = traced()
     async with FakeServer() as server:
         port = int(server.base_url.split(":")[2].split("/")[0])
         providers = {"local": {"base_url": server.base_url, "api_key": "sk-otel-SECRET"}}
@@ -65,10 +70,7 @@ def test_registered_and_named_in_config() -> None:
 
 
 async def test_the_cost_of_a_priced_call_is_on_its_span() -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel = OTelMiddleware(provider.get_tracer("test"))
+    otel, exporter = traced()
     async with FakeServer() as server:
         prices = {"echo": {"input": 2.0, "output": 10.0, "currency": "EUR"}}
         providers = {"local": {"base_url": server.base_url, "prices": prices}}
