@@ -33,6 +33,7 @@ import httpx2
 
 from .batch import write_record
 from .errors import BadRequestError, ConfigError, ConnectError, LLMAdapterError, TransportError, status_error
+from .middleware.auth import Scrubber
 from .pricing import cost_of
 from .types import BatchResult, ChatCompletion, ResponseInfo
 
@@ -113,10 +114,13 @@ class JobState:
 
 
 class _Files:
-    """The provider's files and batches endpoints, over HTTP."""
+    """The provider's files and batches endpoints, over HTTP, with the first of the
+    provider's keys; a key a server echoes is masked (`Scrubber`) in errors and records."""
 
     def __init__(self, route: Route) -> None:
         auth = next(iter(route.auth.values()), {})
+        secrets = [value for value in auth.values()] + [v.split(" ", 1)[1] for v in auth.values() if " " in v]
+        self.scrub = Scrubber(secrets)
         endpoint = route.endpoint
         self._http = httpx2.AsyncClient(
             base_url=endpoint.base_url.rstrip("/") + "/",
@@ -138,7 +142,9 @@ class _Files:
                 body: object = response.json()
             except ValueError:
                 body = response.text
-            raise status_error(response.status_code, response.headers, body, provider=self._provider)
+            error = status_error(response.status_code, response.headers, body, provider=self._provider)
+            self.scrub.error(error)
+            raise error
         return response
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -373,7 +379,7 @@ class BatchAPIJob:
         answered: list[dict[str, Any]] = []
         for key in ("output_file_id", "error_file_id"):
             if batch.get(key):
-                answered += _records(await files.content(str(batch[key])))
+                answered += [files.scrub.value(r) for r in _records(await files.content(str(batch[key])))]
         self._event({"event": "downloaded", "batch_id": chunk.batch_id, "records": len(answered)})
         status = str(batch.get("status"))
         unanswered: dict[str, dict[str, Any]] = {}

@@ -298,3 +298,16 @@ def test_the_command_killed_while_polling_resumes_and_answers_each_line_once(
         batches = http.get(f"{fake_server_process}/batches").json()["data"]
     assert len(batches) == 1
     assert all(answered[f"question {i}"] == 1 for i in range(20))
+
+
+async def test_a_key_echoed_by_the_server_is_masked_in_batch_api_errors(
+    fake_server: FakeServer, tmp_path: Path
+) -> None:
+    src = write_input(tmp_path / "in.jsonl", 1)
+    out = tmp_path / "out.jsonl"
+    headers = {"x-fake-batch-outcome": "nonsense-sk-test"}  # refused with a 400 quoting it
+    with pytest.raises(la.BadRequestError) as raised:
+        await run_job(fake_server, src, out, headers=headers)
+    assert "sk-test" not in str(raised.value)
+    assert "sk-test" not in repr(raised.value.body)
+    assert "nonsense-****" in str(raised.value)
