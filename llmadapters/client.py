@@ -604,11 +604,14 @@ class Client:
         concurrency: int = 64,
         model: str | None = None,
         line_deadline: float = 3600.0,
+        max_cost: Cost | str | float | None = None,
     ) -> SyncIterator[BatchResult]:
         """Same as `AsyncClient.batch`, for sync code: the requests run concurrently on the
         client's loop, and ``for result in client.batch(requests)`` gets them as they
         complete."""
-        run = self._async.batch(requests, concurrency=concurrency, model=model, line_deadline=line_deadline)
+        run = self._async.batch(
+            requests, concurrency=concurrency, model=model, line_deadline=line_deadline, max_cost=max_cost
+        )
         return SyncIterator(aiter(run), self._runner)
 
     def limits(self) -> dict[str, dict[str, Any]]:

@@ -171,3 +171,12 @@ def test_the_estimate_of_a_batch_api_job_is_at_its_batch_price(tmp_path: Path, j
     # 20 requests of at most 10 output tokens at 100,000 per million: 20 online, half by batch
     assert json.loads((tmp_path / "online.json").read_text())["cost"] == {"USD": 20.0}
     assert json.loads((tmp_path / "batched.json").read_text())["cost"] == {"USD": 10.0}
+
+
+def test_the_sync_client_takes_a_budget_too() -> None:
+    client = la.Client({"providers": {"fake": {"prices": PRICES}}})
+    try:
+        results = list(client.batch([request(i, "fake/m") for i in range(5)], concurrency=1, max_cost="2.5"))
+    finally:
+        client.close()
+    assert [r.custom_id for r in results] == ["q0", "q1"]
