@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import json
 import os
+import time
 from typing import IO, TYPE_CHECKING, Any
 
 import attrs
@@ -435,15 +436,17 @@ class BatchAPIJob:
             error = record.get("error") or {}
             failure = BatchAPIError(str(error.get("message", "no response")), str(error.get("code") or "batch_error"))
             return BatchResult(index=index, custom_id=custom_id, error=failure)
+        # From the batch's creation (the provider's clock) to its collection (ours).
+        waited = max(0.0, time.time() - chunk.created_at) if chunk.created_at else 0.0
         status = int(response.get("status_code") or 0)
         request_id = response.get("request_id")
         headers = {"x-request-id": request_id} if isinstance(request_id, str) else {}
         body = response.get("body")
         if status != 200 or not isinstance(body, dict):
             exc = status_error(status, headers, body, provider=self._provider)
-            return BatchResult(index=index, custom_id=custom_id, error=exc, attempts=1)
+            return BatchResult(index=index, custom_id=custom_id, error=exc, attempts=1, latency_s=waited)
         reply = ChatCompletion.from_dict(body, provider=self._provider, http=ResponseInfo(200, headers))
         price = route.prices.price(model, chunk.created_at)
         if price is not None:
             reply = attrs.evolve(reply, cost=cost_of(reply.usage, price.scaled(api.price_factor)))
-        return BatchResult(index=index, custom_id=custom_id, response=reply, attempts=1)
+        return BatchResult(index=index, custom_id=custom_id, response=reply, attempts=1, latency_s=waited)
