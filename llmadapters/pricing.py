@@ -16,15 +16,17 @@ documented rule of thumb of about four characters a token.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .types import Cost, Usage
+
+if TYPE_CHECKING:
+    import datetime as dt
 
 __all__ = [
     "CostTally",
@@ -100,8 +102,15 @@ class PriceWindow:
         if not self.start < self.end:
             raise ValueError(f"a price window must start before it ends (UTC, same day): {self.start}-{self.end}")
 
-    def covers(self, when: dt.datetime) -> bool:
-        return when.weekday() in self.weekdays and self.start <= when.time() < self.end
+    def covers(self, when: float) -> bool:
+        """Whether the window holds ``when`` (seconds since the epoch, UTC)."""
+        days, second = divmod(when, 86_400)
+        weekday = (int(days) + 3) % 7  # 1970-01-01 was a Thursday
+        return weekday in self.weekdays and _second_of_day(self.start) <= second < _second_of_day(self.end)
+
+
+def _second_of_day(moment: dt.time) -> float:
+    return moment.hour * 3600 + moment.minute * 60 + moment.second + moment.microsecond / 1e6
 
 
 @attrs.frozen(kw_only=True)
@@ -115,8 +124,7 @@ class ModelPrice:
         """The price in force at ``when`` (seconds since the epoch)."""
         if not self.windows:
             return self.price
-        moment = dt.datetime.fromtimestamp(when, dt.timezone.utc)
-        return next((w.price for w in self.windows if w.covers(moment)), self.price)
+        return next((w.price for w in self.windows if w.covers(when)), self.price)
 
 
 def cost_of(usage: Usage | None, price: Price) -> Cost | None:
