@@ -201,3 +201,17 @@ def test_the_fake_providers_counter_is_exact_and_the_default_is_four_characters(
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a" * 40}]
     assert estimate_tokens(messages, la.AsyncClient({}).registry.providers["fake"].count_tokens) == 2 + 4 + 1 + 4
     assert estimate_tokens(messages) == 2 + 4 + 10 + 4
+
+
+@pytest.mark.parametrize(
+    ("when", "input_price"),
+    [
+        ((2026, 11, 29, 1, 30), 0.15),  # Sunday
+        ((2026, 11, 30, 0, 0), 0.15),  # Monday, midnight
+        ((2026, 12, 4, 9, 59, 59), 0.30),  # Friday, the last second of the second window
+        ((2026, 12, 4, 10, 0), 0.15),
+        ((2026, 12, 4, 5, 0), 0.15),  # between the windows
+    ],
+)
+def test_deepseek_windows_at_their_edges(when: tuple[int, ...], input_price: float) -> None:
+    assert llmadapters_deepseek.PRICES["deepseek-v4-flash"].at(at(*when)).input == input_price
