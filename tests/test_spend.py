@@ -180,3 +180,26 @@ def test_the_sync_client_takes_a_budget_too() -> None:
     finally:
         client.close()
     assert [r.custom_id for r in results] == ["q0", "q1"]
+
+
+@pytest.mark.parametrize(("concurrency", "limit"), [(1, 7.5), (7, 30.25), (32, 55.0)])
+async def test_a_budget_is_never_passed_and_used_until_the_next_call_would_pass_it(
+    fake_server: FakeServer, concurrency: int, limit: float
+) -> None:
+    """Calls of different sizes (max_tokens 5 to 15, each answered with exactly that
+    many tokens at 0.1 a token): the run spends at most the budget, and stops only when
+    the next call's estimate would not fit."""
+    providers = {"local": {"base_url": fake_server.base_url, "prices": PRICES, "headers": {"x-fake-ttft-ms": "5"}}}
+    rows = [request(i, "local/m", max_tokens=5 + i % 11) for i in range(200)]
+    async with la.AsyncClient({}, providers=providers) as client:
+        run = client.batch(rows, concurrency=concurrency, max_cost=limit)
+        results = [result async for result in run]
+    spent = sum(r.response.cost.amount for r in results if r.response is not None and r.response.cost is not None)
+    assert run.budget is not None
+    assert spent == pytest.approx(run.budget.spent)
+    assert spent <= limit + 1e-9
+    answered = {r.custom_id for r in results}
+    unsent = [row for row in rows if row["custom_id"] not in answered]
+    assert unsent  # the budget stopped the run
+    # A call that was waiting when the run stopped would have passed the budget.
+    assert any(spent + row["body"]["max_tokens"] * 0.1 > limit + 1e-9 for row in unsent)
