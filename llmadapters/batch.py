@@ -575,8 +575,9 @@ class BatchRun:
         return delay
 
     async def _call(self, lane: _Lane, line: _Line) -> BatchResult | None:
-        """Send ``line``: its result, or None when it was put aside to be sent again, or
-        passed on to the lane of the next model of its fallback chain."""
+        """Send ``line``: its result, or None when it was put aside to be sent again,
+        passed on to the lane of the next model of its fallback chain, or left unsent
+        because the budget is reached."""
         loop = asyncio.get_running_loop()
         if line.started is None:
             line.started = loop.time()
