@@ -259,7 +259,7 @@ class _Progress:
         elif self.mode == "json":
             record: dict[str, Any] = {"done": s.done, "total": self.total, "errors": s.errors, "retries": s.retries}
             record["requests_per_s"] = round(s.done / wall, 1)
-            record["cost"] = s.costs.total()
+            record["cost"] = s.costs.as_dict()
             record["limits"] = self.limits()
             print(json.dumps(record), file=sys.stderr, flush=True)
 

@@ -203,3 +203,11 @@ async def test_a_budget_is_never_passed_and_used_until_the_next_call_would_pass_
     assert unsent  # the budget stopped the run
     # A call that was waiting when the run stopped would have passed the budget.
     assert any(spent + row["body"]["max_tokens"] * 0.1 > limit + 1e-9 for row in unsent)
+
+
+def test_progress_lines_carry_the_cost_so_far(tmp_path: Path, job: Path) -> None:
+    ran = cli(str(job), "-o", "out.jsonl", "--progress", "json", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    last = [json.loads(x) for x in ran.stderr.splitlines() if x.startswith("{")][-1]
+    assert last["cost"] == {"total": {"USD": 20.0}, "by_model": {"fake/m": {"USD": 20.0}}}
+    assert "cost 20 USD" in ran.stderr
