@@ -18,9 +18,14 @@ This module imports nothing of llmadapters but its value types.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from .types import ChatCompletion, ChatCompletionChunk
+
+if TYPE_CHECKING:
+    from .types import Cost
 
 __all__ = ["accumulate"]
 
@@ -123,16 +128,18 @@ def accumulate(chunks: Iterable[ChatCompletionChunk | Mapping[str, Any]]) -> Cha
     """One `ChatCompletion` from the chunks of a streamed reply (`ChatCompletionChunk`
     values, or their JSON): each choice's message (content, ``reasoning_content``, tool
     calls with their arguments joined, fields of the provider's own), its
-    ``finish_reason``, and the usage of the chunk that carried it. Equal to the unary
-    reply of the same answer; ``provider`` is the chunks'.
+    ``finish_reason``, and the usage of the chunk that carried it (with its ``cost``).
+    Equal to the unary reply of the same answer; ``provider`` is the chunks'.
     """
     top: JSON = {}
     choices: dict[int, JSON] = {}
     usage: object = None
     provider: str | None = None
+    cost: Cost | None = None
     for chunk in chunks:
         if isinstance(chunk, ChatCompletionChunk):
             provider = chunk.provider or provider
+            cost = chunk.cost or cost
         data = _json_of(chunk)
         for key, value in data.items():
             if key == "choices":
@@ -147,7 +154,8 @@ def accumulate(chunks: Iterable[ChatCompletionChunk | Mapping[str, Any]]) -> Cha
     top["choices"] = [_finish_choice(choices[index]) for index in sorted(choices)]
     if usage is not None:
         top["usage"] = usage
-    return ChatCompletion.from_dict(top, provider=provider)
+    reply = ChatCompletion.from_dict(top, provider=provider)
+    return reply if cost is None else attrs.evolve(reply, cost=cost)
 
 
 def _choice(choices: dict[int, JSON], choice: Mapping[str, Any]) -> None:

@@ -37,6 +37,8 @@ import attrs
 from .errors import APIStatusError, BadRequestError, ConfigError, LLMAdapterError, RateLimitError
 from .fallback import FALLBACK_ON, chain_error, models_of
 from .middleware.retry import rate_limit_retryable
+from .pricing import CostTally
+from .spend import Budget, BudgetReached
 from .types import BatchResult, ChatCompletion
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ if TYPE_CHECKING:
 
     from .client import AsyncClient
     from .providers.base import ProviderSpec
-    from .types import ChatRequest
+    from .routes import Route
+    from .types import ChatRequest, Cost
 
 __all__ = [
     "BatchItem",
@@ -378,7 +381,9 @@ class BatchRun:
     """The results of ``client.batch(...)``: ``async for result in run``. `stop` ends
     it early: no new request starts, those in flight finish and are yielded; ``read`` is
     the count of requests taken from the input, ``dropped`` of those left unanswered
-    (never started, or waiting to be sent again after a 429)."""
+    (never started, or waiting to be sent again after a 429). With ``max_cost``, the
+    run's `Budget` (``budget``) stops it the same way once the next call would pass it
+    (``budget.reached`` says so)."""
 
     def __init__(
         self,
@@ -388,6 +393,7 @@ class BatchRun:
         concurrency: int = 64,
         model: str | None = None,
         line_deadline: float = 3600.0,
+        max_cost: Cost | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -409,6 +415,7 @@ class BatchRun:
         self._idle = asyncio.Event()  # set when none is
         self._idle.set()
         self._stopping = False
+        self.budget = None if max_cost is None else Budget(max_cost)
         self.read = 0  # input requests taken so far
         self.dropped = 0  # taken, but left unanswered because the run was stopped
 
@@ -529,6 +536,24 @@ class BatchRun:
                 await self._results.put(result)
                 self._finish()
 
+    async def _reserve(self, route: Route, request: ChatRequest) -> float | None:
+        """The budget held for a call of ``request`` (0 without a budget); None when the
+        budget is reached, which stops the run."""
+        budget = self.budget
+        if budget is None:
+            return 0.0
+        try:
+            amount = budget.estimate(request, route.prices, route.spec.count_tokens)
+        except BudgetReached as exc:
+            budget.stop(exc)
+        else:
+            if await budget.reserve(amount):
+                if not self._stopping:
+                    return amount
+                budget.settle(amount, None)
+        self.stop()
+        return None
+
     def _park(self, lane: _Lane, line: _Line, delay: float) -> None:
         def wake() -> None:
             del lane.parked[line]
@@ -551,8 +576,9 @@ class BatchRun:
         return delay
 
     async def _call(self, lane: _Lane, line: _Line) -> BatchResult | None:
-        """Send ``line``: its result, or None when it was put aside to be sent again, or
-        passed on to the lane of the next model of its fallback chain."""
+        """Send ``line``: its result, or None when it was put aside to be sent again,
+        passed on to the lane of the next model of its fallback chain, or left unsent
+        because the budget is reached."""
         loop = asyncio.get_running_loop()
         if line.started is None:
             line.started = loop.time()
@@ -564,6 +590,12 @@ class BatchRun:
         except LLMAdapterError as exc:  # no route (a missing key): no call was made
             outcome = {"error": exc}
         else:
+            reserved = await self._reserve(route, line.request)
+            if reserved is None:  # the budget is reached: left for a resumed run
+                self.dropped += 1
+                self._finish()
+                return None
+            outcome = {}  # none yet: a call put aside after a 429 settles with no reply
             call = route.call(line.request, defer_rate_limits=True)
             if line.key is None:
                 line.key = call.idempotency_key
@@ -588,6 +620,8 @@ class BatchRun:
                 outcome = {"response": reply}
             finally:
                 line.attempts += call.metadata.get("attempts", 1)
+                if self.budget is not None:
+                    self.budget.settle(reserved, outcome.get("response"))
         if "error" in outcome:
             if line.fall_back(outcome["error"]):
                 self._lane(line.request.provider).ready.put_nowait(line)
@@ -639,6 +673,8 @@ class BatchSummary:
     tokens_in: int = 0
     tokens_out: int = 0
     retries: int = 0
+    costs: CostTally = attrs.field(factory=CostTally)
+    unpriced: Counter[str] = attrs.field(factory=Counter)  # replies of models with no known price
     limits: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # AsyncClient.limits() at the end
 
     @property
@@ -654,10 +690,17 @@ class BatchSummary:
         if result.attempts:
             self.latencies.add(result.latency_s)
             self.retries += result.attempts - 1
-        usage = result.response.usage if result.response is not None else None
-        if usage is not None:
-            self.tokens_in += usage.prompt_tokens or 0
-            self.tokens_out += usage.completion_tokens or 0
+        reply = result.response
+        if reply is None:
+            return
+        if reply.usage is not None:
+            self.tokens_in += reply.usage.prompt_tokens or 0
+            self.tokens_out += reply.usage.completion_tokens or 0
+        model = f"{reply.provider}/{reply.model}"
+        if reply.cost is None:
+            self.unpriced[model] += 1
+        else:
+            self.costs.add(model, reply.cost)
 
     def as_dict(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
@@ -674,6 +717,7 @@ class BatchSummary:
             "retries": self.retries,
             "latency_s": {"p50": percentile(50), "p95": percentile(95), "p99": percentile(99)},
             "tokens": {"in": self.tokens_in, "out": self.tokens_out},
+            "cost": {**self.costs.as_dict(), "unpriced": dict(sorted(self.unpriced.items()))},
             "wall_s": round(wall, 3),
             "requests_per_s": round(self.done / wall, 1) if wall > 0 else None,
             "limits": self.limits,

@@ -9,9 +9,15 @@ request once. A request answered 429 is sent again until ``--line-deadline``; on
 ended in an error is sent again by ``--resume --retry-failed``, which first moves the
 error records to ``OUT.retried``, so the output keeps one record per custom_id. The first Ctrl-C lets
 the requests in flight finish and be written, then prints the summary; the second stops
-at once. Exit status: 0 when every request succeeded, 1 when some ended in an error
-(each has its error record), 2 for a usage problem (a bad argument, file or config:
-nothing sent, no output made), 130 when interrupted.
+at once. ``--max-cost`` (or the config's ``max_cost``) stops sending new requests before
+the spent and in-flight cost would pass it, as the first Ctrl-C does; ``--estimate``
+prices the job from its input and sends nothing. ``--via batch-api`` sends the job
+through the provider's own Batch API instead (`llmadapters.batch_api`), keeping what it
+submitted in ``OUT.batch-api.json``, so that a killed run's ``--resume`` submits nothing
+twice; ``--finish-online`` sends the lines a batch did not answer (expired) online. Exit status: 0 when every request
+succeeded, 1 when some ended in an error (each has its error record), 2 for a usage
+problem (a bad argument, file or config: nothing sent, no output made), 3 when the
+budget stopped the run (``--resume`` continues it), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -35,14 +41,18 @@ from .batch import (
     set_aside_failed,
     write_record,
 )
+from .batch_api import BatchAPIJob, JobState, state_path
 from .client import AsyncClient
 from .errors import ConfigError
+from .pricing import parse_amount
+from .spend import estimate_job
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator
 
     from .batch import BatchItem, BatchRun
+    from .types import Cost
 
 __all__ = ["add_parser", "run"]
 
@@ -54,7 +64,7 @@ class UsageProblem(Exception):
 def add_parser(commands: Any) -> None:
     batch = commands.add_parser("batch", help="answer every request of a JSONL file, writing OpenAI batch output")
     batch.add_argument("input", help="JSONL requests (OpenAI Batch API lines or plain bodies); '-' for stdin")
-    batch.add_argument("-o", "--output", required=True, help="where to append results (JSONL); '-' for stdout")
+    batch.add_argument("-o", "--output", help="where to append results (JSONL); '-' for stdout (required to send)")
     batch.add_argument("-m", "--model", default=None, help="provider/model for requests that name none")
     batch.add_argument("-c", "--concurrency", type=int, default=64, help="calls in flight per provider (64)")
     batch.add_argument("--rpm", type=float, default=None, help="requests per minute, per provider")
@@ -79,6 +89,38 @@ def add_parser(commands: Any) -> None:
         metavar="I/N",
         help="answer only shard I of N (split by custom_id), for N workers on one input, each with its own output",
     )
+    batch.add_argument(
+        "--max-cost",
+        type=_amount,
+        default=None,
+        metavar="AMOUNT",
+        help="stop sending before the spent and in-flight cost would pass AMOUNT (USD, or e.g. '30 CNY'); "
+        "--resume continues (default: the config's max_cost)",
+    )
+    batch.add_argument(
+        "--estimate",
+        action="store_true",
+        help="price the job from its input (prompt tokens and max_tokens) and exit: nothing is sent",
+    )
+    batch.add_argument(
+        "--via",
+        choices=("online", "batch-api"),
+        default="online",
+        help="send each request now (online, the default), or through the provider's Batch API "
+        "(batch-api: results within its completion window, at its batch price)",
+    )
+    batch.add_argument(
+        "--finish-online",
+        action="store_true",
+        help="with --via batch-api, send the lines a batch did not answer (expired, cancelled, failed) online",
+    )
+    batch.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --via batch-api, the first wait between polls of the batches; it doubles up to 300 (10)",
+    )
     batch.add_argument("--config", default=None, help="a TOML config file")
     batch.add_argument("--summary-json", default=None, metavar="FILE", help="also write the summary as JSON")
     batch.add_argument(
@@ -100,6 +142,15 @@ def _seconds(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
+
+
+def _amount(text: str) -> Cost:
+    import argparse
+
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _shard(text: str) -> Shard:
@@ -178,11 +229,12 @@ class _Progress:
                 TextColumn("{task.fields[rate]}"),
                 TextColumn("[red]{task.fields[errors]} errors"),
                 TextColumn("{task.fields[retries]} retries"),
+                TextColumn("{task.fields[cost]}"),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[limits]}"),
                 transient=False,
             )
-            self._task = self._bar.add_task("batch", total=total, rate="", errors=0, retries=0, limits="")
+            self._task = self._bar.add_task("batch", total=total, rate="", errors=0, retries=0, cost="", limits="")
             self._bar.start()
 
     def update(self, final: bool = False) -> None:
@@ -195,10 +247,19 @@ class _Progress:
         if self._bar is not None:
             rate = f"{s.done / wall:.0f} req/s {s.tokens_out / wall:.0f} tok/s"
             limits = "  ".join(f"{name}: {_limits_text(stats)}" for name, stats in self.limits().items())
-            self._bar.update(self._task, completed=s.done, rate=rate, errors=s.errors, retries=s.retries, limits=limits)
+            self._bar.update(
+                self._task,
+                completed=s.done,
+                rate=rate,
+                errors=s.errors,
+                retries=s.retries,
+                cost=_money(s.costs.total()),
+                limits=limits,
+            )
         elif self.mode == "json":
             record: dict[str, Any] = {"done": s.done, "total": self.total, "errors": s.errors, "retries": s.retries}
             record["requests_per_s"] = round(s.done / wall, 1)
+            record["cost"] = s.costs.as_dict()
             record["limits"] = self.limits()
             print(json.dumps(record), file=sys.stderr, flush=True)
 
@@ -220,13 +281,28 @@ def _limits_text(stats: dict[str, Any]) -> str:
     return " ".join([*shown, *counts]) + gone
 
 
+def _money(amounts: dict[str, float]) -> str:
+    """``0.0123 USD + 1.5 CNY``; empty for none."""
+    return " + ".join(f"{amount:.6g} {currency}" for currency, amount in amounts.items())
+
+
+def _cost_lines(cost: dict[str, Any]) -> list[str]:
+    unpriced = sum(cost["unpriced"].values())
+    lines = [f"  cost {_money(cost['total']) or 'unknown'}" + (f" ({unpriced} replies unpriced)" if unpriced else "")]
+    if len(cost["by_model"]) > 1:
+        lines += [f"    {model}: {_money(amounts)}" for model, amounts in cost["by_model"].items()]
+    return lines
+
+
 def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
     lat = figures["latency_s"]
+    ended = figures.get("budget_reached") or ("interrupted: resume with --resume" if interrupted else "done")
     lines = [
-        "interrupted: resume with --resume" if interrupted else "done",
+        ended,
         f"  requests {figures['requests']}: {figures['ok']} ok, {figures['errors']} errors"
         + (f" ({', '.join(f'{k} {v}' for k, v in figures['errors_by_kind'].items())})" if figures["errors"] else ""),
         f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out",
+        *_cost_lines(figures["cost"]),
         f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s" if lat["p50"] is not None else "",
         f"  wall {figures['wall_s']} s, {figures['requests_per_s']} requests/s",
         *(f"  limits of {name}: {_limits_text(stats)}" for name, stats in figures.get("limits", {}).items()),
@@ -245,13 +321,18 @@ def _client(args: argparse.Namespace) -> AsyncClient:
 
 async def _drive(
     client: AsyncClient, args: argparse.Namespace, items: Iterator[BatchItem], out: IO[str], progress: _Progress
-) -> bool:
-    """Run the batch, writing each result as it comes; True when interrupted."""
+) -> tuple[bool, str | None]:
+    """Run the batch, writing each result as it comes: whether it was interrupted, and
+    why the budget stopped it, when it did."""
     interrupted = False
     loop = asyncio.get_running_loop()
     async with client:
         run: BatchRun = client.batch(
-            items, concurrency=args.concurrency, model=args.model, line_deadline=args.line_deadline
+            items,
+            concurrency=args.concurrency,
+            model=args.model,
+            line_deadline=args.line_deadline,
+            max_cost=args.max_cost,
         )
         progress.limits = client.limits
         main = asyncio.current_task()
@@ -276,12 +357,126 @@ async def _drive(
             progress.limits = dict
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
-    return interrupted
+    reached = None if run.budget is None or run.budget.reached is None else str(run.budget.reached)
+    if reached is not None and run.dropped:
+        reached += f"; {run.dropped} requests not sent: add --resume (and a larger --max-cost) to continue"
+    return interrupted, reached
+
+
+def _estimate(args: argparse.Namespace, client: AsyncClient) -> int:
+    """``--estimate``: price the job, print it (and write it to --summary-json)."""
+    shard: Shard | None = args.shard
+    items = (item for item in read_jsonl(_lines(args.input)) if shard is None or item.custom_id in shard)
+    job = estimate_job(client, items, args.model, batch_api=args.via == "batch-api")
+    figures = asyncio.run(job).as_dict()
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(figures, indent=2) + "\n")
+    lines = [
+        f"estimate: {figures['requests']} requests ({figures['invalid']} invalid), nothing sent"
+        + (" (at the Batch API's price)" if args.via == "batch-api" else ""),
+        f"  prompt tokens {figures['prompt_tokens']}, output tokens at most {figures['output_tokens_bound']}"
+        + (f" ({figures['no_output_bound']} requests set no max_tokens)" if figures["no_output_bound"] else ""),
+        f"  cost at most {_money(figures['cost']) or 'unknown'}"
+        + (f" ({figures['unpriced']} requests of models with no known price)" if figures["unpriced"] else ""),
+        *(
+            f"    {model}: {each['requests']} requests, {_money(each['cost']) or 'no known price'}"
+            for model, each in figures["by_model"].items()
+        ),
+    ]
+    print("\n".join(lines), file=sys.stderr)
+    return 0
+
+
+def _batch_api_job(args: argparse.Namespace, client: AsyncClient) -> JobState:
+    """The provider of a ``--via batch-api`` job (that of its first request) and its
+    state: refused before anything is made when the job cannot go that way."""
+    if args.output in (None, "-"):
+        raise UsageProblem("--via batch-api writes its state next to the output: give -o OUT.jsonl")
+    for option, given in (
+        ("--max-cost", args.max_cost),
+        ("--shard", args.shard),
+        ("--retry-failed", args.retry_failed),
+    ):
+        if given:
+            raise UsageProblem(f"{option} applies to online sending, not to --via batch-api")
+    first = next((item for item in read_jsonl(_lines(args.input)) if item.body is not None), None)
+    if first is None:
+        raise UsageProblem(f"{args.input}: no valid request to send")
+    assert first.body is not None
+    try:
+        request = client.request(messages=first.body["messages"], model=first.body.get("model") or args.model)
+    except (ValueError, TypeError, ConfigError) as exc:
+        raise UsageProblem(f"line {first.line}: {exc}") from None
+    spec = client.registry.providers.get(request.provider)
+    if spec is None or spec.batch_api is None:
+        able = sorted(name for name, each in client.registry.providers.items() if each.batch_api is not None)
+        raise UsageProblem(f"provider {request.provider!r} has no Batch API; those that have one: {', '.join(able)}")
+    path = state_path(args.output)
+    if Path(path).exists() and not args.resume:
+        raise UsageProblem(f"{path} holds a job already submitted: add --resume to continue it")
+    try:
+        return JobState.load(path, request.provider)
+    except (ConfigError, ValueError, KeyError, TypeError) as exc:
+        raise UsageProblem(f"{path}: not a job's state ({exc})") from None
+
+
+def _on_event(event: dict[str, Any], args: argparse.Namespace, progress: _Progress, shown: dict[str, str]) -> None:
+    """Show a step of a ``--via batch-api`` job: the progress on each record written; a
+    line on stderr for the others (a poll only when the batch's status changed)."""
+    kind = event["event"]
+    if kind == "written":
+        progress.update()
+        return
+    if args.quiet or kind in ("submitting", "downloaded"):
+        return
+    if kind == "polled":
+        if shown.get(event["batch_id"]) == event["status"]:
+            return
+        shown[event["batch_id"]] = event["status"]
+    print(kind, *(f"{key}={value}" for key, value in event.items() if key != "event"), file=sys.stderr)
+
+
+async def _drive_batch_api(client: AsyncClient, job: BatchAPIJob, summary: BatchSummary) -> None:
+    async with client:
+        try:
+            await job.run()
+        finally:
+            summary.limits = client.limits()
+
+
+def _run_batch_api(
+    args: argparse.Namespace, client: AsyncClient, state: JobState, out: IO[str], done: set[str], progress: _Progress
+) -> bool:
+    """Run a ``--via batch-api`` job; True when interrupted (``--resume`` continues it)."""
+    shown: dict[str, str] = {}
+    job = BatchAPIJob(
+        client,
+        state.provider,
+        lambda: read_jsonl(_lines(args.input)),
+        out,
+        done,
+        state,
+        progress.summary,
+        model=args.model,
+        finish_online=args.finish_online,
+        poll_interval=args.poll_interval,
+        on_event=lambda event: _on_event(event, args, progress, shown),
+    )
+    try:
+        asyncio.run(_drive_batch_api(client, job, progress.summary))
+    except KeyboardInterrupt:
+        return True
+    return False
 
 
 def run(args: argparse.Namespace) -> int:
     total = _check_input(args)
     client = _client(args)
+    if args.estimate:
+        return _estimate(args, client)
+    if args.output is None:
+        raise UsageProblem("-o/--output is required to send (or add --estimate to price the job)")
+    state = _batch_api_job(args, client) if args.via == "batch-api" else None
     out, done = _open_output(args)
     summary = BatchSummary()
     shard: Shard | None = args.shard
@@ -291,9 +486,12 @@ def run(args: argparse.Namespace) -> int:
         if item.custom_id not in done and (shard is None or item.custom_id in shard)
     )
     progress = _Progress("none" if args.quiet else args.progress, None if total is None else total - len(done), summary)
-    interrupted = True
+    interrupted, reached = True, None
     try:
-        interrupted = asyncio.run(_drive(client, args, items, out, progress))
+        if state is not None:
+            interrupted = _run_batch_api(args, client, state, out, done, progress)
+        else:
+            interrupted, reached = asyncio.run(_drive(client, args, items, out, progress))
     except asyncio.CancelledError:
         pass
     finally:
@@ -304,10 +502,14 @@ def run(args: argparse.Namespace) -> int:
         figures["skipped_as_done"] = len(done)
         if shard is not None:
             figures["shard"] = str(shard)
+        if reached is not None:
+            figures["budget_reached"] = reached
         if args.summary_json:
             Path(args.summary_json).write_text(json.dumps(figures, indent=2) + "\n")
         if not args.quiet:
             _print_summary(figures, interrupted)
     if interrupted:
         return 130
+    if reached is not None:
+        return 3
     return 1 if summary.errors else 0

@@ -24,9 +24,10 @@ from .config import Settings, load_settings
 from .errors import ConfigError, LLMAdapterError, shown, unknown_name
 from .fallback import FALLBACK_ON, ModelChoice, chain_error, models_of
 from .plugins import Registry
+from .pricing import parse_amount
 from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features, shared_limiter
 from .streaming import ChatCompletionStream
-from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest, Message
+from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest, Cost, Message
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -355,6 +356,7 @@ class AsyncClient:
         concurrency: int = 64,
         model: str | None = None,
         line_deadline: float = 3600.0,
+        max_cost: Cost | str | float | None = None,
     ) -> BatchRun:
         """Answer many requests: ``async for result in client.batch(requests)``.
 
@@ -365,10 +367,15 @@ class AsyncClient:
         route's limits, retries and timeouts; results come as they complete, one per
         request, in `BatchResult`s. A request answered 429 is put aside and sent again
         (after its ``Retry-After``) until ``line_deadline`` seconds have passed since
-        its first attempt, without holding a place among the ``concurrency``. See
-        `llmadapters.batch`.
+        its first attempt, without holding a place among the ``concurrency``. With
+        ``max_cost`` (``5``, ``"30 CNY"``; by default the config's ``max_cost``), no
+        call starts once the spent and in-flight cost would pass it (`llmadapters.spend`).
+        See `llmadapters.batch`.
         """
-        return BatchRun(self, requests, concurrency=concurrency, model=model, line_deadline=line_deadline)
+        budget = self.settings.max_cost if max_cost is None else parse_amount(max_cost)
+        return BatchRun(
+            self, requests, concurrency=concurrency, model=model, line_deadline=line_deadline, max_cost=budget
+        )
 
     def limits(self) -> dict[str, dict[str, Any]]:
         """Per provider with a route, what its rate limiter has learned and met
@@ -597,11 +604,14 @@ class Client:
         concurrency: int = 64,
         model: str | None = None,
         line_deadline: float = 3600.0,
+        max_cost: Cost | str | float | None = None,
     ) -> SyncIterator[BatchResult]:
         """Same as `AsyncClient.batch`, for sync code: the requests run concurrently on the
         client's loop, and ``for result in client.batch(requests)`` gets them as they
         complete."""
-        run = self._async.batch(requests, concurrency=concurrency, model=model, line_deadline=line_deadline)
+        run = self._async.batch(
+            requests, concurrency=concurrency, model=model, line_deadline=line_deadline, max_cost=max_cost
+        )
         return SyncIterator(aiter(run), self._runner)
 
     def limits(self) -> dict[str, dict[str, Any]]:

@@ -11,13 +11,14 @@ Code may pass ``api_key`` directly; it is kept in a `Secret`.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 import sys
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import attrs
 
@@ -25,8 +26,12 @@ from .errors import ConfigError
 from .middleware.cache import CacheSettings
 from .middleware.ratelimit import Limits
 from .middleware.retry import RetryPolicy
+from .pricing import WEEKDAYS, ModelPrice, Price, PriceWindow, parse_amount
 from .transports.base import Timeouts, redacted_repr
 from .transports.network import PROXY_SCHEMES, ClientCertificate, redact_url
+
+if TYPE_CHECKING:
+    from .types import Cost
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -116,6 +121,7 @@ class ProviderSettings:
         retry: the retry middleware's policy.
         limits: the ratelimit middleware's limits.
         network: proxy, TLS and connection settings (over ``[defaults]``' ones).
+        prices: model prices, by model name, over the provider plugin's.
     """
 
     base_url: str | None = None
@@ -130,6 +136,7 @@ class ProviderSettings:
     retry: RetryPolicy | None = None
     limits: Limits | None = None
     network: NetworkSettings = attrs.field(factory=NetworkSettings)
+    prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -146,6 +153,7 @@ class Settings:
     query: extra query parameters for every provider's requests.
     network: the default proxy, TLS and connection settings.
     plugins: the installed plugins to load, by entry-point name; None for all.
+    max_cost: a batch's budget (``llmadapters batch`` stops sending before passing it).
     providers: per-provider settings, by provider name.
     sources: where the settings came from, for messages.
     """
@@ -161,6 +169,7 @@ class Settings:
     query: Mapping[str, str] = attrs.field(factory=dict)
     network: NetworkSettings = attrs.field(factory=NetworkSettings)
     plugins: tuple[str, ...] | None = None
+    max_cost: Cost | None = None
     providers: Mapping[str, ProviderSettings] = attrs.field(factory=dict)
     sources: tuple[str, ...] = ()
 
@@ -223,6 +232,8 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "plugins": "the installed plugins to load, by entry-point name (default: all)",
         "headers": "extra headers sent with every request to any provider, a table of strings",
         "query": "extra query parameters sent with every request, a table of strings (e.g. api-version)",
+        "max_cost": 'a batch\'s budget: an amount, in USD by default ("30 CNY" for another currency); '
+        "llmadapters batch stops sending new calls before the spent and in-flight cost would pass it",
         **_NETWORK_SCHEMA,
     },
     "providers.NAME": {
@@ -240,7 +251,17 @@ SCHEMA: Mapping[str, Mapping[str, str]] = {
         "middleware": "overrides defaults.middleware",
         "retry": "overrides defaults.retry",
         "limits": "overrides defaults.limits",
+        "prices": "model prices per million tokens, over the plugin's: a [prices.MODEL] table each",
         **{key: f"overrides defaults.{key}" for key in _NETWORK_SCHEMA},
+    },
+    "prices.MODEL": {
+        "input": "a prompt token (cache miss), per million tokens",
+        "output": "a completion token, per million tokens",
+        "cached_input": "a prompt token served from the cache (default: input)",
+        "reasoning": "a reasoning token, where billed unlike output (default: output)",
+        "currency": 'an ISO 4217 code (default "USD")',
+        "windows": "hours of the week with other prices: a list of tables with start and end "
+        '("HH:MM", UTC, same day), weekdays (e.g. ["mon", "fri"], default all) and the price keys above',
     },
     "timeout": {
         "connect": "seconds to establish a connection (default 5)",
@@ -294,6 +315,8 @@ _TIMEOUT_KEYS = tuple(SCHEMA["timeout"])
 _RETRY_KEYS = tuple(SCHEMA["retry"])
 _CERT_KEYS = tuple(SCHEMA["cert"])
 _CACHE_KEYS = tuple(SCHEMA["cache"])
+_PRICE_KEYS = tuple(SCHEMA["prices.MODEL"])
+_FIGURES = ("input", "output", "cached_input", "reasoning")
 
 
 P = ParamSpec("P")
@@ -502,6 +525,7 @@ class _Reader:
             "middleware": self.names(table.get("middleware"), f"{path}.middleware"),
             "retry": self.retry(table.get("retry"), f"{path}.retry"),
             "limits": self.limits(table.get("limits"), f"{path}.limits"),
+            "prices": self.prices(table.get("prices"), f"{path}.prices"),
         }
         keys = table.get("api_key")
         if keys is not None:
@@ -536,11 +560,78 @@ class _Reader:
             "headers": self.strings(defaults.get("headers"), "defaults.headers"),
             "query": self.strings(defaults.get("query"), "defaults.query"),
             "network": self.network(defaults, "defaults"),
+            "max_cost": self.amount(defaults.get("max_cost"), "defaults.max_cost"),
         }
         providers = top.get("providers", {})
         table = self.table(providers, "providers", tuple(providers) if isinstance(providers, Mapping) else ())
         out["providers"] = {str(name): self.provider(str(name), value) for name, value in table.items()}
         return {k: v for k, v in out.items() if v not in (None, {})}
+
+    @_per_key
+    def amount(self, value: object, path: str) -> Cost | None:
+        if value is None:
+            return None
+        try:
+            return parse_amount(value)
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
+
+    @_per_key
+    def prices(self, value: object, path: str) -> dict[str, ModelPrice]:
+        if value is None:
+            return {}
+        table = self.table(value, path, tuple(value) if isinstance(value, Mapping) else ())
+        return {str(model): self._model_price(item, f"{path}.{model}") for model, item in table.items()}
+
+    def _model_price(self, value: object, path: str) -> ModelPrice:
+        table = self.table(value, path, _PRICE_KEYS)
+        price = self._price(table, path, Price(input=0, output=0), required=True)
+        windows = table.get("windows", [])
+        if not isinstance(windows, list):
+            raise self.fail(f"{path}.windows", f"expected a list of tables, got {windows!r}")
+        return ModelPrice(
+            price=price, windows=tuple(self._window(w, f"{path}.windows[{i}]", price) for i, w in enumerate(windows))
+        )
+
+    def _price(self, table: Mapping[str, Any], path: str, base: Price, *, required: bool) -> Price:
+        given: dict[str, Any] = {}
+        for key in _FIGURES:
+            if key not in table:
+                if required and key in ("input", "output"):
+                    raise self.fail(f"{path}.{key}", "required: the price per million tokens")
+                continue
+            item = table[key]
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 <= item < float("inf"):
+                raise self.fail(f"{path}.{key}", f"expected a price per million tokens (a number >= 0), got {item!r}")
+            given[key] = float(item)
+        if "currency" in table:
+            currency = table["currency"]
+            if not (isinstance(currency, str) and len(currency) == 3 and currency.isalpha()):
+                raise self.fail(f"{path}.currency", f'expected an ISO 4217 code such as "USD", got {currency!r}')
+            given["currency"] = currency.upper()
+        return attrs.evolve(base, **given)
+
+    def _window(self, value: object, path: str, base: Price) -> PriceWindow:
+        table = self.table(value, path, (*_FIGURES, "start", "end", "weekdays"))
+        times: dict[str, dt.time] = {}
+        for key in ("start", "end"):
+            item = table.get(key)
+            try:
+                times[key] = dt.time.fromisoformat(item)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise self.fail(f"{path}.{key}", f'expected a time "HH:MM" (UTC), got {item!r}') from None
+        days = table.get("weekdays", list(WEEKDAYS))
+        if not isinstance(days, list) or not all(isinstance(d, str) and d.lower()[:3] in WEEKDAYS for d in days):
+            raise self.fail(f"{path}.weekdays", f'expected a list of days such as ["mon", "fri"], got {days!r}')
+        try:
+            return PriceWindow(
+                price=self._price(table, path, base, required=False),
+                start=times["start"],
+                end=times["end"],
+                weekdays=frozenset(WEEKDAYS.index(d.lower()[:3]) for d in days),
+            )
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
 
     def network(self, table: Mapping[str, Any], path: str) -> NetworkSettings | None:
         """The connection keys of ``table`` (``[defaults]`` or a provider's)."""
@@ -621,6 +712,8 @@ def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
                 _merge(providers.setdefault(name, {}), table)
         elif key == "network" and key in into:
             into[key] = value.over(into[key])
+        elif key == "prices" and key in into:  # model by model
+            into[key] = {**into[key], **value}
         else:
             into[key] = value
 

@@ -25,6 +25,7 @@ from .errors import (
 )
 from .middleware.auth import AuthMiddleware, KeyRing
 from .middleware.base import Call, CallNext, Middleware, Reply, compose
+from .pricing import PriceList
 from .providers.builtin import openai_compatible
 from .streaming import ChatCompletionStream
 from .transports.base import Endpoint, Timeouts
@@ -39,7 +40,15 @@ if TYPE_CHECKING:
     from .providers.base import Launched, ProviderSpec
     from .transports.base import Transport
 
-__all__ = ["Route", "build_route", "check_features", "needed_features", "provider_spec", "shared_limiter"]
+__all__ = [
+    "Route",
+    "build_route",
+    "check_features",
+    "needed_features",
+    "price_list",
+    "provider_spec",
+    "shared_limiter",
+]
 
 MiddlewareChoice = str | Middleware
 
@@ -53,6 +62,10 @@ class Route:
     handle: the composed chain; ``await route.handle(call)`` makes one call.
     middleware: the chain's middleware, outermost first (auth last when a key is set).
     keys: the provider's API keys (names and state), or None when it takes none.
+    prices: the provider's prices (the plugin's, with the config's over them), which
+        price each reply (``reply.cost``) when the call is sent, by their clock.
+    auth: the auth headers of each key, by key name, for requests made beside the
+        chain (the Batch API's files and batches).
     """
 
     spec: ProviderSpec
@@ -63,6 +76,8 @@ class Route:
     middleware: tuple[Middleware, ...]
     keys: KeyRing | None = None
     launched: Launched | None = None
+    prices: PriceList = attrs.field(factory=PriceList)
+    auth: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, repr=False)
 
     def call(self, request: ChatRequest, *, defer_rate_limits: bool = False) -> Call:
         """A new `Call` of ``request`` on this route, for ``await route.handle(call)``,
@@ -117,8 +132,8 @@ class plugin_code:
         raise PluginError(f"{self.what} raised {type(exc).__name__}: {exc}") from exc
 
 
-def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> CallNext:
-    """The innermost handler: provider quirks, the transport, the value types."""
+def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, prices: PriceList) -> CallNext:
+    """The innermost handler: provider quirks, the transport, the value types, the cost."""
     name, prepare, normalize = spec.name, spec.prepare, spec.normalize
     in_normalize = plugin_code(f"provider {name!r} (normalize)")
     in_prepare = plugin_code(f"provider {name!r} (prepare)")
@@ -131,7 +146,7 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
             return normalize(data)
 
     async def chunks(
-        events: AsyncGenerator[ResponseInfo | dict[str, Any], None], wants_usage: bool
+        events: AsyncGenerator[ResponseInfo | dict[str, Any], None], wants_usage: bool, model: str, sent: float
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         unfinished: set[int] = set()  # the choices seen whose last chunk had no finish_reason
         began = finished = usage = False
@@ -148,7 +163,11 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
                             else:
                                 unfinished.discard(choice.index)
                                 finished = True
-                        usage = usage or chunk.usage is not None
+                        if chunk.usage is not None:
+                            usage = True
+                            cost = prices.cost(model, chunk.usage, sent)
+                            if cost is not None:
+                                chunk = attrs.evolve(chunk, cost=cost)
                         began = True
                         yield chunk
                 except StreamError as exc:
@@ -166,16 +185,21 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
             await events.aclose()
 
     async def send(call: Call) -> Reply:
+        sent = prices.clock()
         with in_prepare:
             payload = prepare(call.request)
         endpoint = call.endpoint.with_headers(call.headers) if call.headers else call.endpoint
         if not call.request.stream:
             with in_transport:
-                sent = await transport.send(endpoint, payload)
-                if not (isinstance(sent, tuple) and len(sent) == 2 and isinstance(sent[1], ResponseInfo)):
+                sent_reply = await transport.send(endpoint, payload)
+                if not (
+                    isinstance(sent_reply, tuple) and len(sent_reply) == 2 and isinstance(sent_reply[1], ResponseInfo)
+                ):
                     raise TypeError("send() must return (the reply's JSON, its ResponseInfo)")
-            data, info = sent
-            return ChatCompletion.from_dict(value(data), provider=name, http=info)
+            data, info = sent_reply
+            reply = ChatCompletion.from_dict(value(data), provider=name, http=info)
+            cost = prices.cost(call.request.model, reply.usage, sent)
+            return reply if cost is None else attrs.evolve(reply, cost=cost)
         # Wait for the response's info and the first chunk, so that errors before it
         # raise here, where the middleware (retry above all) can still act on them.
         with in_transport:
@@ -190,7 +214,8 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str) -> 
                 raise TypeError("a stream's first item must be its ResponseInfo")
         info = head
         options = payload.get("stream_options")
-        rest = chunks(events, isinstance(options, Mapping) and bool(options.get("include_usage")))
+        wants_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
+        rest = chunks(events, wants_usage, call.request.model, sent)
         try:
             first: ChatCompletionChunk | None = await rest.__anext__()
         except StopAsyncIteration:
@@ -213,6 +238,11 @@ def provider_spec(name: str, settings: Settings, registry: Registry) -> Provider
         return openai_compatible(name)
     error = unknown_name(f"model {name + '/...'!r}", "provider", name, registry.providers)
     raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
+
+
+def price_list(spec: ProviderSpec, settings: Settings) -> PriceList:
+    """The provider's prices: its plugin's, with the config's over them, model by model."""
+    return PriceList({**spec.prices, **settings.provider(spec.name).prices})
 
 
 def _api_keys(spec: ProviderSpec, settings: Settings) -> dict[str, str]:
@@ -340,8 +370,8 @@ async def build_route(
     _check_headers(headers, f"providers.{name}.headers")
     keys = _api_keys(spec, settings)
     ring = KeyRing(name, list(keys)) if keys else None
+    auth: dict[str, dict[str, str]] = {}
     if ring is not None:
-        auth = {}
         for key_name, key in keys.items():
             with plugin_code(f"provider {name!r} (auth)"):
                 auth[key_name] = dict(spec.auth(key))
@@ -365,6 +395,7 @@ async def build_route(
         if launched is not None:
             await launched.aclose()
         raise
+    prices = price_list(spec, settings)
     endpoint = Endpoint(
         base_url=base_url,
         headers=headers,
@@ -377,8 +408,10 @@ async def build_route(
         transport=transport,
         transport_name=transport_name,
         endpoint=endpoint,
-        handle=compose(chain, _terminal(spec, transport, transport_name)),
+        handle=compose(chain, _terminal(spec, transport, transport_name, prices)),
         middleware=tuple(chain),
         keys=ring,
         launched=launched,
+        prices=prices,
+        auth=auth,
     )

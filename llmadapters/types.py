@@ -26,6 +26,7 @@ __all__ = [
     "ChatRequest",
     "Choice",
     "ChunkChoice",
+    "Cost",
     "Delta",
     "FunctionCall",
     "Message",
@@ -63,7 +64,7 @@ def _dicts(value: object) -> list[Mapping[str, Any]]:
 
 
 # Fields that are not part of the provider's JSON.
-_NOT_WIRE = frozenset({"raw", "provider", "http"})
+_NOT_WIRE = frozenset({"raw", "provider", "http", "cost"})
 
 
 def _wire(value: object) -> object:
@@ -198,6 +199,24 @@ class Usage(_Wire):
     total_tokens: int | None = None
     raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
 
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the provider's cache: OpenAI's (and most others')
+        ``prompt_tokens_details.cached_tokens``, or DeepSeek's ``prompt_cache_hit_tokens``;
+        0 when the provider reported none."""
+        details = self.raw.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if _is_mapping(details) else None
+        if cached is None:
+            cached = self.raw.get("prompt_cache_hit_tokens")
+        return _opt_int(cached) or 0
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Completion tokens the model spent reasoning
+        (``completion_tokens_details.reasoning_tokens``); 0 when not reported."""
+        details = self.raw.get("completion_tokens_details")
+        return (_opt_int(details.get("reasoning_tokens")) if _is_mapping(details) else None) or 0
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
         return cls(
@@ -206,6 +225,21 @@ class Usage(_Wire):
             total_tokens=_opt_int(data.get("total_tokens")),
             raw=_raw(data),
         )
+
+
+@attrs.frozen
+class Cost:
+    """What a call cost: ``amount`` in ``currency`` (an ISO 4217 code, e.g. ``"USD"``).
+
+    A reply's ``cost`` is None when the price of its model is not known: never a guess
+    and never zero (see `llmadapters.pricing`).
+    """
+
+    amount: float
+    currency: str = "USD"
+
+    def __str__(self) -> str:
+        return f"{self.amount:.6g} {self.currency}"
 
 
 def _usage(value: object) -> Usage | None:
@@ -278,6 +312,9 @@ class ChatCompletion(_Wire):
 
     Attributes:
         provider: name of the provider that answered.
+        cost: what it cost, from its usage, cache hits and the price of its model in
+            force when it was sent; None when that price is not known. Not part of
+            equality (the same bytes cost more at a peak hour).
         raw: the provider's JSON, as received.
         http: the HTTP status and headers it came with (None for a reply that did not
             come over HTTP); not part of equality.
@@ -291,6 +328,7 @@ class ChatCompletion(_Wire):
     provider: str | None = None
     raw: JSON = attrs.field(factory=dict, repr=False)
     http: ResponseInfo | None = attrs.field(default=None, repr=False, eq=False)
+    cost: Cost | None = attrs.field(default=None, eq=False)
 
     @classmethod
     def from_dict(cls, data: JSON, *, provider: str | None = None, http: ResponseInfo | None = None) -> ChatCompletion:
@@ -308,7 +346,9 @@ class ChatCompletion(_Wire):
 
 @attrs.frozen(kw_only=True)
 class ChatCompletionChunk(_Wire):
-    """One event of a streamed reply. The last chunk may carry only ``usage`` (no choices)."""
+    """One event of a streamed reply. The last chunk may carry only ``usage`` (no choices).
+    The chunk that carries ``usage`` also carries the stream's ``cost`` (see
+    `ChatCompletion`)."""
 
     id: str | None = None
     model: str | None = None
@@ -317,6 +357,7 @@ class ChatCompletionChunk(_Wire):
     usage: Usage | None = None
     provider: str | None = None
     raw: JSON = attrs.field(factory=dict, repr=False)
+    cost: Cost | None = attrs.field(default=None, eq=False)
 
     @classmethod
     def from_dict(cls, data: JSON, *, provider: str | None = None) -> ChatCompletionChunk:

@@ -70,3 +70,20 @@ def test_response_cache(tmp_path: Path) -> None:
         "first run: 0 of 20 answered from the cache\nsecond run: 20 of 20 answered from the cache\n"
     )
     assert (tmp_path / "responses.sqlite").exists()
+
+
+def test_cost_and_budget(tmp_path: Path) -> None:
+    # 7 prompt tokens at 0.50 and 3 completion tokens at 2.00 per million; each call of
+    # the batch costs the same and is estimated at 7 x 0.50 + 5 x 2.00: the tenth leaves
+    # 9.5e-05 spent, and an eleventh would pass 0.0001.
+    assert run("cost_and_budget.py", tmp_path) == (
+        "7 in, 3 out: 9.5e-06 USD\n"
+        "a model with no price: None\n"
+        "10 answered; budget reached: spent 9.5e-05 USD of 0.0001 USD; the next call would pass it\n"
+    )
+
+
+def test_batch_api(tmp_path: Path) -> None:
+    assert run("batch_api.py", tmp_path) == (
+        "exit status 0 - 5 answers, in the online mode's format:\nq0 question 0\nstate file left: False\n"
+    )

@@ -1,7 +1,8 @@
 """Logging: one line per call on the ``llmadapters`` logger, with no key in it.
 
 Fields: provider, model, outcome (``ok`` or the error class), status, attempts,
-latency_ms, tokens_in, tokens_out (a stream's are logged when it ends). The same fields
+latency_ms, tokens_in, tokens_out, cost and currency (None when the model's price is
+not known; a stream's are logged when it ends). The same fields
 go to the record as ``record.llmadapters`` (a dict) for JSON formatters, and to an
 optional ``on_record`` callback, e.g. to feed OpenTelemetry without depending on it.
 """
@@ -18,7 +19,7 @@ from ..streaming import ChatCompletionStream
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
 
-    from ..types import ChatCompletionChunk, Usage
+    from ..types import ChatCompletionChunk, Cost, Usage
     from .base import Call, CallNext, Reply
 
 __all__ = ["LoggingMiddleware"]
@@ -44,7 +45,9 @@ class LoggingMiddleware:
     def __repr__(self) -> str:
         return f"LoggingMiddleware(level={logging.getLevelName(self._level)})"
 
-    def _emit(self, call: Call, start: float, outcome: str, status: int | None, usage: Usage | None) -> None:
+    def _emit(
+        self, call: Call, start: float, outcome: str, status: int | None, usage: Usage | None, cost: Cost | None
+    ) -> None:
         level = self._level if outcome == "ok" else logging.WARNING
         if self._on_record is None and not logger.isEnabledFor(level):
             return
@@ -58,6 +61,8 @@ class LoggingMiddleware:
             "latency_ms": round((time.perf_counter() - start) * 1000, 1),
             "tokens_in": usage.prompt_tokens if usage else None,
             "tokens_out": usage.completion_tokens if usage else None,
+            "cost": cost.amount if cost else None,
+            "currency": cost.currency if cost else None,
         }
         if self._on_record is not None:
             self._on_record(record)
@@ -70,26 +75,28 @@ class LoggingMiddleware:
         try:
             reply = await call_next(call)
         except LLMAdapterError as exc:
-            self._emit(call, start, type(exc).__name__, exc.status if isinstance(exc, APIStatusError) else None, None)
+            status = exc.status if isinstance(exc, APIStatusError) else None
+            self._emit(call, start, type(exc).__name__, status, None, None)
             raise
         if isinstance(reply, ChatCompletionStream):
             return reply.with_chunks(self._observed(reply, call, start))
-        self._emit(call, start, "ok", 200, reply.usage)
+        self._emit(call, start, "ok", 200, reply.usage, reply.cost)
         return reply
 
     async def _observed(
         self, stream: ChatCompletionStream, call: Call, start: float
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        usage = None
+        usage = cost = None
         outcome = "closed early"
         try:
             async with stream:
                 async for chunk in stream:
                     usage = chunk.usage or usage
+                    cost = chunk.cost or cost
                     yield chunk
             outcome = "ok"
         except LLMAdapterError as exc:
             outcome = type(exc).__name__
             raise
         finally:
-            self._emit(call, start, outcome, 200, usage)
+            self._emit(call, start, outcome, 200, usage, cost)

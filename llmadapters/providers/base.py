@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
 
     from ..errors import LLMAdapterError
+    from ..pricing import ModelPrice, TokenCounter
     from ..types import ChatRequest
 
 __all__ = [
+    "OPENAI_BATCH_API",
+    "BatchAPI",
     "Launched",
     "ProviderSpec",
     "bearer_auth",
@@ -111,6 +114,34 @@ class Launched:
 
 
 @attrs.frozen(kw_only=True)
+class BatchAPI:
+    """A provider's OpenAI-style Batch API: upload a JSONL file to ``files`` (``purpose``
+    ``batch``), create a batch of it at ``batches``, poll it, download its output and
+    error files (``llmadapters batch --via batch-api``).
+
+    Attributes:
+        endpoint: the batch's ``endpoint`` and each line's ``url``.
+        completion_window: sent when creating a batch; None where the API takes none.
+        max_lines: requests per file at most.
+        max_bytes: bytes per file at most.
+        price_factor: the price of a batched call, as a share of the online price.
+        one_model_per_file: the API refuses a file that mixes models.
+    """
+
+    endpoint: str = "/v1/chat/completions"
+    completion_window: str | None = "24h"
+    max_lines: int = 50_000
+    max_bytes: int = 200 * 1024 * 1024
+    price_factor: float = 0.5
+    one_model_per_file: bool = False
+
+
+# https://platform.openai.com/docs/guides/batch: 50,000 requests and 200 MB per file,
+# "24h" the only window, 50% of the price.
+OPENAI_BATCH_API = BatchAPI()
+
+
+@attrs.frozen(kw_only=True)
 class ProviderSpec:
     """Everything llmadapters needs to know to call one provider.
 
@@ -134,6 +165,13 @@ class ProviderSpec:
         retryable: the provider's verdict on an error: False for "never retry" (an
             insufficient balance, an exhausted quota), True for "retry", None to leave
             it to the general rules of the retry middleware.
+        prices: the models' prices, by model name (a config adds or overrides them);
+            a model not listed has no known cost. Cite their source and date in the
+            plugin's README.
+        count_tokens: the provider's own tokenizer, when it runs offline, for estimates
+            made before anything is sent; None for the documented estimate of about
+            four characters a token.
+        batch_api: the provider's Batch API, when it has an OpenAI-compatible one.
     """
 
     name: str
@@ -147,3 +185,6 @@ class ProviderSpec:
     normalize: Callable[[Payload], Payload] | None = None
     launch: Callable[[], Awaitable[Launched]] | None = None
     retryable: Callable[[LLMAdapterError], bool | None] | None = None
+    prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
+    count_tokens: TokenCounter | None = None
+    batch_api: BatchAPI | None = None

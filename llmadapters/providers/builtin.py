@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
-from .base import Launched, ProviderSpec
+from ..pricing import words_and_four
+from .base import OPENAI_BATCH_API, Launched, ProviderSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,9 +30,19 @@ def openai_compatible(name: str, base_url: str | None = None) -> ProviderSpec:
 
 BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
     # https://platform.openai.com/docs/api-reference/chat
-    ProviderSpec(name="openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"),
+    ProviderSpec(
+        name="openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY", batch_api=OPENAI_BATCH_API
+    ),
     # A real server on loopback, started in-process on first use; see llmadapters.testing.
-    ProviderSpec(name="fake", key_required=False, default_model="echo", launch=_launch_fake_server),
+    # Its prompt tokens are counted as the server counts them, so estimates are exact.
+    ProviderSpec(
+        name="fake",
+        key_required=False,
+        default_model="echo",
+        launch=_launch_fake_server,
+        count_tokens=words_and_four,
+        batch_api=OPENAI_BATCH_API,  # the fake server implements the files and batches endpoints
+    ),
 )
 
 

@@ -5,7 +5,8 @@ asyncio streams; owning the socket is what lets it inject faults that an ASGI se
 cannot, such as a TCP reset or a stall before the status line.
 
 Endpoints: ``POST /v1/chat/completions`` (unary and ``stream: true``), ``GET /v1/models``,
-and ``GET /v1/fake/stats``: how many successful replies each prompt (the last user
+the Files and Batches endpoints of the OpenAI Batch API (see `.fake_batches`), and
+``GET /v1/fake/stats``: how many successful replies each prompt (the last user
 message) has had, to check that a resumed batch sent nothing twice. It holds the latest
 10,000 prompts answered (a prompt over 256 characters by its SHA-256, ``sha256:HEX``), so
 that a long load test does not grow the server without bound.
@@ -45,6 +46,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import h11
+
+from ..pricing import message_text as _text_of
+from ..pricing import words_and_four
+from .fake_batches import FakeBatches
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -230,14 +235,6 @@ def _number(headers: Mapping[str, str], name: str, default: float) -> float:
     return number
 
 
-def _text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
-
-
 @attrs.frozen
 class _Reply:
     """What the fake model says to one request."""
@@ -319,8 +316,7 @@ def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
         raise _BadRequest("'model' is required")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise _BadRequest("'messages' must be a non-empty list of objects")
-    texts = [_text_of(m.get("content")) for m in messages]
-    prompt_tokens = sum(len(t.split()) + 4 for t in texts)
+    prompt_tokens = words_and_four(messages)
     last_user = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     if "echo" in behaviours:
         text = last_user
@@ -345,6 +341,24 @@ def _compose(body: Mapping[str, Any], behaviours: set[str]) -> _Reply:
         }
     pieces = () if tool_call else tuple(_TOKEN.findall(text))
     return _Reply(model, pieces, reasoning, tool_call, prompt_tokens, last_user)
+
+
+def _completion(reply: _Reply, completion_id: str, created: int) -> dict[str, Any]:
+    """The unary reply's JSON."""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.pieces) or None}
+    if reply.reasoning:
+        message["reasoning_content"] = "".join(reply.reasoning)
+    if reply.tool_call:
+        message["tool_calls"] = [reply.tool_call]
+    finish = "tool_calls" if reply.tool_call else "stop"
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": reply.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": reply.usage(),
+    }
 
 
 class FakeServer:
@@ -387,6 +401,7 @@ class FakeServer:
         # Over TLS: the protocol each connection's ALPN chose ("h2", "http/1.1"), or None.
         self.alpn_protocols: list[str | None] = []
         self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.batches = FakeBatches(self._answer_batch_line, self.options.clock)
 
     @property
     def base_url(self) -> str:
@@ -499,6 +514,9 @@ class FakeServer:
             data = [{"id": name, "object": "model", "owned_by": "llmadapters"} for name in BEHAVIOURS]
             await ex.send_json(200, {"object": "list", "data": data})
             return True
+        if path.startswith(("/v1/files", "/v1/batches")):
+            await self.batches.handle(ex, method, target, headers, raw_body)
+            return True
         if path != "/v1/chat/completions":
             await ex.send_json(404, _error_body(f"no route {method} {path}", "invalid_request_error"))
             return True
@@ -532,6 +550,26 @@ class FakeServer:
             await ex.send_json(400, _error_body(f"invalid request: {exc}", "invalid_request_error"))
             return True
         return await self._chat(ex, body, reply, behaviours, headers)
+
+    def _answer_batch_line(self, body: object) -> tuple[int, dict[str, Any]]:
+        """A batch line's answer, as a unary chat call with the same body gets it (its
+        model's failures included; faults of the connection do not apply)."""
+        if not isinstance(body, dict):
+            return 400, _error_body("invalid request: the body must be a JSON object", "invalid_request_error")
+        behaviours = set(str(body.get("model", "")).split("+"))
+        refusal = _refusal(body, behaviours)
+        if refusal is not None:
+            return 400, refusal
+        for name, (status, error) in _STATUS_ERRORS.items():
+            if name in behaviours:
+                return status, error
+        try:
+            reply = _compose(body, behaviours)
+        except _BadRequest as exc:
+            return 400, _error_body(f"invalid request: {exc}", "invalid_request_error")
+        self._count_answer(reply.prompt)
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
+        return 200, _completion(reply, f"chatcmpl-{digest}", int(self.options.clock()))
 
     def _count_answer(self, prompt: str) -> None:
         if len(prompt) > _MAX_PROMPT_KEY:
@@ -609,21 +647,7 @@ class FakeServer:
         return await self._unary(ex, reply, behaviours, completion_id)
 
     async def _unary(self, ex: _Exchange, reply: _Reply, behaviours: set[str], completion_id: str) -> bool:
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.pieces) or None}
-        if reply.reasoning:
-            message["reasoning_content"] = "".join(reply.reasoning)
-        if reply.tool_call:
-            message["tool_calls"] = [reply.tool_call]
-        finish = "tool_calls" if reply.tool_call else "stop"
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": int(self.options.clock()),
-            "model": reply.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": reply.usage(),
-        }
-        data = json.dumps(payload).encode()
+        data = json.dumps(_completion(reply, completion_id, int(self.options.clock()))).encode()
         if "empty" in behaviours:
             data = b""
         elif "malformed" in behaviours:

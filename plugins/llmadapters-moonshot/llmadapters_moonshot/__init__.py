@@ -13,6 +13,9 @@ when thinking, 0.6 with thinking off) and answer any other value with a 400 ("in
 temperature: only 1 is allowed for this model"): their ``temperature`` is not sent, so
 that a call written for any provider runs. ``thinking=True|False`` becomes
 ``{"thinking": {"type": "enabled"|"disabled"}}``.
+
+Its Batch API (``--via batch-api``) is OpenAI's, with the chat endpoint only, one model
+per file, files of 100 MB at most, at 60% of the price (a 40% saving).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmadapters import hookimpl
-from llmadapters.providers.base import ProviderSpec, thinking_toggle_payload, verdict_by_error_field
+from llmadapters.providers.base import BatchAPI, ProviderSpec, thinking_toggle_payload, verdict_by_error_field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from llmadapters.types import ChatRequest
 
-__all__ = ["FIXED_TEMPERATURE_MODELS", "MOONSHOT", "prepare", "register_providers", "retryable"]
+__all__ = ["BATCH_API", "FIXED_TEMPERATURE_MODELS", "MOONSHOT", "prepare", "register_providers", "retryable"]
 
 RETRY_TYPES = frozenset({"rate_limit_reached_error", "engine_overloaded_error"})
 STOP_TYPES = frozenset({"exceeded_current_quota_error", "content_filter", "invalid_authentication_error"})
@@ -46,6 +49,10 @@ def prepare(request: ChatRequest) -> dict[str, Any]:
     return payload
 
 
+# platform.kimi.com/docs/guide/use-batch-api; the files limit from .../docs/api/files-upload.
+# The docs give no line limit per file: 50,000, OpenAI's, keeps a file of short lines whole.
+BATCH_API = BatchAPI(max_bytes=100 * 1024 * 1024, price_factor=0.6, one_model_per_file=True)
+
 MOONSHOT = ProviderSpec(
     name="moonshot",
     base_url="https://api.moonshot.cn/v1",
@@ -53,6 +60,7 @@ MOONSHOT = ProviderSpec(
     default_model="kimi-k2.5",
     prepare=prepare,
     retryable=retryable,
+    batch_api=BATCH_API,
 )
 
 

@@ -1,4 +1,8 @@
-"""OpenTelemetry spans for llmadapters calls, registered as the middleware ``otel``."""
+"""OpenTelemetry spans for llmadapters calls, registered as the middleware ``otel``.
+
+A call's cost, when its model's price is known, goes to ``llmadapters.cost`` and
+``llmadapters.cost.currency`` (the GenAI conventions name no cost attribute).
+"""
 
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ def _reply_attributes(reply: ChatCompletion | ChatCompletionChunk, finish: list[
             attributes["gen_ai.usage.input_tokens"] = reply.usage.prompt_tokens
         if reply.usage.completion_tokens is not None:
             attributes["gen_ai.usage.output_tokens"] = reply.usage.completion_tokens
+    if reply.cost is not None:
+        attributes["llmadapters.cost"] = reply.cost.amount
+        attributes["llmadapters.cost.currency"] = reply.cost.currency
     finish += [c.finish_reason for c in reply.choices if c.finish_reason]
     return attributes
 

@@ -14,11 +14,16 @@ from llmadapters.testing import FakeServer
 MESSAGES = [{"role": "user", "content": "trace me"}]
 
 
-async def test_one_span_per_call_with_genai_attributes() -> None:
+def traced() -> tuple[OTelMiddleware, InMemorySpanExporter]:
+    """The middleware, and where its spans end up."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel = OTelMiddleware(provider.get_tracer("test"))
+    return OTelMiddleware(provider.get_tracer("test")), exporter
+
+
+async def test_one_span_per_call_with_genai_attributes() -> None:
+    otel, exporter = traced()
     async with FakeServer() as server:
         port = int(server.base_url.split(":")[2].split("/")[0])
         providers = {"local": {"base_url": server.base_url, "api_key": "sk-otel-SECRET"}}
@@ -62,3 +67,19 @@ def test_registered_and_named_in_config() -> None:
     registry = Registry.load(allow=["otel"])
     assert registry.source["middleware:otel"] == "otel"
     la.AsyncClient({"defaults": {"middleware": ["otel", "logging"]}}, registry=registry)
+
+
+async def test_the_cost_of_a_priced_call_is_on_its_span() -> None:
+    otel, exporter = traced()
+    async with FakeServer() as server:
+        prices = {"echo": {"input": 2.0, "output": 10.0, "currency": "EUR"}}
+        providers = {"local": {"base_url": server.base_url, "prices": prices}}
+        async with la.AsyncClient({}, providers=providers, middleware=[otel]) as client:
+            await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+            await client.chat.completions.create(model="local/unpriced", messages=MESSAGES)
+    priced, unpriced = exporter.get_finished_spans()
+    assert priced.attributes is not None
+    # 6 prompt tokens at 2 and 2 completion tokens at 10, per million
+    assert priced.attributes["llmadapters.cost"] == (6 * 2.0 + 2 * 10.0) / 1e6
+    assert priced.attributes["llmadapters.cost.currency"] == "EUR"
+    assert "llmadapters.cost" not in (unpriced.attributes or {})

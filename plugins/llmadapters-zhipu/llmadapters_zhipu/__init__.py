@@ -15,6 +15,11 @@ What is Zhipu's own (sources in the README):
 - An assistant message with neither content nor tool calls (a reply that only thought,
   appended to the conversation) is refused with code 1214 ("content和tool_calls
   字段不能同时为空"): such a message, which said nothing, is not sent.
+- BigModel's Batch API (``--via batch-api``): OpenAI's files and batches under
+  ``/api/paas/v4``, the endpoint spelt ``/v4/chat/completions``, no completion window,
+  50,000 requests and 100 MB a file, at half the price.
+- Z.AI's prices (USD per million tokens) for the GLM models it lists; BigModel's (CNY)
+  are not encoded: add them in your config.
 - Zhipu documents ``response_format`` ``json_object`` only (a ``json_schema`` is taken
   and not followed): ``json_schema`` goes out as ``json_object`` with the schema in the
   system prompt.
@@ -25,7 +30,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmadapters import hookimpl
+from llmadapters.pricing import ModelPrice, Price
 from llmadapters.providers.base import (
+    BatchAPI,
     ProviderSpec,
     json_schema_in_prompt,
     thinking_toggle_payload,
@@ -37,7 +44,7 @@ if TYPE_CHECKING:
 
     from llmadapters.types import ChatRequest
 
-__all__ = ["ZAI", "ZHIPU", "prepare", "register_providers", "retryable"]
+__all__ = ["BIGMODEL_BATCH_API", "ZAI", "ZAI_PRICES", "ZHIPU", "prepare", "register_providers", "retryable"]
 
 RETRY_CODES = frozenset({"1120", "1302", "1303", "1305", "1312"})
 STOP_CODES = frozenset({"1113", "1301", "1304", "1308", "1309", "1310", "1311"})
@@ -60,6 +67,29 @@ def prepare(request: ChatRequest) -> dict[str, Any]:
     return payload
 
 
+def _usd(input: float, cached_input: float, output: float) -> ModelPrice:
+    return ModelPrice(price=Price(input=input, cached_input=cached_input, output=output))
+
+
+# docs.z.ai/guides/overview/pricing (input / cached input / output).
+_GLM_4_5 = _usd(0.6, 0.11, 2.2)
+ZAI_PRICES = {
+    "glm-5": _usd(1.0, 0.2, 3.2),
+    "glm-5-turbo": _usd(1.2, 0.24, 4.0),
+    "glm-4.7": _GLM_4_5,
+    "glm-4.6": _GLM_4_5,
+    "glm-4.5": _GLM_4_5,
+    "glm-4.5-air": _usd(0.2, 0.03, 1.1),
+    "glm-4.7-flashx": _usd(0.07, 0.01, 0.4),
+    "glm-4.7-flash": _usd(0.0, 0.0, 0.0),
+    "glm-4.5-flash": _usd(0.0, 0.0, 0.0),
+}
+
+# docs.bigmodel.cn: the Batch API guide and its create-batch reference.
+BIGMODEL_BATCH_API = BatchAPI(
+    endpoint="/v4/chat/completions", completion_window=None, max_lines=50_000, max_bytes=100 * 1024 * 1024
+)
+
 ZHIPU = ProviderSpec(
     name="zhipu",
     base_url="https://open.bigmodel.cn/api/paas/v4",
@@ -67,6 +97,7 @@ ZHIPU = ProviderSpec(
     default_model="glm-4-flash",
     prepare=prepare,
     retryable=retryable,
+    batch_api=BIGMODEL_BATCH_API,
 )
 ZAI = ProviderSpec(
     name="zai",
@@ -75,6 +106,7 @@ ZAI = ProviderSpec(
     default_model="glm-4.5-flash",
     prepare=prepare,
     retryable=retryable,
+    prices=ZAI_PRICES,
 )
 
 
