@@ -7,8 +7,10 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,8 +21,6 @@ from llmadapters.cli import main
 from llmadapters.config import load_settings
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from llmadapters.testing import FakeServer
 
 
@@ -280,3 +280,43 @@ def test_the_cli_refuses_an_unknown_runner_and_an_address_without_one(
     assert main(["batch", str(source), "-o", str(out), "--address", "127.0.0.1:6379"]) == 2
     assert "--address is the cluster of a runner: add --on RUNNER" in capsys.readouterr().err
     assert not out.exists()
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_the_guides_example_prints_what_the_guide_shows(tmp_path: Path) -> None:
+    example = ROOT / "plugins" / "llmadapters-ray" / "examples" / "ray_dataset.py"
+    guide = (ROOT / "docs" / "guides" / "ray.md").read_text()
+    assert '--8<-- "plugins/llmadapters-ray/examples/ray_dataset.py"' in guide
+    # A Ray of its own, on loopback, sending no usage report.
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    run = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "200 rows, 0 failed, 1000 completion tokens\nwhat is 7 + 7?\n"
+    assert f"```text\n{run.stdout}```" in guide
+
+
+def test_the_benchmark_runs_and_replaces_its_section_of_the_performance_page_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    old = "<!-- bench/ray_data.py: begin -->\n## Ray Data\n\nan earlier run\n<!-- bench/ray_data.py: end -->\n"
+    (tmp_path / "performance.md").write_text(f"# Performance\n\nwritten by bench/run.py\n\n{old}\nafter it\n")
+    script = ROOT / "bench" / "ray_data.py"
+    args = [sys.executable, str(script), "--rows", "128", "--rounds", "1", "--out", str(tmp_path)]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "ray-performance.json").read_text())
+    assert results["rows"] == 128
+    assert results["local_rows_per_s"] > 0
+    assert results["ray_rows_per_s"] > 0
+    page = (tmp_path / "performance.md").read_text()
+    head, section = "# Performance\n\nwritten by bench/run.py\n\n", "<!-- bench/ray_data.py: begin -->\n## Ray Data\n"
+    assert page.startswith(head + section)
+    assert page.endswith("<!-- bench/ray_data.py: end -->\n\nafter it\n")
+    assert page.count("## Ray Data") == 1
+    assert "an earlier run" not in page
+    assert f"{results['ray_rows_per_s']:,} rows/s" in page
+    assert "# Ray Data, measured" in (tmp_path / "ray-performance.md").read_text()
