@@ -10,6 +10,7 @@ which the command writes as it writes the local engine's.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +80,10 @@ def run_on_ray(job: BatchJob) -> Iterator[dict[str, Any]]:
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=job.address, log_to_driver=False)
+        ray.init(address=job.address, log_to_driver=False, logging_level=logging.WARNING)
+    # The command shows its own progress and summary: Ray Data's would interleave.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         actors = actors_for(resources.get("CPU", 1), len(rows))

@@ -266,6 +266,22 @@ def test_the_cli_on_ray_resumes_a_run_and_sends_nothing_done_again(
     assert len(fake_server.arrivals) == 100
 
 
+def test_the_cli_starts_a_ray_of_its_own_answers_on_it_and_prints_its_summary(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"model": "fake/echo", "messages": [{"role": "user", "content": f"hi {i}"}]}) for i in range(100)
+    ]
+    source = _jsonl(tmp_path / "in.jsonl", [*lines, json.dumps({"model": "fake/fail-400", "messages": lines[:1]})])
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "llmadapters.cli", "batch", str(source), "-o", str(tmp_path / "out.jsonl")]
+    run = subprocess.run([*command, "--on", "ray"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert run.returncode == 1, run.stderr  # one request refused
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in records) == sorted(f"line-{i}" for i in range(1, 102))
+    assert "requests 101: 100 ok, 1 errors (BadRequestError 1)" in run.stderr
+    assert "Starting execution" not in run.stderr  # Ray Data's own progress is off
+
+
 def test_the_cli_refuses_an_unknown_runner_and_an_address_without_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
