@@ -1,6 +1,6 @@
-"""One local Ray for the session (2 CPUs, as CI has), the fake server in a thread of its
-own (Ray's actors call it from their processes while a test waits on Ray), and a
-redis-server on a free loopback port.
+"""One local Ray for the session (2 CPUs, as CI has), and a redis-server on a free
+loopback port. The fake server is the core's ``llmadapters_fake_server``, in a thread of
+its own: Ray's actors call it from their processes while a test waits on Ray.
 
 Ray's processes talk to each other on the machine's own address unless told that there
 is no cluster to join (read when ``ray`` is imported): these tests keep every byte on
@@ -8,18 +8,14 @@ loopback, and send Ray no usage report."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
-from llmadapters.testing import FakeServer, FakeServerOptions
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # a single node, on 127.0.0.1
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -38,23 +34,6 @@ def ray_cluster() -> Iterator[Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture
-def fake_server() -> Iterator[FakeServer]:
-    """Replies byte for byte the same for the same request (a fixed clock)."""
-    loop = asyncio.new_event_loop()
-    server = FakeServer(FakeServerOptions(clock=lambda: 1_700_000_000.0))
-    loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, name="fake-server", daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        asyncio.run_coroutine_threadsafe(server.aclose(), loop).result(timeout=60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=60)
-        loop.close()
 
 
 @pytest.fixture

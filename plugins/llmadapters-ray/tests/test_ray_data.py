@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis.asyncio as aioredis
 from llmadapters_ray import ChatCompletionsUDF, share_limits
+from llmadapters_redis.testing import END, most_in_a_window, note_grants
 
 from llmadapters.cli import main
 from llmadapters.config import load_settings
@@ -35,9 +36,9 @@ def answer(
 
 
 def test_every_row_gets_its_reply_or_its_error_and_one_error_fails_no_other_row(
-    ray_cluster: Any, fake_server: FakeServer
+    ray_cluster: Any, llmadapters_fake_server: FakeServer
 ) -> None:
-    config = {"providers": {"local": {"base_url": fake_server.base_url, "retry": {"max_attempts": 2}}}}
+    config = {"providers": {"local": {"base_url": llmadapters_fake_server.base_url, "retry": {"max_attempts": 2}}}}
     rows: list[dict[str, Any]] = [{"id": i, "prompt": f"question {i}", "model": "local/echo"} for i in range(120)]
     rows[7]["model"] = "local/fail-400"  # refused, not retried
     rows[8]["model"] = "local/fail-500"  # retried, then failed
@@ -61,8 +62,10 @@ def test_every_row_gets_its_reply_or_its_error_and_one_error_fails_no_other_row(
         assert row["prompt"] == f"question {i}"  # the input's columns are kept
 
 
-def test_a_messages_column_is_sent_as_each_rows_conversation(ray_cluster: Any, fake_server: FakeServer) -> None:
-    config = {"providers": {"local": {"base_url": fake_server.base_url}}}
+def test_a_messages_column_is_sent_as_each_rows_conversation(
+    ray_cluster: Any, llmadapters_fake_server: FakeServer
+) -> None:
+    config = {"providers": {"local": {"base_url": llmadapters_fake_server.base_url}}}
     rows = [
         {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"hi {i}"}]}
         for i in range(10)
@@ -95,52 +98,32 @@ def test_without_a_shared_backend_each_actor_gets_an_equal_share_of_the_limits()
         share_limits(settings, 0)
 
 
-_END = "llmadapters-ray-test-end"
-
-
-async def _note_grants(monitor: Any, grants: dict[str, list[float]]) -> None:
-    """When Redis granted each call, by its own clock, per budget: the acquire script's
-    ZADD of the call's lease, as MONITOR shows it (a renewal's ZADD says XX)."""
-    async for info in monitor.listen():
-        words = info["command"].split()
-        if info["client_type"] == "lua" and words[0] == "ZADD" and words[2] != "XX":
-            grants.setdefault(words[1], []).append(info["time"])
-        elif words == ["ECHO", _END]:
-            return
-
-
-def _most_in_a_window(times: list[float], window: float) -> int:
-    start = most = 0
-    for end, at in enumerate(times):
-        while at - times[start] > window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
-
-
 async def test_2000_rows_over_two_providers_keep_to_each_ones_shared_rate_across_actors(
-    ray_cluster: Any, fake_server: FakeServer, redis_url: str
+    ray_cluster: Any, llmadapters_fake_server: FakeServer, redis_url: str
 ) -> None:
     rate = 120.0  # requests per second per provider: 1,000 rows each take about 8 s
     limits = {"backend": "redis", "url": redis_url, "rpm": rate * 60}
     config = {
         "defaults": {"plugins": ["redis"]},
-        "providers": {name: {"base_url": fake_server.base_url, "limits": limits} for name in ("alpha", "beta")},
+        "providers": {
+            name: {"base_url": llmadapters_fake_server.base_url, "limits": limits} for name in ("alpha", "beta")
+        },
     }
     rows = [{"id": i, "prompt": f"p{i}", "model": f"{('alpha', 'beta')[i % 2]}/echo"} for i in range(2000)]
-    grants: dict[str, list[float]] = {}
     redis = aioredis.from_url(redis_url)
     async with redis.monitor() as monitor:
-        noting = asyncio.ensure_future(_note_grants(monitor, grants))
+        noting = asyncio.ensure_future(note_grants(monitor))
         out = await asyncio.to_thread(
             answer, ray_cluster, rows, config=config, prompt_column="prompt", model_column="model"
         )
-        await redis.echo(_END)
-        await noting
+        await redis.echo(END)
+        grants: dict[str, list[float]] = {}
+        for grant in await noting:
+            grants.setdefault(grant.key, []).append(grant.at)
     await redis.aclose()
     assert sorted(row["id"] for row in out) == list(range(2000))
     assert [row for row in out if row["error"] is not None or row["generated_text"] != row["prompt"]] == []
-    assert len(fake_server.arrivals) == 2000  # no call sent twice
+    assert len(llmadapters_fake_server.arrivals) == 2000  # no call sent twice
     # One budget per provider, shared by both actors: each granted its 1,000 calls once,
     # and by Redis's clock never more than GCRA allows in any window (the rate x the
     # window, plus the one-second burst, +1 for the clock's rounding). The actors' share
@@ -151,7 +134,7 @@ async def test_2000_rows_over_two_providers_keep_to_each_ones_shared_rate_across
         granted = sorted(grants[scope])
         assert len(granted) == 1000, scope
         for window in (1.0, 4.0):
-            assert _most_in_a_window(granted, window) <= rate * window + rate + 1, (scope, window)
+            assert most_in_a_window(granted, window) <= rate * window + rate + 1, (scope, window)
         observed = (len(granted) - 1) / (granted[-1] - granted[0])
         print(f"{scope}: 1,000 calls from 2 actors, shared limit {rate:.0f}/s: granted {observed:.1f}/s")
 
@@ -182,11 +165,13 @@ class KilledMidBatch(ChatCompletionsUDF):
 
 
 def test_an_actor_killed_mid_batch_loses_no_row_and_writes_none_twice(
-    ray_cluster: Any, fake_server: FakeServer, tmp_path: Path
+    ray_cluster: Any, llmadapters_fake_server: FakeServer, tmp_path: Path
 ) -> None:
     ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import tests
     marker = tmp_path / "killed"
-    config = {"providers": {"local": {"base_url": fake_server.base_url, "headers": {"x-fake-ttft-ms": "1000"}}}}
+    config = {
+        "providers": {"local": {"base_url": llmadapters_fake_server.base_url, "headers": {"x-fake-ttft-ms": "1000"}}}
+    }
     rows = [{"id": i, "prompt": "kill me" if i == 75 else f"p{i}"} for i in range(300)]
     out = answer(
         ray_cluster, rows, KilledMidBatch, config=config, model="local/echo", prompt_column="prompt", marker=str(marker)
@@ -197,8 +182,8 @@ def test_an_actor_killed_mid_batch_loses_no_row_and_writes_none_twice(
     assert all(row["generated_text"] == row["prompt"] and row["error"] is None for row in out)
     # The limit of the guarantee: the calls in flight when the actor died may have
     # reached the server, and are made again with the batch.
-    assert len(fake_server.arrivals) >= 300
-    print(f"300 rows, one actor killed mid-batch: {len(fake_server.arrivals)} calls reached the server")
+    assert len(llmadapters_fake_server.arrivals) >= 300
+    print(f"300 rows, one actor killed mid-batch: {len(llmadapters_fake_server.arrivals)} calls reached the server")
 
 
 def _jsonl(path: Path, lines: list[str]) -> Path:
@@ -207,10 +192,12 @@ def _jsonl(path: Path, lines: list[str]) -> Path:
 
 
 def test_the_cli_on_ray_writes_the_records_the_local_engine_writes(
-    ray_cluster: Any, fake_server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ray_cluster: Any, llmadapters_fake_server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "llmadapters.toml"
-    config.write_text(f'[defaults]\nplugins = ["ray"]\n\n[providers.local]\nbase_url = "{fake_server.base_url}"\n')
+    config.write_text(
+        f'[defaults]\nplugins = ["ray"]\n\n[providers.local]\nbase_url = "{llmadapters_fake_server.base_url}"\n'
+    )
     requests = [
         json.dumps(
             {
@@ -229,8 +216,12 @@ def test_the_cli_on_ray_writes_the_records_the_local_engine_writes(
     assert main(["batch", str(source), "-o", str(there), "--config", str(config), "-q", "--on", "ray"]) == 1
 
     def records(path: Path) -> dict[str, Any]:
+        """By custom_id, each reply without its ``created`` time (the second it was made)."""
         found = [json.loads(line) for line in path.read_text().splitlines()]
         assert len(found) == len({r["custom_id"] for r in found})
+        for record in found:
+            if record["error"] is None:
+                assert record["response"]["body"].pop("created") > 0
         return {r["custom_id"]: r for r in found}
 
     local, on_ray = records(here), records(there)
@@ -245,10 +236,12 @@ def test_the_cli_on_ray_writes_the_records_the_local_engine_writes(
 
 
 def test_the_cli_on_ray_resumes_a_run_and_sends_nothing_done_again(
-    ray_cluster: Any, fake_server: FakeServer, tmp_path: Path
+    ray_cluster: Any, llmadapters_fake_server: FakeServer, tmp_path: Path
 ) -> None:
     config = tmp_path / "llmadapters.toml"
-    config.write_text(f'[defaults]\nplugins = ["ray"]\n\n[providers.local]\nbase_url = "{fake_server.base_url}"\n')
+    config.write_text(
+        f'[defaults]\nplugins = ["ray"]\n\n[providers.local]\nbase_url = "{llmadapters_fake_server.base_url}"\n'
+    )
     lines = [
         json.dumps({"custom_id": f"r{i}", "model": "local/echo", "messages": [{"role": "user", "content": f"q{i}"}]})
         for i in range(100)
@@ -263,7 +256,7 @@ def test_the_cli_on_ray_resumes_a_run_and_sends_nothing_done_again(
     assert main(["batch", str(source), "-o", str(out), "--config", str(config), "-q", "--on", "ray", "--resume"]) == 0
     ids = [json.loads(line)["custom_id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == sorted(f"r{i}" for i in range(100))
-    assert len(fake_server.arrivals) == 100
+    assert len(llmadapters_fake_server.arrivals) == 100
 
 
 def test_the_cli_starts_a_ray_of_its_own_answers_on_it_and_prints_its_summary(tmp_path: Path) -> None:
