@@ -85,7 +85,7 @@ def _hooks() -> str:
     from llmadapters import hookspecs
 
     parts = []
-    for name in ("register_providers", "register_transports", "register_middleware"):
+    for name in ("register_providers", "register_transports", "register_middleware", "register_batch_runners"):
         function = getattr(hookspecs, name)
         signature = f"{name}{inspect.signature(function)}".replace("'", "")
         parts.append(f"### `{signature}`\n\n```text\n{_docstring(function)}\n```\n")

@@ -44,6 +44,7 @@ from .batch import (
 from .batch_api import BatchAPIJob, JobState, state_path
 from .client import AsyncClient
 from .errors import ConfigError
+from .plugins import BatchJob
 from .pricing import parse_amount
 from .spend import estimate_job
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from .batch import BatchItem, BatchRun
+    from .plugins import BatchRunner
     from .types import Cost
 
 __all__ = ["add_parser", "run"]
@@ -122,6 +124,13 @@ def add_parser(commands: Any) -> None:
         help="with --via batch-api, the first wait between polls of the batches; it doubles up to 300 (10)",
     )
     batch.add_argument("--config", default=None, help="a TOML config file")
+    batch.add_argument(
+        "--on",
+        default=None,
+        metavar="RUNNER",
+        help="answer the requests with a plugin's batch runner (ray: on a Ray cluster) instead of in this process",
+    )
+    batch.add_argument("--address", default=None, help="with --on, the address of the runner's cluster")
     batch.add_argument("--summary-json", default=None, metavar="FILE", help="also write the summary as JSON")
     batch.add_argument(
         "--progress",
@@ -310,13 +319,59 @@ def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
     print("\n".join(line for line in lines if line), file=sys.stderr)
 
 
+def _limits(args: argparse.Namespace) -> dict[str, float] | None:
+    return {k: v for k, v in (("rpm", args.rpm), ("tpm", args.tpm)) if v is not None} or None
+
+
 def _client(args: argparse.Namespace) -> AsyncClient:
     """The client of the run, made (and its settings checked) before any output is."""
-    limits = {k: v for k, v in (("rpm", args.rpm), ("tpm", args.tpm)) if v is not None}
     try:
-        return AsyncClient(args.config, limits=limits or None)
+        return AsyncClient(args.config, limits=_limits(args))
     except ConfigError as exc:
         raise UsageProblem(str(exc)) from None
+
+
+def _runner(client: AsyncClient, args: argparse.Namespace) -> BatchRunner | None:
+    """The plugin's batch runner that ``--on`` names, or None to run here."""
+    if args.on is None:
+        if args.address is not None:
+            raise UsageProblem("--address is the cluster of a runner: add --on RUNNER")
+        return None
+    runner = client.registry.batch_runners.get(args.on)
+    if runner is None:
+        known = ", ".join(sorted(client.registry.batch_runners)) or "none is installed"
+        raise UsageProblem(f"--on {args.on}: no batch runner of that name (known: {known})")
+    return runner
+
+
+def _run_elsewhere(
+    runner: BatchRunner, args: argparse.Namespace, items: Iterator[BatchItem], out: IO[str], progress: _Progress
+) -> bool:
+    """Write the records ``runner`` yields, as they come; True when interrupted. The
+    summary counts their outcomes and tokens (the runner reports no latencies)."""
+    job = BatchJob(
+        items=items,
+        config=args.config,
+        limits=_limits(args),
+        model=args.model,
+        concurrency=args.concurrency,
+        line_deadline=args.line_deadline,
+        address=args.address,
+    )
+    summary = progress.summary
+    try:
+        for record in runner(job):
+            out.write(json.dumps(record) + "\n")  # ASCII escapes: any output encoding holds them
+            out.flush()
+            error = record["error"]
+            summary.outcomes["ok" if error is None else error["code"]] += 1
+            usage = record["response"]["body"].get("usage") or {} if error is None else {}
+            summary.tokens_in += usage.get("prompt_tokens") or 0
+            summary.tokens_out += usage.get("completion_tokens") or 0
+            progress.update()
+    except KeyboardInterrupt:
+        return True
+    return False
 
 
 async def _drive(
@@ -476,6 +531,9 @@ def run(args: argparse.Namespace) -> int:
         return _estimate(args, client)
     if args.output is None:
         raise UsageProblem("-o/--output is required to send (or add --estimate to price the job)")
+    runner = _runner(client, args)
+    if runner is not None and args.via == "batch-api":
+        raise UsageProblem("--on and --via batch-api are two ways to answer the requests: choose one")
     state = _batch_api_job(args, client) if args.via == "batch-api" else None
     out, done = _open_output(args)
     summary = BatchSummary()
@@ -490,6 +548,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if state is not None:
             interrupted = _run_batch_api(args, client, state, out, done, progress)
+        elif runner is not None:
+            interrupted = _run_elsewhere(runner, args, items, out, progress)
         else:
             interrupted, reached = asyncio.run(_drive(client, args, items, out, progress))
     except asyncio.CancelledError:

@@ -21,7 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .plugins import MiddlewareFactory
+    from .plugins import BatchRunner, MiddlewareFactory
     from .providers.base import ProviderSpec
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
@@ -93,4 +93,27 @@ def register_middleware(register: Callable[[str, MiddlewareFactory], None]) -> N
                     return await call_next(call)
                 return tag
             register("tag", make)
+    """
+
+
+@hookspec
+def register_batch_runners(register: Callable[[str, BatchRunner], None]) -> None:
+    """Register batch runners: where ``llmadapters batch IN -o OUT --on NAME`` runs.
+
+    ``register(name, runner)``: ``runner(job)`` answers the requests of a
+    `llmadapters.plugins.BatchJob` (the input already read, checked and filtered by
+    ``--resume`` and ``--shard``) somewhere else than this process, and yields each one's
+    output record, as `llmadapters.batch.output_record` makes it, in any order, once
+    each. The command writes them and sums them up as it does the local engine's. Import
+    the runner's engine inside ``runner``, so that installing the plugin costs nothing to
+    programs that do not use it.
+
+    Use in a plugin::
+
+        @hookimpl
+        def register_batch_runners(register):
+            def run(job):
+                from .cluster import answer_everywhere
+                yield from answer_everywhere(job)
+            register("cluster", run)
     """

@@ -1,4 +1,4 @@
-"""The registry: which providers, transports and middleware exist, by name, and which
+"""The registry: which providers, transports, middleware and batch runners exist, by name, and which
 plugin brought each.
 
 A `Registry` owns its ``pluggy.PluginManager``. `Registry.load` registers the built-ins,
@@ -30,20 +30,31 @@ from .transports import builtin as builtin_transports
 from .transports.network import FEATURES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
+    from collections.abc import Callable, Collection, Iterable, Iterator
 
+    from .batch import BatchItem
     from .config import Settings
     from .middleware.base import Middleware
     from .providers.base import ProviderSpec
     from .transports.base import Transport
     from .transports.network import NetworkOptions
 
-__all__ = ["DISABLE_AUTOLOAD_ENV", "MiddlewareFactory", "PluginInfo", "Registry", "TransportFactory"]
+__all__ = [
+    "DISABLE_AUTOLOAD_ENV",
+    "BatchJob",
+    "BatchRunner",
+    "MiddlewareFactory",
+    "PluginInfo",
+    "Registry",
+    "TransportFactory",
+]
 
 # Makes one route's transport, for the route's connection settings.
 TransportFactory: TypeAlias = "Callable[[NetworkOptions], Transport]"
 # Makes one route's instance of a middleware, from the provider and the settings.
 MiddlewareFactory: TypeAlias = "Callable[[ProviderSpec, Settings], Middleware]"
+# Answers a batch job elsewhere (``llmadapters batch --on NAME``), yielding output records.
+BatchRunner: TypeAlias = "Callable[[BatchJob], Iterable[dict[str, Any]]]"
 
 DISABLE_AUTOLOAD_ENV = "LLMADAPTERS_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN = "llmadapters"
@@ -71,8 +82,33 @@ class PluginInfo:
     error: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class BatchJob:
+    """What ``llmadapters batch --on NAME`` hands its runner (see
+    `llmadapters.hookspecs.register_batch_runners`).
+
+    Attributes:
+        items: the requests to answer, read lazily; invalid lines are items too, whose
+            output records are errors, as the local engine writes them.
+        config: the ``--config`` file, or None for the default lookup.
+        limits: the ``--rpm``/``--tpm`` overrides of every provider's limits, or None.
+        model: the ``provider/model`` of requests that name none.
+        concurrency: calls in flight per provider in each process that makes calls.
+        line_deadline: how long a request answered 429 is sent again.
+        address: ``--address``, where the runner's cluster is (None: its default).
+    """
+
+    items: Iterator[BatchItem]
+    config: str | None = None
+    limits: dict[str, float] | None = None
+    model: str | None = None
+    concurrency: int = 64
+    line_deadline: float = 3600.0
+    address: str | None = None
+
+
 class Registry:
-    """Providers, transport factories and middleware factories by name.
+    """Providers, transport factories, middleware factories and batch runners by name.
 
     `Registry.load` fills it from the built-ins and installed plugins; `Registry.builtin`
     from the built-ins alone. ``add_*`` register more in code and raise `PluginError` on
@@ -85,6 +121,7 @@ class Registry:
         # What each transport honours of `llmadapters.transports.network.FEATURES`.
         self.transport_features: dict[str, frozenset[str]] = {}
         self.middleware: dict[str, MiddlewareFactory] = {}
+        self.batch_runners: dict[str, BatchRunner] = {}
         self.plugins: list[PluginInfo] = []
         self.source: dict[str, str] = {}  # "kind:name" -> the plugin that registered it
         self._manager = pluggy.PluginManager(hookspecs.PROJECT)
@@ -179,6 +216,7 @@ class Registry:
             "register_providers": lambda spec: add("provider", spec.name, self.providers, _checked_provider(spec)),
             "register_transports": add_transport,
             "register_middleware": add_middleware,
+            "register_batch_runners": lambda name, runner: add("batch_runner", name, self.batch_runners, runner),
         }
         for hook, register in registers.items():
             for impl in getattr(self._manager.hook, hook).get_hookimpls():

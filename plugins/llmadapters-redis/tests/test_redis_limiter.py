@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import llmadapters_redis
 import pytest
 import redis.asyncio as aioredis
+from llmadapters_redis.testing import END, most_in_a_window, note_grants
 
 import llmadapters as la
 from llmadapters.plugins import Registry
@@ -229,30 +230,6 @@ async def test_a_killed_process_gives_its_permits_back_after_the_lease(
     assert 0.5 < waited < 30  # the dead worker's leases lapsed (2 s after its last renewal), not never
 
 
-_END = "llmadapters-test-end"
-
-
-async def _note_grants(monitor: Any, grants: dict[str, float]) -> None:
-    """When Redis granted each permit, by its own clock (the one the limiter's scripts
-    read): the acquire script's ZADD of a call's lease, as MONITOR shows it (a renewal's
-    ZADD says XX). Until the ECHO of `_END`."""
-    async for info in monitor.listen():
-        words = info["command"].split()
-        if info["client_type"] == "lua" and words[0] == "ZADD" and words[2] != "XX":
-            grants[words[-1]] = info["time"]
-        elif words == ["ECHO", _END]:
-            return
-
-
-def _most_in_a_window(times: list[float], window: float) -> int:
-    start = most = 0
-    for end, at in enumerate(times):
-        while at - times[start] > window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
-
-
 async def test_four_processes_stay_within_one_shared_request_rate(
     fake_server: FakeServer, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -263,15 +240,14 @@ async def test_four_processes_stay_within_one_shared_request_rate(
     with source.open("w") as f:
         for i in range(4000):
             f.write(json.dumps({"custom_id": f"q{i}", "model": "local/echo", "messages": MESSAGES}) + "\n")
-    grants: dict[str, float] = {}
     redis_client = aioredis.from_url(redis_server.url)
     async with redis_client.monitor() as monitor:
-        noting = asyncio.ensure_future(_note_grants(monitor, grants))
+        noting = asyncio.ensure_future(note_grants(monitor))
         workers = [_batch(config, source, tmp_path / f"out.{i}.jsonl", "--shard", f"{i}/4") for i in range(1, 5)]
         # The fake server runs on this loop: wait for the workers in threads.
         await asyncio.gather(*(asyncio.to_thread(w.wait) for w in workers))
-        await redis_client.echo(_END)
-        await noting
+        await redis_client.echo(END)
+        grants = {grant.call: grant.at for grant in await noting}
     await redis_client.aclose()
     errors = [w.stderr.read().decode() if w.stderr else "" for w in workers]
     assert [w.returncode for w in workers] == [0, 0, 0, 0], errors
@@ -284,7 +260,7 @@ async def test_four_processes_stay_within_one_shared_request_rate(
     assert len(grants) == 4000
     granted = sorted(grants.values())
     for window in (1.0, 5.0, 20.0):
-        most = _most_in_a_window(granted, window)
+        most = most_in_a_window(granted, window)
         assert most <= rate * window + rate + 1, (window, most)
     observed = (len(granted) - 1) / (granted[-1] - granted[0])
     assert observed >= 0.8 * rate, observed
