@@ -57,7 +57,7 @@ from contenders import CONTENDERS
 from measure import batch_commands, import_times, log, machine, measure, versions
 from nginx import start_nginx
 from plot import plot
-from report import Page
+from report import Page, foreign_sections
 from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,7 +180,9 @@ def main() -> None:
     drawn = importlib.util.find_spec("matplotlib") is not None
     if drawn:
         plot(results, args.out / "performance.png")
-    (args.out / "performance.md").write_text(page.render(drawn))
+    markdown = args.out / "performance.md"
+    kept = foreign_sections(markdown.read_text()) if markdown.exists() else ""
+    markdown.write_text(page.render(drawn) + kept)
     log(f"wrote {args.out / 'performance.md'} in {results['duration_min']:.1f} minutes")
 
 

@@ -24,6 +24,9 @@ def run(script: str, *args: str) -> str:
 
 
 def test_the_benchmark_measures_every_figure_and_judges_the_goals(tmp_path: Path) -> None:
+    # A section that another benchmark (bench/ray_data.py) wrote into the page survives.
+    foreign = "<!-- bench/other.py: begin -->\n## Other\n\nits figures\n<!-- bench/other.py: end -->\n"
+    (tmp_path / "performance.md").write_text(f"# the page of an earlier run\n\n{foreign}")
     run("run.py", "--quick", "--out", str(tmp_path))
     results = json.loads((tmp_path / "performance.json").read_text())
     assert results["failed"] == {}
@@ -58,6 +61,8 @@ def test_the_benchmark_measures_every_figure_and_judges_the_goals(tmp_path: Path
         ), what
     page = (tmp_path / "performance.md").read_text()
     assert page.startswith("# Performance")  # the page is written from these figures
+    assert page.endswith("\n\n" + foreign)
+    assert "an earlier run" not in page
 
 
 def test_the_layers_benchmark_measures_every_layer() -> None:
