@@ -311,3 +311,21 @@ async def test_a_key_echoed_by_the_server_is_masked_in_batch_api_errors(
     assert "sk-test" not in str(raised.value)
     assert "sk-test" not in repr(raised.value.body)
     assert "nonsense-****" in str(raised.value)
+
+
+def test_the_command_finishes_expired_lines_online(tmp_path: Path) -> None:
+    (tmp_path / "llmadapters.toml").write_text(
+        '[providers.fake.headers]\nx-fake-batch-outcome = "expired"\nx-fake-batch-answered = "2"\n'
+    )
+    src = write_input(tmp_path / "in.jsonl", 5, model="fake/echo")
+    kept = cli(str(src), "-o", "kept.jsonl", "--via", "batch-api", "--poll-interval", "0.05", cwd=tmp_path)
+    assert kept.returncode == 1  # three lines expired: error records
+    errors = [r["error"] for r in records(tmp_path / "kept.jsonl") if r["error"] is not None]
+    assert [e["message"].split(":")[0] for e in errors] == ["batch_expired"] * 3
+    online = cli(
+        str(src), "-o", "online.jsonl", "--via", "batch-api", "--poll-interval", "0.05", "--finish-online", cwd=tmp_path
+    )
+    assert online.returncode == 0, online.stderr
+    assert "online batch_id=" in online.stderr
+    assert sorted(r["custom_id"] for r in records(tmp_path / "online.jsonl")) == [f"q{i}" for i in range(5)]
+    assert all(r["error"] is None for r in records(tmp_path / "online.jsonl"))
