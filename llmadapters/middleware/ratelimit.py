@@ -493,10 +493,12 @@ class _Budget:
             self._judge(True)
         if ticket.level <= self.proven:
             self._judge(False)
-        else:
+        elif ticket.grant >= self.decreased_at:
             self.proven = ticket.level
             self.best = max(self.best, ticket.level)
             self.strikes, self.struck = 0, 1 << 30
+        # A call granted before the last decrease proves no level: its level counted the
+        # calls then on their way to the 429s that made the decrease.
         if self.starting and self.waiters and self.limit < self.cap:
             # Slow start: calls wait, so the limit holds them back; one more slot per
             # success doubles it each round, opened as replies come back rather than
