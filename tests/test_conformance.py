@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import llmadapters as la
+from llmadapters.plugin import FEATURES
 from llmadapters.providers.base import ProviderSpec
 from llmadapters.testing.conformance import ProviderConformance, TransportConformance
-from llmadapters.plugin import FEATURES
 from llmadapters.transports.builtin import httpx_transport, openai_transport
 from llmadapters.transports.openai_sdk import OpenAITransport
 
