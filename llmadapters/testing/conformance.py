@@ -95,8 +95,10 @@ def _open_fds() -> int | None:
 class TransportConformance:
     """Set ``transport_factory``: what your ``register_transports`` hook registers
     (called with a `llmadapters.plugin.NetworkOptions`), and ``supports``: the
-    `llmadapters.plugin.FEATURES` it registers (each is exercised; a feature not
-    claimed is skipped, saying so).
+    `llmadapters.plugin.FEATURES` it registers. Each claimed feature with a check is
+    exercised (``max_connections``, ``keepalive_expiry``, ``pool_timeout``,
+    ``write_timeout``, ``proxy``, ``tls``; not yet ``https_proxy``, ``socks_proxy`` or
+    ``http2``); the check of a feature not claimed is skipped, saying so.
 
     One test per behaviour of the fake server and mode (unary, stream): the values of
     `VALUES` and the errors of `FAULTS` (and, streamed, `STREAM_FAULTS`) must equal the
@@ -218,6 +220,24 @@ class TransportConformance:
         peak, opened = asyncio.run(run())
         assert peak <= 2
         assert opened <= 2
+
+    def test_keepalive_expiry_drops_an_idle_connection(self) -> None:
+        self._claims("keepalive_expiry")
+
+        async def run(expiry: float | None) -> int:
+            settings = {} if expiry is None else {"keepalive_expiry": expiry}
+            async with (
+                FakeServer(_FIXED_CLOCK) as server,
+                self._client("subject", server.base_url, **settings) as client,
+            ):
+                for _ in range(2):
+                    reply = await _ask(client, "subject/echo", False)
+                    assert not isinstance(reply, type), reply
+                    await asyncio.sleep(1.0)  # idle: five times the short expiry, a fifth of the default
+            return server.connections_opened
+
+        assert asyncio.run(run(None)) == 1  # kept: the second call reuses the connection
+        assert asyncio.run(run(0.2)) == 2  # dropped once idle for 0.2 s
 
     def test_pool_timeout_bounds_the_wait_for_a_connection(self) -> None:
         self._claims("pool_timeout")
