@@ -97,7 +97,7 @@ class TransportConformance:
     (called with a `llmadapters.plugin.NetworkOptions`), and ``supports``: the
     `llmadapters.plugin.FEATURES` it registers. Each claimed feature with a check is
     exercised (``max_connections``, ``keepalive_expiry``, ``pool_timeout``,
-    ``write_timeout``, ``proxy``, ``tls``; not yet ``https_proxy``, ``socks_proxy`` or
+    ``write_timeout``, ``proxy``, ``https_proxy``, ``tls``; not yet ``socks_proxy`` or
     ``http2``); the check of a feature not claimed is skipped, saying so.
 
     One test per behaviour of the fake server and mode (unary, stream): the values of
@@ -290,14 +290,24 @@ class TransportConformance:
         assert seen, "the proxy saw no request"
         assert seen[0].startswith(b"POST http://127.0.0.1:"), seen
 
+    def test_an_https_proxy_carries_the_call(self, tmp_path: Any) -> None:
+        self._claims("https_proxy")
+        ca_file, proxy_tls = _test_ca(tmp_path)
+
+        async def run() -> tuple[object, list[bytes]]:
+            async with FakeServer(_FIXED_CLOCK) as server, _http_proxy(proxy_tls) as (proxy_url, seen):
+                client = self._client("subject", server.base_url, proxy=proxy_url, verify=ca_file)
+                async with client:
+                    return await _ask(client, "subject/echo", False), seen
+
+        reply, seen = asyncio.run(run())
+        assert not isinstance(reply, type), reply
+        assert seen, "the proxy saw no request"
+        assert seen[0].startswith(b"POST http://127.0.0.1:"), seen
+
     def test_tls_verifies_against_the_given_ca(self, tmp_path: Any) -> None:
         self._claims("tls")
-        trustme = pytest.importorskip("trustme", reason="the TLS check makes its CA with trustme")
-        ca = trustme.CA()
-        ca_file = tmp_path / "ca.pem"
-        ca.cert_pem.write_to_path(str(ca_file))
-        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(server_context)
+        ca_file, server_context = _test_ca(tmp_path)
 
         async def run(verify: str | None) -> object:
             async with FakeServer(_FIXED_CLOCK, ssl=server_context) as server:
@@ -305,9 +315,21 @@ class TransportConformance:
                 async with self._client("subject", server.base_url, **settings) as client:
                     return await _ask(client, "subject/echo", False)
 
-        trusted = asyncio.run(run(str(ca_file)))
+        trusted = asyncio.run(run(ca_file))
         assert not isinstance(trusted, type), trusted
         assert asyncio.run(run(None)) is ConnectError  # the system's CAs do not know this one
+
+
+def _test_ca(directory: Any) -> tuple[str, ssl.SSLContext]:
+    """A CA of the test's own, written to a file in ``directory``, and a server context
+    with its certificate for 127.0.0.1."""
+    trustme = pytest.importorskip("trustme", reason="the TLS checks make their CA with trustme")
+    ca = trustme.CA()
+    ca_file = str(directory / "ca.pem")
+    ca.cert_pem.write_to_path(ca_file)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    return ca_file, server_context
 
 
 async def _answering(server: FakeServer, call: asyncio.Future[object]) -> None:
@@ -337,9 +359,10 @@ async def _server_that_never_reads() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def _http_proxy() -> AsyncIterator[tuple[str, list[bytes]]]:
+async def _http_proxy(tls: ssl.SSLContext | None = None) -> AsyncIterator[tuple[str, list[bytes]]]:
     """A forwarding proxy for http:// (a request line with an absolute URL, sent on to
-    the loopback host it names), and the request lines it saw."""
+    the loopback host it names), reached over TLS when given ``tls``, and the request
+    lines it saw."""
     seen: list[bytes] = []
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -360,9 +383,9 @@ async def _http_proxy() -> AsyncIterator[tuple[str, list[bytes]]]:
         up_writer.write(b"%s /%s %s" % (method, path, version))
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    server = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=tls)
     try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
     finally:
         server.close()
         await server.wait_closed()
