@@ -97,7 +97,7 @@ class TransportConformance:
     (called with a `llmadapters.plugin.NetworkOptions`), and ``supports``: the
     `llmadapters.plugin.FEATURES` it registers. Each claimed feature with a check is
     exercised (``max_connections``, ``keepalive_expiry``, ``pool_timeout``,
-    ``write_timeout``, ``proxy``, ``https_proxy``, ``tls``; not yet ``socks_proxy`` or
+    ``write_timeout``, ``proxy``, ``https_proxy``, ``socks_proxy``, ``tls``; not yet
     ``http2``); the check of a feature not claimed is skipped, saying so.
 
     One test per behaviour of the fake server and mode (unary, stream): the values of
@@ -305,6 +305,19 @@ class TransportConformance:
         assert seen, "the proxy saw no request"
         assert seen[0].startswith(b"POST http://127.0.0.1:"), seen
 
+    def test_a_socks5_proxy_carries_the_call(self) -> None:
+        self._claims("socks_proxy")
+
+        async def run() -> tuple[object, list[str], str]:
+            async with FakeServer(_FIXED_CLOCK) as server, _socks5_proxy() as (proxy_url, seen):
+                client = self._client("subject", server.base_url, proxy=proxy_url)
+                async with client:
+                    return await _ask(client, "subject/echo", False), seen, server.base_url
+
+        reply, seen, base_url = asyncio.run(run())
+        assert not isinstance(reply, type), reply
+        assert seen == [base_url.split("/")[2]], seen
+
     def test_tls_verifies_against_the_given_ca(self, tmp_path: Any) -> None:
         self._claims("tls")
         ca_file, server_context = _test_ca(tmp_path)
@@ -365,13 +378,6 @@ async def _http_proxy(tls: ssl.SSLContext | None = None) -> AsyncIterator[tuple[
     lines it saw."""
     seen: list[bytes] = []
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line = await reader.readline()
         seen.append(line)
@@ -381,7 +387,7 @@ async def _http_proxy(tls: ssl.SSLContext | None = None) -> AsyncIterator[tuple[
         assert host == "127.0.0.1", host  # loopback only
         up_reader, up_writer = await asyncio.open_connection(host, int(port))
         up_writer.write(b"%s /%s %s" % (method, path, version))
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
     server = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=tls)
     try:
@@ -448,3 +454,44 @@ class ProviderConformance:
             assert verdict is True or verdict is False or verdict is None, (
                 f"{exc!r}: retryable() returned {verdict!r}, not True, False or None"
             )
+
+
+@contextlib.asynccontextmanager
+async def _socks5_proxy() -> AsyncIterator[tuple[str, list[str]]]:
+    """A SOCKS5 proxy without authentication that connects only to loopback, and the
+    ``host:port`` of each CONNECT it was asked for."""
+    seen: list[str] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, methods = await reader.readexactly(2)
+        await reader.readexactly(methods)
+        writer.write(b"\x05\x00")  # no authentication
+        _, _, _, kind = await reader.readexactly(4)
+        if kind == 1:
+            host = socket.inet_ntoa(await reader.readexactly(4))
+        else:  # 3: a name, as socks5h:// (and rdns) send it
+            host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+        port = int.from_bytes(await reader.readexactly(2), "big")
+        seen.append(f"{host}:{port}")
+        if host != "127.0.0.1":  # loopback only
+            writer.write(b"\x05\x02\x00\x01" + bytes(6))
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+        writer.write(b"\x05\x00\x00\x01" + socket.inet_aton(host) + port.to_bytes(2, "big"))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield f"socks5://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
