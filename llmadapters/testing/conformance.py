@@ -278,25 +278,20 @@ class TransportConformance:
 
     def test_an_http_proxy_carries_the_call(self) -> None:
         self._claims("proxy")
-
-        async def run() -> tuple[object, list[bytes]]:
-            async with FakeServer(_FIXED_CLOCK) as server, _http_proxy() as (proxy_url, seen):
-                client = self._client("subject", server.base_url, proxy=proxy_url)
-                async with client:
-                    return await _ask(client, "subject/echo", False), seen
-
-        reply, seen = asyncio.run(run())
-        assert not isinstance(reply, type), reply
-        assert seen, "the proxy saw no request"
-        assert seen[0].startswith(b"POST http://127.0.0.1:"), seen
+        self._through_a_forwarding_proxy(None)
 
     def test_an_https_proxy_carries_the_call(self, tmp_path: Any) -> None:
         self._claims("https_proxy")
-        ca_file, proxy_tls = _test_ca(tmp_path)
+        self._through_a_forwarding_proxy(_test_ca(tmp_path))
+
+    def _through_a_forwarding_proxy(self, tls: tuple[str, ssl.SSLContext] | None) -> None:
+        """A call through `_http_proxy`, reached over TLS (``tls``: the CA file the
+        client verifies with, and the proxy's server context) or not."""
+        verify = {} if tls is None else {"verify": tls[0]}
 
         async def run() -> tuple[object, list[bytes]]:
-            async with FakeServer(_FIXED_CLOCK) as server, _http_proxy(proxy_tls) as (proxy_url, seen):
-                client = self._client("subject", server.base_url, proxy=proxy_url, verify=ca_file)
+            async with FakeServer(_FIXED_CLOCK) as server, _http_proxy(tls and tls[1]) as (proxy_url, seen):
+                client = self._client("subject", server.base_url, proxy=proxy_url, **verify)
                 async with client:
                     return await _ask(client, "subject/echo", False), seen
 
