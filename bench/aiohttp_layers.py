@@ -5,6 +5,7 @@ through a client with the default stack; with ``--stream``, a streamed call of 5
 
     .venv/bin/python bench/aiohttp_layers.py            # C=256, 4,000 calls x 3 rounds
     .venv/bin/python bench/aiohttp_layers.py --stream
+    .venv/bin/python bench/aiohttp_layers.py --uvloop   # every layer on uvloop's event loop
 
 Figures are medians of requests/s and client CPU per call (getrusage of this process).
 """
@@ -101,7 +102,7 @@ async def _run(args: argparse.Namespace) -> None:
         proc.terminate()
         proc.wait()
     base = statistics.median(r[0] for r in results["plain aiohttp"])
-    kind = "streamed" if args.stream else "unary"
+    kind = ("streamed" if args.stream else "unary") + (", uvloop" if args.uvloop else "")
     print(f"nginx, {kind}, concurrency {args.concurrency}, {args.n} calls x {args.rounds} rounds (medians)")
     for name, runs in results.items():
         rate, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
@@ -114,7 +115,14 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, default=256)
     parser.add_argument("-r", "--rounds", type=int, default=3)
     parser.add_argument("--stream", action="store_true", help="streamed calls (50 chunks each)")
-    asyncio.run(_run(parser.parse_args()))
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
+    args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(_run(args))
+    else:
+        asyncio.run(_run(args))
 
 
 if __name__ == "__main__":

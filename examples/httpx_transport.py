@@ -56,7 +56,8 @@ HTTPX_ERRORS = ErrorTable(
 ERRORS = ErrorMap(HTTPX_ERRORS, BUILTIN_ERRORS)
 
 # What it honours of llmadapters.plugin.FEATURES; the client refuses the others.
-FEATURES = ("proxy", "tls", "max_connections", "keepalive_expiry", "write_timeout", "pool_timeout")
+FEATURES = ("proxy", "https_proxy", "socks_proxy", "tls", "max_connections", "keepalive_expiry", "write_timeout",
+            "pool_timeout")  # fmt: skip
 
 
 class HttpxTransport:
@@ -67,6 +68,12 @@ class HttpxTransport:
         import httpx
 
         connections = options.max_connections or DEFAULT_MAX_CONNECTIONS
+        proxy = None
+        if options.proxy is not None:
+            if options.proxy.startswith("socks"):
+                require("socksio", "httpx[socks]", "a socks5:// proxy with the httpx028 transport")
+            # An https:// proxy is verified with the route's TLS context, as the provider is.
+            proxy = httpx.Proxy(options.proxy, ssl_context=options.ssl if options.proxy.startswith("https:") else None)
         self._httpx = httpx
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(
@@ -75,7 +82,7 @@ class HttpxTransport:
                 keepalive_expiry=options.keepalive_expiry or KEEPALIVE_EXPIRY,
             ),
             verify=True if options.ssl is None else options.ssl,
-            proxy=options.proxy,
+            proxy=proxy,
             follow_redirects=False,  # an auth header must never reach another host
             trust_env=False,  # the route has resolved the environment's proxies already
         )

@@ -95,8 +95,10 @@ def _open_fds() -> int | None:
 class TransportConformance:
     """Set ``transport_factory``: what your ``register_transports`` hook registers
     (called with a `llmadapters.plugin.NetworkOptions`), and ``supports``: the
-    `llmadapters.plugin.FEATURES` it registers (each is exercised; a feature not
-    claimed is skipped, saying so).
+    `llmadapters.plugin.FEATURES` it registers. Each claimed feature with a check is
+    exercised (``max_connections``, ``keepalive_expiry``, ``pool_timeout``,
+    ``write_timeout``, ``proxy``, ``https_proxy``, ``socks_proxy``, ``tls``; not yet
+    ``http2``); the check of a feature not claimed is skipped, saying so.
 
     One test per behaviour of the fake server and mode (unary, stream): the values of
     `VALUES` and the errors of `FAULTS` (and, streamed, `STREAM_FAULTS`) must equal the
@@ -219,6 +221,25 @@ class TransportConformance:
         assert peak <= 2
         assert opened <= 2
 
+    def test_keepalive_expiry_drops_an_idle_connection(self) -> None:
+        self._claims("keepalive_expiry")
+
+        async def run(expiry: float | None) -> int:
+            settings = {} if expiry is None else {"keepalive_expiry": expiry}
+            async with (
+                FakeServer(_FIXED_CLOCK) as server,
+                self._client("subject", server.base_url, **settings) as client,
+            ):
+                for _ in range(2):
+                    reply = await _ask(client, "subject/echo", False)
+                    assert not isinstance(reply, type), reply
+                    if expiry is not None:
+                        await asyncio.sleep(5 * expiry)  # idle for longer than the expiry
+            return server.connections_opened
+
+        assert asyncio.run(run(None)) == 1  # the second call reuses the connection
+        assert asyncio.run(run(0.2)) == 2  # idle past 0.2 s, it was dropped
+
     def test_pool_timeout_bounds_the_wait_for_a_connection(self) -> None:
         self._claims("pool_timeout")
 
@@ -257,10 +278,20 @@ class TransportConformance:
 
     def test_an_http_proxy_carries_the_call(self) -> None:
         self._claims("proxy")
+        self._through_a_forwarding_proxy(None)
+
+    def test_an_https_proxy_carries_the_call(self, tmp_path: Any) -> None:
+        self._claims("https_proxy")
+        self._through_a_forwarding_proxy(_test_ca(tmp_path))
+
+    def _through_a_forwarding_proxy(self, tls: tuple[str, ssl.SSLContext] | None) -> None:
+        """A call through `_http_proxy`, reached over TLS (``tls``: the CA file the
+        client verifies with, and the proxy's server context) or not."""
+        verify = {} if tls is None else {"verify": tls[0]}
 
         async def run() -> tuple[object, list[bytes]]:
-            async with FakeServer(_FIXED_CLOCK) as server, _http_proxy() as (proxy_url, seen):
-                client = self._client("subject", server.base_url, proxy=proxy_url)
+            async with FakeServer(_FIXED_CLOCK) as server, _http_proxy(tls and tls[1]) as (proxy_url, seen):
+                client = self._client("subject", server.base_url, proxy=proxy_url, **verify)
                 async with client:
                     return await _ask(client, "subject/echo", False), seen
 
@@ -269,14 +300,22 @@ class TransportConformance:
         assert seen, "the proxy saw no request"
         assert seen[0].startswith(b"POST http://127.0.0.1:"), seen
 
+    def test_a_socks5_proxy_carries_the_call(self) -> None:
+        self._claims("socks_proxy")
+
+        async def run() -> tuple[object, list[str], str]:
+            async with FakeServer(_FIXED_CLOCK) as server, _socks5_proxy() as (proxy_url, seen):
+                client = self._client("subject", server.base_url, proxy=proxy_url)
+                async with client:
+                    return await _ask(client, "subject/echo", False), seen, server.base_url
+
+        reply, seen, base_url = asyncio.run(run())
+        assert not isinstance(reply, type), reply
+        assert seen == [base_url.split("/")[2]], seen
+
     def test_tls_verifies_against_the_given_ca(self, tmp_path: Any) -> None:
         self._claims("tls")
-        trustme = pytest.importorskip("trustme", reason="the TLS check makes its CA with trustme")
-        ca = trustme.CA()
-        ca_file = tmp_path / "ca.pem"
-        ca.cert_pem.write_to_path(str(ca_file))
-        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(server_context)
+        ca_file, server_context = _test_ca(tmp_path)
 
         async def run(verify: str | None) -> object:
             async with FakeServer(_FIXED_CLOCK, ssl=server_context) as server:
@@ -284,9 +323,21 @@ class TransportConformance:
                 async with self._client("subject", server.base_url, **settings) as client:
                     return await _ask(client, "subject/echo", False)
 
-        trusted = asyncio.run(run(str(ca_file)))
+        trusted = asyncio.run(run(ca_file))
         assert not isinstance(trusted, type), trusted
         assert asyncio.run(run(None)) is ConnectError  # the system's CAs do not know this one
+
+
+def _test_ca(directory: Any) -> tuple[str, ssl.SSLContext]:
+    """A CA of the test's own, written to a file in ``directory``, and a server context
+    with its certificate for 127.0.0.1."""
+    trustme = pytest.importorskip("trustme", reason="the TLS checks make their CA with trustme")
+    ca = trustme.CA()
+    ca_file = str(directory / "ca.pem")
+    ca.cert_pem.write_to_path(ca_file)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    return ca_file, server_context
 
 
 async def _answering(server: FakeServer, call: asyncio.Future[object]) -> None:
@@ -316,17 +367,11 @@ async def _server_that_never_reads() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def _http_proxy() -> AsyncIterator[tuple[str, list[bytes]]]:
+async def _http_proxy(tls: ssl.SSLContext | None = None) -> AsyncIterator[tuple[str, list[bytes]]]:
     """A forwarding proxy for http:// (a request line with an absolute URL, sent on to
-    the loopback host it names), and the request lines it saw."""
+    the loopback host it names), reached over TLS when given ``tls``, and the request
+    lines it saw."""
     seen: list[bytes] = []
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line = await reader.readline()
@@ -337,11 +382,11 @@ async def _http_proxy() -> AsyncIterator[tuple[str, list[bytes]]]:
         assert host == "127.0.0.1", host  # loopback only
         up_reader, up_writer = await asyncio.open_connection(host, int(port))
         up_writer.write(b"%s /%s %s" % (method, path, version))
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    server = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=tls)
     try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
     finally:
         server.close()
         await server.wait_closed()
@@ -404,3 +449,44 @@ class ProviderConformance:
             assert verdict is True or verdict is False or verdict is None, (
                 f"{exc!r}: retryable() returned {verdict!r}, not True, False or None"
             )
+
+
+@contextlib.asynccontextmanager
+async def _socks5_proxy() -> AsyncIterator[tuple[str, list[str]]]:
+    """A SOCKS5 proxy without authentication that connects only to loopback, and the
+    ``host:port`` of each CONNECT it was asked for."""
+    seen: list[str] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, methods = await reader.readexactly(2)
+        await reader.readexactly(methods)
+        writer.write(b"\x05\x00")  # no authentication
+        _, _, _, kind = await reader.readexactly(4)
+        if kind == 1:
+            host = socket.inet_ntoa(await reader.readexactly(4))
+        else:  # 3: a name, as socks5h:// (and rdns) send it
+            host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+        port = int.from_bytes(await reader.readexactly(2), "big")
+        seen.append(f"{host}:{port}")
+        if host != "127.0.0.1":  # loopback only
+            writer.write(b"\x05\x02\x00\x01" + bytes(6))
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+        writer.write(b"\x05\x00\x00\x01" + socket.inet_aton(host) + port.to_bytes(2, "big"))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield f"socks5://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
