@@ -22,19 +22,19 @@ What adaptive mode (on by default) learns, and from what:
   ``20ms``, or seconds; 60 s at most at once).
 - **Concurrency from 429s.** With no configured cap, a lane starts at 32 calls in
   flight. Until its first decrease (slow start), each reply adds a slot while calls
-  wait: the limit doubles each round, opened as replies come back rather than all at
-  once, so the first 429 over the cap stops it. A 429 sent at level *n* (the calls in flight, itself included) shows
-  that the provider allows fewer than *n*: the limit becomes *n - 1*, or fewer, the
-  calls the provider held when it refused (see `_Budget._held_when_refused`), and holds
-  there.
-  After a quiet spell (at least 200 calls and 8 rounds without a decrease) the lane
-  probes upwards again, by one and then by steps that double while they succeed (each
-  time a call sent at the limit succeeds, so the limit held calls back); each
-  probe costs about one 429. Below half the highest level that ever succeeded (a cap
-  that dropped), it probes after 32 calls and 4 rounds, and once a step up succeeds
-  above the lowest level refused since (not just below it: the limit may have fallen
-  further than the cap), it goes straight back to that level, so a cap that comes back
-  is found within a few rounds. Below that refused level, it grows to just past it.
+  wait, up to half again the level proven each round: the slots open as replies come
+  back rather than all at once, so the first 429 over the cap stops it. A 429 sent at
+  level *n* (the calls in flight, itself included) shows that the provider allows
+  fewer than *n*: the limit becomes *n - 1*, or fewer, the calls the provider held
+  when it refused (see `_Budget._held_when_refused`), and holds there. After a quiet
+  spell (at least 200 calls and 8 rounds without a decrease) the lane probes upwards
+  again, by one and then by steps that double while they succeed (each time a call
+  sent at the limit succeeds, so the limit held calls back); each probe costs about
+  one 429. Below half the highest level that ever succeeded (a cap that dropped), it
+  probes after 32 calls and 4 rounds, and once a step up succeeds above the lowest
+  level refused since (not just below it: the limit may have fallen further than the
+  cap), it goes straight back to that level, so a cap that comes back is found within
+  a few rounds. Below that refused level, it grows to just past it.
 - **Sporadic 429s are not congestion.** A 429 only lowers the limit when the evidence
   says the limit caused it: it came from a level above every level that succeeded since
   the last decrease (once 100 calls have shown random 429s to be rare; until then, or
@@ -81,6 +81,7 @@ __all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "held_until_done"
 
 _INITIAL = 32  # calls in flight a lane starts at, when no cap is configured
 _STEP = 16  # its first increase
+_SLOW_START = 1.5  # the most the limit grows in a round of slow start
 _PROBE_CALLS = 200  # calls, at least, between a decrease and the next probe upwards ...
 _PROBE_ROUNDS = 8  # ... and rounds of the limit
 _REPROBE_CALLS, _REPROBE_ROUNDS = 32, 4  # ... or, below half the highest level held, these
@@ -501,10 +502,13 @@ class _Budget:
         # calls then on their way to the 429s that made the decrease.
         if self.starting and self.waiters and self.limit < self.cap:
             # Slow start: calls wait, so the limit holds them back; one more slot per
-            # success doubles it each round, opened as replies come back rather than
-            # all at once, so that when it passes the cap the first 429 stops it.
-            self.limit += 1
-            self._wake()
+            # success, opened as replies come back rather than all at once, so that
+            # when it passes the cap the first 429 stops it. At most half again the
+            # level proven: a round's replies that all come back at once open all its
+            # slots before any 429 can, and then half the cap is the most it overshoots.
+            if self.limit < math.ceil(self.proven * _SLOW_START):
+                self.limit += 1
+                self._wake()
             return
         if self.limit >= self.cap or ticket.level < self.limit:
             return  # only a call sent at the limit shows that the limit held it back
