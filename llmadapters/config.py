@@ -23,11 +23,9 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 import attrs
 
 from .errors import ConfigError
-from .middleware.cache import CacheSettings
-from .middleware.ratelimit import Limits
-from .middleware.retry import RetryPolicy
+from .policies import CacheSettings, Limits, RetryPolicy, Timeouts
 from .pricing import WEEKDAYS, ModelPrice, Price, PriceWindow, parse_amount
-from .transports.base import Timeouts, redacted_repr
+from .transports.base import redacted_repr
 from .transports.network import PROXY_SCHEMES, ClientCertificate, redact_url
 
 if TYPE_CHECKING:

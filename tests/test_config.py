@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
 import llmadapters as la
 from llmadapters.config import SCHEMA, load_settings
-from llmadapters.transports.base import Timeouts
+from llmadapters.policies import Timeouts
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -256,3 +258,16 @@ def test_a_misplaced_auth_or_unknown_middleware_names_its_key_once(chain: list[s
     assert "middleware.middleware" not in str(info.value)
     with pytest.raises(la.ConfigError, match=f"defaults.{message}"):
         la.AsyncClient({"defaults": {"middleware": chain}})
+
+
+def test_loading_a_config_imports_no_behaviour() -> None:
+    """The policies a config reads are plain values (llmadapters.policies): loading it
+    imports no middleware, no transport library and no client."""
+    code = (
+        "import sys, llmadapters.config\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('llmadapters.middleware', 'llmadapters.client',"
+        " 'httpx2', 'openai', 'aiohttp')))\n"
+        "print(loaded)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "[]\n"

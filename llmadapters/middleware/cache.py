@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
+from ..policies import CacheSettings
 from ..streaming import ChatCompletionStream
 from ..types import ChatCompletion, ChatCompletionChunk, ResponseInfo
 
@@ -48,24 +47,6 @@ def default_cache_path() -> Path:
     """``$XDG_CACHE_HOME/llmadapters/responses.sqlite`` (``~/.cache`` by default)."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "llmadapters" / "responses.sqlite"
-
-
-@attrs.frozen(kw_only=True)
-class CacheSettings:
-    """The response cache's settings.
-
-    Attributes:
-        path: the SQLite file; None for `default_cache_path`.
-        max_size: bytes of stored replies at most; the least recently used go first.
-        expire: seconds after which a stored reply is a miss; None: never.
-        nondeterministic: also cache requests that sample (``temperature`` above 0 and
-            no ``seed``), whose next answer would differ.
-    """
-
-    path: str | None = None
-    max_size: int = 1 << 30
-    expire: float | None = None
-    nondeterministic: bool = False
 
 
 _SCHEMA = """

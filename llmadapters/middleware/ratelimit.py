@@ -66,9 +66,8 @@ import re
 import weakref
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-import attrs
-
 from ..errors import RateLimitError, parse_retry_after
+from ..policies import Limits
 from ..streaming import ChatCompletionStream
 
 if TYPE_CHECKING:
@@ -90,37 +89,6 @@ _EWMA = 0.05
 _MAX_PAUSE = 60.0  # the longest a whole lane pauses at once (a call's own wait is the retry policy's)
 # Error codes that name a concurrency limit: Zhipu's 1302 (docs.bigmodel.cn/cn/api/api-code).
 _CONCURRENCY_CODES = frozenset({"1302"})
-
-
-@attrs.frozen(kw_only=True)
-class Limits:
-    """Attributes:
-    max_concurrency: calls in flight at most (None: no limit, found from 429s when adaptive).
-    rpm: requests per minute at most (None: no limit, or what the headers say when adaptive).
-    tpm: tokens per minute at most, prompt and completion (likewise).
-    adaptive: learn the limits from the replies (headers and 429s); see the module docstring.
-    per_model: keep separate budgets per model instead of one for the provider.
-    account: a name for an account whose limits several providers share (two base URLs
-        of one provider, a proxy in front of it): the providers that give the same name
-        share one budget, on the limits of the first of them to make a call.
-    backend: ``"local"`` (this process's budgets), or the name of a shared backend a
-        plugin registers as middleware ``ratelimit-NAME`` (``"redis"``).
-    url: the shared backend's address, e.g. ``redis://127.0.0.1:6379/0``.
-    fail_closed: when the shared backend is unreachable, fail calls instead of
-        falling back to this process's budgets.
-    lease: seconds a shared concurrency permit outlives a process that died holding it.
-    """
-
-    max_concurrency: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
-    rpm: float | None = None
-    tpm: float | None = None
-    adaptive: bool = True
-    per_model: bool = False
-    account: str | None = None
-    backend: str = "local"
-    url: str | None = None
-    fail_closed: bool = False
-    lease: float = 10.0
 
 
 def _prompt_chars(request: ChatRequest) -> int:

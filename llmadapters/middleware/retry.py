@@ -38,6 +38,7 @@ from ..errors import (
     TransportError,
 )
 from ..errors import parse_retry_after as _parse_retry_after
+from ..policies import RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -49,22 +50,6 @@ __all__ = ["RetryMiddleware", "RetryPolicy", "provider_verdict", "rate_limit_ret
 
 _RETRY_STATUSES = frozenset({408, 409, 429})
 logger = logging.getLogger("llmadapters")
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """Attributes:
-    max_attempts: attempts in all, the first included (openai-python: 3).
-    deadline: seconds from the first attempt after which no attempt starts; None: no limit.
-    initial_delay, max_delay: the exponential backoff, in seconds.
-    max_retry_after: the longest server-requested wait honoured; longer ones fail at once.
-    """
-
-    max_attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
-    deadline: float | None = None
-    initial_delay: float = 0.5
-    max_delay: float = 8.0
-    max_retry_after: float = 120.0
 
 
 class RetryMiddleware:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 
 from ..errors import SENSITIVE_HEADERS
+from ..policies import Timeouts
 from ..types import ResponseInfo
 from ._errors import classify_transport_error, timeout_error
 from ._kernel import (
@@ -56,28 +57,6 @@ __all__ = [
     "redacted_repr",
     "timeout_error",
 ]
-
-
-@attrs.frozen(kw_only=True)
-class Timeouts:
-    """Per-attempt timeouts in seconds (None: no limit).
-
-    Attributes:
-        connect: to establish a connection (TCP + TLS).
-        read: between two reads of the response; it bounds a stalled stream.
-        write: between two writes of the request.
-        pool: waiting for a free connection from the pool.
-        total: the whole attempt, a stream's last chunk included (enforced by the
-            timeout middleware, not the transport).
-        first_token: until a stream's first chunk or a unary reply (timeout middleware).
-    """
-
-    connect: float | None = 5.0
-    read: float | None = 600.0
-    write: float | None = 600.0
-    pool: float | None = None
-    total: float | None = None
-    first_token: float | None = None
 
 
 def redacted_repr(headers: Mapping[str, str]) -> str:
