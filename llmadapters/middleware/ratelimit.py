@@ -70,11 +70,12 @@ import attrs
 
 from ..errors import RateLimitError, parse_retry_after
 from ..streaming import ChatCompletionStream
+from ..types import EmbeddingRequest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Mapping
 
-    from ..types import ChatCompletionChunk, ChatRequest, ResponseInfo, Usage
+    from ..types import ChatCompletionChunk, Request, ResponseInfo, Usage
     from .base import Call, CallNext, Reply
 
 __all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "held_until_done", "stated_rate"]
@@ -122,16 +123,21 @@ class Limits:
     lease: float = 10.0
 
 
-def _prompt_chars(request: ChatRequest) -> int:
+def _prompt_chars(request: Request) -> int:
+    if isinstance(request, EmbeddingRequest):
+        # A list of token ids counts four characters a token, so that it estimates as itself.
+        return sum(len(text) if isinstance(text, str) else 4 * len(text) for text in request.texts)
     return sum(len(json.dumps(m.get("content", ""), ensure_ascii=False)) for m in request.messages)
 
 
-def _max_tokens(request: ChatRequest) -> int | None:
+def _max_tokens(request: Request) -> int | None:
+    if isinstance(request, EmbeddingRequest):
+        return 0  # an embedding's tokens are all input
     limit = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
     return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
 
 
-def estimate_tokens(request: ChatRequest) -> int:
+def estimate_tokens(request: Request) -> int:
     """A cheap upper-leaning guess of a request's tokens before it is sent."""
     return math.ceil(_prompt_chars(request) / 4) + (_max_tokens(request) or 0)
 
@@ -347,7 +353,7 @@ class _Budget:
         self.sent_tokens += cost.tokens
         return ticket
 
-    def estimate(self, request: ChatRequest) -> _Cost:
+    def estimate(self, request: Request) -> _Cost:
         """The tokens ``request`` will count, as well as can be told before it is sent."""
         if self.tokens is None:
             return _FREE
