@@ -123,6 +123,14 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="with --via batch-api, the first wait between polls of the batches; it doubles up to 300 (10)",
     )
+    batch.add_argument(
+        "--embed-chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split an embeddings line's input into requests of N inputs at most, joined into one record "
+        "(default: the provider's documented limit, where known)",
+    )
     batch.add_argument("--config", default=None, help="a TOML config file")
     batch.add_argument(
         "--on",
@@ -310,7 +318,8 @@ def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
         ended,
         f"  requests {figures['requests']}: {figures['ok']} ok, {figures['errors']} errors"
         + (f" ({', '.join(f'{k} {v}' for k, v in figures['errors_by_kind'].items())})" if figures["errors"] else ""),
-        f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out",
+        f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out"
+        + (f", {figures['cached']} from the cache" if figures.get("cached") else ""),
         *_cost_lines(figures["cost"]),
         f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s" if lat["p50"] is not None else "",
         f"  wall {figures['wall_s']} s, {figures['requests_per_s']} requests/s",
@@ -388,6 +397,7 @@ async def _drive(
             model=args.model,
             line_deadline=args.line_deadline,
             max_cost=args.max_cost,
+            embed_chunk=args.embed_chunk,
         )
         progress.limits = client.limits
         main = asyncio.current_task()

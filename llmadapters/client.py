@@ -437,13 +437,18 @@ class AsyncClient:
         model: str | None = None,
         line_deadline: float = 3600.0,
         max_cost: Cost | str | float | None = None,
+        embed_chunk: int | None = None,
     ) -> BatchRun:
         """Answer many requests: ``async for result in client.batch(requests)``.
 
         ``requests`` is any iterable or async iterable, read lazily, of OpenAI Batch API
         lines (``{"custom_id", "method", "url", "body"}``) or plain chat-completions
-        bodies (``{"model", "messages", ...}``); ``model`` is used where a request names
-        none. Each provider gets ``concurrency`` calls in flight at most, within its
+        bodies (``{"model", "messages", ...}``), or embeddings requests (``"url":
+        "/v1/embeddings"``, or ``{"model", "input", ...}``), mixed as they come; ``model``
+        is used where a request names none. An embeddings input of more than
+        ``embed_chunk`` items (by default the provider's documented ``max_inputs``) is
+        sent as requests of that many, in turn, joined into one result. Each provider
+        gets ``concurrency`` calls in flight at most, within its
         route's limits, retries and timeouts; results come as they complete, one per
         request, in `BatchResult`s. A request answered 429 is put aside and sent again
         (after its ``Retry-After``) until ``line_deadline`` seconds have passed since
@@ -454,7 +459,13 @@ class AsyncClient:
         """
         budget = self.settings.max_cost if max_cost is None else parse_amount(max_cost)
         return BatchRun(
-            self, requests, concurrency=concurrency, model=model, line_deadline=line_deadline, max_cost=budget
+            self,
+            requests,
+            concurrency=concurrency,
+            model=model,
+            line_deadline=line_deadline,
+            max_cost=budget,
+            embed_chunk=embed_chunk,
         )
 
     def limits(self) -> dict[str, dict[str, Any]]:
@@ -707,12 +718,18 @@ class Client:
         model: str | None = None,
         line_deadline: float = 3600.0,
         max_cost: Cost | str | float | None = None,
+        embed_chunk: int | None = None,
     ) -> SyncIterator[BatchResult]:
         """Same as `AsyncClient.batch`, for sync code: the requests run concurrently on the
         client's loop, and ``for result in client.batch(requests)`` gets them as they
         complete."""
         run = self._async.batch(
-            requests, concurrency=concurrency, model=model, line_deadline=line_deadline, max_cost=max_cost
+            requests,
+            concurrency=concurrency,
+            model=model,
+            line_deadline=line_deadline,
+            max_cost=max_cost,
+            embed_chunk=embed_chunk,
         )
         return SyncIterator(aiter(run), self._runner)
 

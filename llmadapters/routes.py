@@ -216,7 +216,9 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
             raise MalformedResponseError(
                 f"{name} answered {len(reply.data)} embeddings for {len(request.texts)} inputs", body=data
             )
-        cost = prices.cost(request.model, reply.usage, sent)
+        # Priced as a call whose tokens are all input (the usage leaves completions out).
+        usage = attrs.evolve(reply.usage, completion_tokens=0) if reply.usage is not None else None
+        cost = prices.cost(request.model, usage, sent)
         return reply if cost is None else attrs.evolve(reply, cost=cost)
 
     async def send(call: Call) -> Reply:

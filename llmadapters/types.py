@@ -682,7 +682,8 @@ class BatchResult:
             for an embeddings request).
         error: why it did not: an ``llmadapters.errors`` exception (``BadRequestError`` for
             an input that is not a valid request).
-        attempts: calls made (retries included); 0 for an invalid input.
+        attempts: calls made (retries included); 0 for an invalid input. An embeddings
+            input sent in chunks counts as one call, plus the retries of its chunks.
         latency_s: seconds from the first attempt to the outcome.
     """
 
