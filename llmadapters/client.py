@@ -25,7 +25,16 @@ from .errors import ConfigError, LLMAdapterError, shown, unknown_name
 from .fallback import FALLBACK_ON, ModelChoice, chain_error, models_of
 from .plugins import Registry
 from .pricing import parse_amount
-from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features, shared_limiter
+from .provider_http import ProviderHTTP
+from .routes import (
+    MiddlewareChoice,
+    Route,
+    build_route,
+    check_features,
+    needed_features,
+    provider_spec,
+    shared_limiter,
+)
 from .streaming import ChatCompletionStream
 from .types import (
     BatchResult,
@@ -36,6 +45,7 @@ from .types import (
     CreateEmbeddingResponse,
     EmbeddingRequest,
     Message,
+    Model,
 )
 
 if TYPE_CHECKING:
@@ -166,6 +176,37 @@ class _Embeddings:
         return reply
 
 
+class _Models:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self, provider: str | None = None) -> list[Model]:
+        """The models ``provider`` lists (``GET /models``; the default model's provider
+        when None), as the openai SDK's ``models.list()``, but whole, not a page.
+        `ConfigError` for a provider that has no such endpoint (``ProviderSpec.models_path``).
+        Sent beside the middleware chain, with the provider's first key: no retry, no
+        rate limit."""
+        client = self._client
+        if provider is None:
+            default = client.settings.model
+            if default is None:
+                raise ConfigError("no provider given, and no default model (defaults.model) to take it from")
+            provider = default.partition("/")[0]
+        spec = provider_spec(provider, client.settings, client.registry)
+        path = spec.models_path
+        if path is None:
+            raise ConfigError(f"provider {provider!r} lists no models that llmadapters knows of (no models endpoint)")
+        route = await client.route(provider)
+        http = ProviderHTTP(route)
+        try:
+            page = await http.json("GET", path)
+        finally:
+            await http.aclose()
+        return [
+            Model.from_dict(item, provider=provider) for item in page.get("data") or () if isinstance(item, Mapping)
+        ]
+
+
 Config = str | os.PathLike[str] | Mapping[str, Any] | None
 
 
@@ -235,6 +276,7 @@ class AsyncClient:
         self._closed = False
         self.chat = _Chat(self)
         self.embeddings = _Embeddings(self)
+        self.models = _Models(self)
 
     def _check(self) -> None:
         """Fail now, not at the first call: on names nobody registered, and on key
@@ -679,6 +721,16 @@ class _SyncChat:
         self.completions = _SyncCompletions(client)
 
 
+class _SyncModels:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self, provider: str | None = None) -> list[Model]:
+        """Same as `AsyncClient.models.list`, blocking."""
+        client = self._client
+        return client._runner.run(client._async.models.list(provider))
+
+
 class _SyncEmbeddings:
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -706,6 +758,7 @@ class Client:
         self.settings = self._async.settings
         self.chat = _SyncChat(self)
         self.embeddings = _SyncEmbeddings(self)
+        self.models = _SyncModels(self)
 
     def __repr__(self) -> str:
         return f"Client(transport={self.settings.transport!r})"

@@ -36,6 +36,7 @@ __all__ = [
     "EmbeddingRequest",
     "FunctionCall",
     "Message",
+    "Model",
     "Request",
     "ResponseInfo",
     "ToolCall",
@@ -668,6 +669,37 @@ class CreateEmbeddingResponse(_Wire):
             provider=provider,
             raw=data,
             http=http,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Model(_Wire):
+    """A model a provider lists (``GET /models``), shaped as the openai SDK's ``Model``.
+
+    Attributes:
+        id: the model's name, as ``model="provider/<id>"`` takes it.
+        created: when it was made (seconds since the epoch), where the provider says.
+        object: ``"model"``.
+        owned_by: its owner, where the provider says.
+        provider: the provider that listed it.
+    """
+
+    id: str
+    created: int | None = None
+    object: str | None = None
+    owned_by: str | None = None
+    provider: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, provider: str | None = None) -> Model:
+        return cls(
+            id=str(data.get("id", "")),
+            created=_opt_int(data.get("created")),
+            object=_opt_str(data.get("object")),
+            owned_by=_opt_str(data.get("owned_by")),
+            provider=provider,
+            raw=_raw(data),
         )
 
 

@@ -207,7 +207,8 @@ class ProviderSpec:
         batch_api: the provider's Batch API, when it has an OpenAI-compatible one.
         embeddings: the provider's embeddings endpoint, when it has an
             OpenAI-compatible one; None refuses ``client.embeddings.create`` at once.
-        models_path: the path that lists its models (``GET``), or None when it has none.
+        models_path: the path that lists its models (``GET``, OpenAI's ``/models``
+            shape), for ``client.models.list``; None when its docs name none.
     """
 
     name: str
@@ -225,4 +226,4 @@ class ProviderSpec:
     count_tokens: TokenCounter | None = None
     batch_api: BatchAPI | None = None
     embeddings: EmbeddingsAPI | None = None
-    models_path: str | None = "/models"
+    models_path: str | None = None

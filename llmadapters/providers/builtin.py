@@ -25,7 +25,9 @@ async def _launch_fake_server() -> Launched:
 def openai_compatible(name: str, base_url: str | None = None) -> ProviderSpec:
     """A provider for any OpenAI-compatible server (vLLM, Ollama, a proxy, ...): Bearer
     auth from ``api_key_env`` when one is configured, no quirks."""
-    return ProviderSpec(name=name, base_url=base_url, key_required=False, embeddings=EmbeddingsAPI())
+    return ProviderSpec(
+        name=name, base_url=base_url, key_required=False, embeddings=EmbeddingsAPI(), models_path="/models"
+    )
 
 
 BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
@@ -39,6 +41,7 @@ BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
         embeddings=EmbeddingsAPI(
             models=("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"), max_inputs=2048
         ),
+        models_path="/models",  # https://platform.openai.com/docs/api-reference/models/list
     ),
     # A real server on loopback, started in-process on first use; see llmadapters.testing.
     # Its prompt tokens are counted as the server counts them, so estimates are exact.
@@ -50,6 +53,7 @@ BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
         count_tokens=words_and_four,
         batch_api=OPENAI_BATCH_API,  # the fake server implements the files and batches endpoints
         embeddings=EmbeddingsAPI(models=("embed", "embed-large"), max_inputs=2048),
+        models_path="/models",
     ),
 )
 
