@@ -244,7 +244,9 @@ class BatchAPIJob:
     def _line(self, item: BatchItem, route: Route, api: BatchAPI) -> tuple[str, bytes] | BatchResult:
         """The file line of ``item`` (and its model), or its error result."""
         problem = item.problem
-        if item.body is not None:
+        if item.embeddings:
+            problem = f"line {item.line}: an embeddings line is sent online (--via online), not in a Batch API job"
+        elif item.body is not None:
             body = dict(item.body)
             messages = body.pop("messages")
             body.pop("stream", None)

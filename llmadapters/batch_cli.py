@@ -461,12 +461,14 @@ def _batch_api_job(args: argparse.Namespace, client: AsyncClient) -> JobState:
         ("--max-cost", args.max_cost),
         ("--shard", args.shard),
         ("--retry-failed", args.retry_failed),
+        ("--embed-chunk", args.embed_chunk),
     ):
         if given:
             raise UsageProblem(f"{option} applies to online sending, not to --via batch-api")
-    first = next((item for item in read_jsonl(_lines(args.input)) if item.body is not None), None)
+    lines = read_jsonl(_lines(args.input))
+    first = next((item for item in lines if item.body is not None and not item.embeddings), None)
     if first is None:
-        raise UsageProblem(f"{args.input}: no valid request to send")
+        raise UsageProblem(f"{args.input}: no valid chat request to send")
     assert first.body is not None
     try:
         request = client.request(messages=first.body["messages"], model=first.body.get("model") or args.model)

@@ -165,3 +165,23 @@ def test_cli_batch_embeds_with_embed_chunk_and_prices_an_estimate(tmp_path: Path
     assert figures["requests"] == 6
     assert figures["invalid"] == 0
     assert figures["by_model"]["fake/embed"]["output_tokens_bound"] == 0
+
+
+def test_embeddings_lines_of_a_batch_api_job_are_refused_and_its_chat_lines_go(tmp_path: Path) -> None:
+    rows = [embed_line("e", "fake/embed", "x"), chat_line("c", "fake/echo")]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    command = [sys.executable, "-m", "llmadapters.cli", "batch", "in.jsonl", "-o", "out.jsonl", "--via", "batch-api"]
+    run = subprocess.run(
+        [*command, "--poll-interval", "0.05"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert run.returncode == 1, run.stderr  # one line ended in an error
+    out = {r["custom_id"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert out["e"]["error"]["message"] == (
+        "invalid request: line 1: an embeddings line is sent online (--via online), not in a Batch API job"
+    )
+    assert out["c"]["response"]["body"]["choices"][0]["message"]["content"] == "c"
+    chunked = subprocess.run(
+        [*command, "--embed-chunk", "2"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert chunked.returncode == 2
+    assert "--embed-chunk applies to online sending, not to --via batch-api" in chunked.stderr
