@@ -93,7 +93,7 @@ class Route:
         with the request's own headers, query and timeouts over the route's, sent to the
         path of its kind (``/embeddings`` for an `EmbeddingRequest`)."""
         endpoint = self.endpoint
-        if request.path != endpoint.path:
+        if isinstance(request, EmbeddingRequest):
             endpoint = self.embeddings_endpoint
         if request.extra_query or request.timeout:
             endpoint = attrs.evolve(

@@ -504,8 +504,6 @@ class ChatRequest:
             call, over the route's; None keeps the route's.
     """
 
-    path: ClassVar[str] = "/chat/completions"
-
     provider: str
     model: str
     messages: tuple[Mapping[str, Any], ...] = attrs.field(converter=wire_messages)
