@@ -184,6 +184,12 @@ interleaved rounds; "vs SDK" is against the openai SDK in the same run.
 |---|---:|---:|---:|---:|---|
 {rows}
 
+Memory follows what is in flight, not the input: up to {r["concurrency"]} lines are being
+answered at once, and as many answered ones wait to be written. With {LARGE_LINE:,} texts a
+line, each holds {LARGE_LINE:,} vectors as Python floats (about 32 bytes a dimension)
+until its record is written, which is what the `--embed-chunk` run's peak is made of;
+fewer texts a line, or a lower `-c`, bring it down.
+
 The fake server runs on the same cores as the client, and the machine is shared, so the
 figures are for comparing the contenders with each other, not a ceiling: each round's time
 is in the table.
