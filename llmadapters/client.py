@@ -25,7 +25,6 @@ from .errors import ConfigError, LLMAdapterError, shown, unknown_name
 from .fallback import FALLBACK_ON, ModelChoice, chain_error, models_of
 from .plugins import Registry
 from .pricing import parse_amount
-from .provider_http import ProviderHTTP
 from .routes import (
     MiddlewareChoice,
     Route,
@@ -197,6 +196,8 @@ class _Models:
         if path is None:
             raise ConfigError(f"provider {provider!r} lists no models that llmadapters knows of (no models endpoint)")
         route = await client.route(provider)
+        from .provider_http import ProviderHTTP  # httpx2, imported when models are listed
+
         http = ProviderHTTP(route)
         try:
             page = await http.json("GET", path)

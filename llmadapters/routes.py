@@ -200,8 +200,7 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
         if spec.embeddings is None:
             raise ConfigError(f"provider {name!r} has no embeddings endpoint that llmadapters knows of")
         sent = prices.clock()
-        with in_prepare:
-            payload = embeddings_payload(request, spec.embeddings)
+        payload = embeddings_payload(request, spec.embeddings)
         endpoint = call.endpoint.with_headers(call.headers) if call.headers else call.endpoint
         with in_transport:
             data, info = await transport.send(endpoint, payload)
