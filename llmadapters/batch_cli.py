@@ -68,7 +68,7 @@ def add_parser(commands: Any) -> None:
     batch.add_argument("input", help="JSONL requests (OpenAI Batch API lines or plain bodies); '-' for stdin")
     batch.add_argument("-o", "--output", help="where to append results (JSONL); '-' for stdout (required to send)")
     batch.add_argument("-m", "--model", default=None, help="provider/model for requests that name none")
-    batch.add_argument("-c", "--concurrency", type=int, default=64, help="calls in flight per provider (64)")
+    batch.add_argument("-c", "--concurrency", type=_count, default=64, help="calls in flight per provider (64)")
     batch.add_argument("--rpm", type=float, default=None, help="requests per minute, per provider")
     batch.add_argument("--tpm", type=float, default=None, help="tokens per minute, per provider")
     batch.add_argument("--resume", action="store_true", help="skip the custom_ids already in the output")
@@ -125,7 +125,7 @@ def add_parser(commands: Any) -> None:
     )
     batch.add_argument(
         "--embed-chunk",
-        type=int,
+        type=_count,
         default=None,
         metavar="N",
         help="split an embeddings line's input into requests of N inputs at most, joined into one record "
@@ -158,6 +158,18 @@ def _seconds(text: str) -> float:
         value = float("nan")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
     return value
 
 

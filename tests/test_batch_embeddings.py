@@ -185,3 +185,15 @@ def test_embeddings_lines_of_a_batch_api_job_are_refused_and_its_chat_lines_go(t
     )
     assert chunked.returncode == 2
     assert "--embed-chunk applies to online sending, not to --via batch-api" in chunked.stderr
+
+
+@pytest.mark.parametrize("option", ["--embed-chunk", "-c"])
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_a_count_below_one_is_a_usage_error_and_nothing_is_sent(tmp_path: Path, option: str, value: str) -> None:
+    (tmp_path / "in.jsonl").write_text(json.dumps(embed_line("e", "fake/embed", "x")) + "\n")
+    command = [sys.executable, "-m", "llmadapters.cli", "batch", "in.jsonl", "-o", "out.jsonl", option, value]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2
+    assert f"argument {option}" in run.stderr
+    assert f"expected a whole number of 1 or more, got '{value}'" in run.stderr
+    assert not (tmp_path / "out.jsonl").exists()
