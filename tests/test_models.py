@@ -72,22 +72,15 @@ def test_the_sync_client_lists_the_default_providers_models() -> None:
     assert {model.provider for model in models} == {"fake"}
 
 
+def cli_models(provider: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "llmadapters.cli", "models", provider]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
 def test_cli_models_prints_one_id_a_line(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "llmadapters.cli", "models", "fake"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    run = cli_models("fake", tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [*EMBEDDING_MODELS, *BEHAVIOURS]
-    refused = subprocess.run(
-        [sys.executable, "-m", "llmadapters.cli", "models", "nowhere"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    refused = cli_models("nowhere", tmp_path)
     assert refused.returncode == 1
     assert "unknown provider 'nowhere'" in refused.stderr
