@@ -67,3 +67,12 @@ def wait_for_port(port: int, seconds: float = 5.0) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def with_section(text: str, new: str, markers: tuple[str, str]) -> str:
+    """``text`` (a generated page) with the section between ``markers`` (a benchmark's own,
+    kept when the page is rewritten) replaced by ``new``, or ``new`` appended."""
+    begin, end = text.find(markers[0]), text.find(markers[1])
+    if begin != -1 and end > begin:
+        return text[:begin] + new + text[end + len(markers[1]) + 1 :]
+    return text.rstrip("\n") + "\n\n" + new

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import start_fake_server
+from common import start_fake_server, with_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH_SIZE = 64
@@ -176,14 +176,6 @@ details on [Ray Data, measured](ray-performance.md).
 """
 
 
-def with_section(text: str, new: str) -> str:
-    """``text`` with its section between the markers replaced by ``new``, or ``new`` appended."""
-    begin, end = text.find(SECTION[0]), text.find(SECTION[1])
-    if begin != -1 and end > begin:
-        return text[:begin] + new + text[end + len(SECTION[1]) + 1 :]
-    return text.rstrip("\n") + "\n\n" + new
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=20_000, help=f"rows per run, more than {BATCH_SIZE}")
@@ -194,7 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "ray-performance.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "ray-performance.md").write_text(page(results))
     performance = args.out / "performance.md"
-    performance.write_text(with_section(performance.read_text() if performance.exists() else "", section(results)))
+    performance.write_text(
+        with_section(performance.read_text() if performance.exists() else "", section(results), SECTION)
+    )
     print(json.dumps(results, indent=2))
 
 

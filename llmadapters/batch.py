@@ -11,8 +11,12 @@ lines do not hold up the lines of another behind them, until `MAX_HELD` lines ar
 and unfinished: memory is bounded, never growing with the input.
 
 Requests are dicts in the OpenAI Batch API line format
-(``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}``) or plain
-``{"model", "messages", ...}`` bodies. This module also reads and writes the JSONL files of
+(``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}``, or
+``"url": "/v1/embeddings"`` with an embeddings body) or plain ``{"model", "messages",
+...}`` bodies (``{"model", "input", ...}`` for embeddings); one input may mix both.
+An embeddings input larger than ``embed_chunk`` (or the provider's documented
+``max_inputs``) is sent as several requests, sent one after another, whose replies make
+one result. This module also reads and writes the JSONL files of
 ``llmadapters batch`` (`read_jsonl`, `output_record`, `completed_ids`) and keeps the
 run's figures (`BatchSummary`).
 """
@@ -34,20 +38,23 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
+from .embeddings import chunked, joined
 from .errors import APIStatusError, BadRequestError, ConfigError, LLMAdapterError, RateLimitError
 from .fallback import FALLBACK_ON, chain_error, models_of
 from .middleware.retry import rate_limit_retryable
 from .pricing import CostTally
 from .spend import Budget, BudgetReached
-from .types import BatchResult, ChatCompletion
+from .streaming import ChatCompletionStream
+from .types import BatchResult, CreateEmbeddingResponse, EmbeddingRequest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
     from .client import AsyncClient
+    from .middleware.base import Reply
     from .providers.base import ProviderSpec
     from .routes import Route
-    from .types import ChatRequest, Cost
+    from .types import Cost, Request
 
 __all__ = [
     "BatchItem",
@@ -61,11 +68,13 @@ __all__ = [
     "output_record",
     "parse_item",
     "read_jsonl",
+    "requests_of",
     "set_aside_failed",
     "write_record",
 ]
 
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+_EMBEDDINGS_PATHS = ("/v1/embeddings", "/embeddings")
 
 
 @attrs.frozen(kw_only=True)
@@ -75,9 +84,12 @@ class BatchItem:
     Attributes:
         index: its position in the input (0-based).
         custom_id: its id: the input's ``custom_id``, else ``line-<index + 1>``.
-        body: the chat-completions body, or None when the input is not a valid request.
+        body: the chat-completions (or embeddings) body, or None when the input is not
+            a valid request.
         problem: why it is not valid (with its line number when read from a file).
         line: its line number in the input file (1-based), when read from one.
+        embeddings: whether it asks for embeddings (``url`` ``/v1/embeddings``, or a plain
+            body with ``input`` and no ``messages``).
     """
 
     index: int
@@ -85,10 +97,12 @@ class BatchItem:
     body: dict[str, Any] | None = None
     problem: str | None = None
     line: int | None = None
+    embeddings: bool = False
 
 
 def parse_item(index: int, raw: object, *, where: str | None = None, default_id: str | None = None) -> BatchItem:
-    """Read one request: an OpenAI Batch API line, or a plain chat-completions body.
+    """Read one request: an OpenAI Batch API line, or a plain chat-completions (or
+    embeddings) body.
     Without a ``custom_id`` its id is ``default_id`` (``line-<index + 1>`` by default)."""
     where = where or f"request {index}"
     default_id = default_id or f"line-{index + 1}"
@@ -99,13 +113,19 @@ def parse_item(index: int, raw: object, *, where: str | None = None, default_id:
         return BatchItem(index=index, custom_id=default_id, problem=f"{where}: custom_id must be a non-empty string")
     if "body" in raw:
         body, url, method = raw["body"], raw.get("url", "/v1/chat/completions"), raw.get("method", "POST")
-        if method != "POST" or url not in _CHAT_PATHS:
-            problem = f"{where}: only POST /v1/chat/completions is supported, got {method} {url}"
+        if method != "POST" or url not in (*_CHAT_PATHS, *_EMBEDDINGS_PATHS):
+            problem = f"{where}: only POST /v1/chat/completions and /v1/embeddings are supported, got {method} {url}"
             return BatchItem(index=index, custom_id=custom_id, problem=problem)
+        embeddings = url in _EMBEDDINGS_PATHS
     else:
         body = {k: v for k, v in raw.items() if k != "custom_id"}
+        embeddings = isinstance(body, dict) and "input" in body and "messages" not in body
     if not isinstance(body, dict):
         return BatchItem(index=index, custom_id=custom_id, problem=f"{where}: body must be a JSON object")
+    if embeddings:
+        if "input" not in body:
+            return BatchItem(index=index, custom_id=custom_id, problem=f"{where}: an embeddings body needs 'input'")
+        return BatchItem(index=index, custom_id=custom_id, body=body, embeddings=True)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return BatchItem(index=index, custom_id=custom_id, problem=f"{where}: 'messages' must be a non-empty list")
@@ -287,14 +307,37 @@ def set_aside_failed(path: str | os.PathLike[str], shard: Shard | None = None) -
     return done
 
 
+def requests_of(
+    client: AsyncClient, item: BatchItem, model: str | None = None
+) -> tuple[tuple[str | None, ...], tuple[Request, ...]]:
+    """The models of a valid ``item`` (its own, else ``model``; one, or a fallback chain)
+    and its request to each, a `ChatRequest` or an `EmbeddingRequest` (never streamed:
+    a batch gets whole replies). Raises ValueError, TypeError or ConfigError for a
+    request that cannot be made."""
+    assert item.body is not None
+    body = dict(item.body)
+    body.pop("stream", None)
+    own = body.pop("model", None)
+    models = models_of(model if own is None else own)
+    if item.embeddings:
+        inputs = body.pop("input")
+        return models, tuple(client.embedding_request(input=inputs, model=m, **body) for m in models)
+    messages = body.pop("messages")
+    return models, tuple(client.request(messages=messages, model=m, **body) for m in models)
+
+
 def output_record(result: BatchResult) -> dict[str, Any]:
-    """``result`` in the OpenAI Batch API output format."""
+    """``result`` in the OpenAI Batch API output format. An embeddings body holds the
+    vectors as the line asked for them: floats unless it set ``encoding_format`` (base64
+    that went over the wire for speed is decoded)."""
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
-    if result.response is not None:
-        http = result.response.http
+    reply = result.response
+    if reply is not None:
+        http = reply.http
         status, request_id = (200, None) if http is None else (http.status, http.request_id)
-        response = {"status_code": status, "request_id": request_id, "body": result.response.raw}
+        body = reply.to_dict() if isinstance(reply, CreateEmbeddingResponse) else reply.raw
+        response = {"status_code": status, "request_id": request_id, "body": body}
     exc = result.error
     if isinstance(exc, APIStatusError) and result.attempts:  # a server's answer, not a local refusal
         response = {"status_code": exc.status, "request_id": exc.request_id, "body": exc.body}
@@ -310,16 +353,19 @@ class _Line:
 
     item: BatchItem
     models: tuple[str | None, ...]  # as written in the line: one, or a fallback chain
-    requests: tuple[ChatRequest, ...]  # one per model
+    requests: tuple[Request, ...]  # one per model
     failures: list[tuple[str | None, LLMAdapterError]] = attrs.field(factory=list)  # of the models tried
     started: float | None = None  # loop.time() at its first attempt
     since: float | None = None  # loop.time() at its first attempt on its current model
     key: str | None = None  # its Idempotency-Key, the same each time it is sent to one model
     attempts: int = 0
     rate_limited: int = 0
+    # The replies to the chunks of an embeddings input answered so far: a line put aside
+    # after a 429 sends only the rest.
+    parts: list[CreateEmbeddingResponse] = attrs.field(factory=list)
 
     @property
-    def request(self) -> ChatRequest:
+    def request(self) -> Request:
         return self.requests[len(self.failures)]
 
     def fall_back(self, error: LLMAdapterError) -> bool:
@@ -328,7 +374,7 @@ class _Line:
         if len(self.failures) + 1 >= len(self.requests) or not isinstance(error, FALLBACK_ON):
             return False
         self.failures.append((self.models[len(self.failures)], error))
-        self.since, self.key, self.rate_limited = None, None, 0
+        self.since, self.key, self.rate_limited, self.parts = None, None, 0, []
         return True
 
     def error(self, error: LLMAdapterError) -> LLMAdapterError:
@@ -394,9 +440,12 @@ class BatchRun:
         model: str | None = None,
         line_deadline: float = 3600.0,
         max_cost: Cost | None = None,
+        embed_chunk: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if embed_chunk is not None and embed_chunk < 1:
+            raise ValueError("embed_chunk must be >= 1")
         if not line_deadline > 0:
             raise ValueError("line_deadline must be > 0")
         if isinstance(requests, Collection):  # read twice; an iterator is read once, unchecked
@@ -406,6 +455,7 @@ class BatchRun:
         self._concurrency = concurrency
         self._model = model
         self._line_deadline = line_deadline
+        self._embed_chunk = embed_chunk
         self._results: asyncio.Queue[BatchResult | _End] | None = None
         self._lanes: dict[str, _Lane] = {}
         self._held = asyncio.Semaphore(max(MAX_HELD, 4 * concurrency))
@@ -489,14 +539,8 @@ class BatchRun:
 
     def _line(self, item: BatchItem) -> _Line | BatchResult:
         if item.body is not None:
-            body = dict(item.body)
-            messages = body.pop("messages")
-            body.pop("stream", None)  # a batch gets whole replies
-            model = body.pop("model", None)
             try:
-                models = models_of(self._model if model is None else model)
-                requests = tuple(self._client.request(messages=messages, model=m, **body) for m in models)
-                return _Line(item, models, requests)
+                return _Line(item, *requests_of(self._client, item, self._model))
             except (ValueError, TypeError, ConfigError) as exc:
                 where = f"line {item.line}" if item.line is not None else f"request {item.index}"
                 item = attrs.evolve(item, problem=f"{where}: {exc}")
@@ -536,7 +580,7 @@ class BatchRun:
                 await self._results.put(result)
                 self._finish()
 
-    async def _reserve(self, route: Route, request: ChatRequest) -> float | None:
+    async def _reserve(self, route: Route, request: Request) -> float | None:
         """The budget held for a call of ``request`` (0 without a budget); None when the
         budget is reached, which stops the run."""
         budget = self.budget
@@ -596,13 +640,8 @@ class BatchRun:
                 self._finish()
                 return None
             outcome = {}  # none yet: a call put aside after a 429 settles with no reply
-            call = route.call(line.request, defer_rate_limits=True)
-            if line.key is None:
-                line.key = call.idempotency_key
-            else:
-                call.idempotency_key = line.key
             try:
-                reply = await route.handle(call)
+                reply = await self._send(route, line)
             except RateLimitError as exc:
                 delay = self._requeue_delay(line, exc, route.spec)
                 if delay is not None:
@@ -616,10 +655,9 @@ class BatchRun:
             except LLMAdapterError as exc:
                 outcome = {"error": exc}
             else:
-                assert isinstance(reply, ChatCompletion)  # a unary request gets a whole reply
+                assert not isinstance(reply, ChatCompletionStream)  # a unary request gets a whole reply
                 outcome = {"response": reply}
             finally:
-                line.attempts += call.metadata.get("attempts", 1)
                 if self.budget is not None:
                     self.budget.settle(reserved, outcome.get("response"))
         if "error" in outcome:
@@ -632,6 +670,39 @@ class BatchRun:
         return BatchResult(
             index=item.index, custom_id=item.custom_id, latency_s=latency, attempts=line.attempts, **outcome
         )
+
+    async def _send(self, route: Route, line: _Line) -> Reply:
+        """Send ``line``'s request: one call, or for an embeddings input larger than the
+        chunk size (``embed_chunk``, else the provider's ``max_inputs``), one call per
+        chunk in turn, their replies joined."""
+        request = line.request
+        if isinstance(request, EmbeddingRequest):
+            api = route.spec.embeddings
+            size = self._embed_chunk or (api.max_inputs if api is not None else None)
+            parts = chunked(request, size) if size else [request]
+            if len(parts) > 1:
+                while len(line.parts) < len(parts):
+                    reply = await self._send_one(route, line, parts[len(line.parts)])
+                    assert isinstance(reply, CreateEmbeddingResponse)
+                    line.parts.append(reply)
+                    line.key = None  # the next chunk is another call
+                    if len(line.parts) > 1:
+                        line.attempts -= 1  # its chunks count as one call: their retries count
+                replies, line.parts = line.parts, []
+                return joined(replies)
+        return await self._send_one(route, line, request)
+
+    async def _send_one(self, route: Route, line: _Line, request: Request) -> Reply:
+        """One call of ``request``, with the line's Idempotency-Key when it was sent before."""
+        call = route.call(request, defer_rate_limits=True)
+        if line.key is None:
+            line.key = call.idempotency_key
+        else:
+            call.idempotency_key = line.key
+        try:
+            return await route.handle(call)
+        finally:
+            line.attempts += call.metadata.get("attempts", 1)
 
 
 # Latencies are counted in buckets 1% wide (on a log scale), not kept one by one: the
@@ -673,6 +744,7 @@ class BatchSummary:
     tokens_in: int = 0
     tokens_out: int = 0
     retries: int = 0
+    cached: int = 0  # replies answered by the response cache
     costs: CostTally = attrs.field(factory=CostTally)
     unpriced: Counter[str] = attrs.field(factory=Counter)  # replies of models with no known price
     limits: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # AsyncClient.limits() at the end
@@ -693,6 +765,8 @@ class BatchSummary:
         reply = result.response
         if reply is None:
             return
+        if reply.http is not None and reply.http.cached:
+            self.cached += 1
         if reply.usage is not None:
             self.tokens_in += reply.usage.prompt_tokens or 0
             self.tokens_out += reply.usage.completion_tokens or 0
@@ -715,6 +789,7 @@ class BatchSummary:
             "errors": self.errors,
             "errors_by_kind": {k: v for k, v in sorted(self.outcomes.items()) if k != "ok"},
             "retries": self.retries,
+            "cached": self.cached,
             "latency_s": {"p50": percentile(50), "p95": percentile(95), "p99": percentile(99)},
             "tokens": {"in": self.tokens_in, "out": self.tokens_out},
             "cost": {**self.costs.as_dict(), "unpriced": dict(sorted(self.unpriced.items()))},

@@ -30,12 +30,11 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 import attrs
-import httpx2
 
 from .batch import write_record
-from .errors import BadRequestError, ConfigError, ConnectError, LLMAdapterError, TransportError, status_error
-from .middleware.auth import Scrubber
+from .errors import BadRequestError, ConfigError, LLMAdapterError, status_error
 from .pricing import cost_of
+from .provider_http import ProviderHTTP
 from .types import BatchResult, ChatCompletion, ResponseInfo
 
 if TYPE_CHECKING:
@@ -114,68 +113,31 @@ class JobState:
         return self.chunks[-1].end if self.chunks else 0
 
 
-class _Files:
-    """The provider's files and batches endpoints, over HTTP, with the first of the
-    provider's keys; a key a server echoes is masked (`Scrubber`) in errors and records."""
-
-    def __init__(self, route: Route) -> None:
-        auth = next(iter(route.auth.values()), {})
-        secrets = [value for value in auth.values()] + [v.split(" ", 1)[1] for v in auth.values() if " " in v]
-        self.scrub = Scrubber(secrets)
-        endpoint = route.endpoint
-        self._http = httpx2.AsyncClient(
-            base_url=endpoint.base_url.rstrip("/") + "/",
-            headers={**endpoint.headers, **auth},
-            params=dict(endpoint.query),
-            timeout=httpx2.Timeout(endpoint.timeouts.read or 600.0, connect=endpoint.timeouts.connect),
-        )
-        self._provider = route.spec.name
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx2.ConnectError as exc:
-            raise ConnectError(f"{method} {path} of {self._provider}: cannot connect ({exc})") from None
-        except httpx2.HTTPError as exc:
-            raise TransportError(f"{method} {path} of {self._provider}: {type(exc).__name__} {exc}") from None
-        if response.status_code >= 400:
-            try:
-                body: object = response.json()
-            except ValueError:
-                body = response.text
-            error = status_error(response.status_code, response.headers, body, provider=self._provider)
-            self.scrub.error(error)
-            raise error
-        return response
-
-    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        data = (await self._request(method, path, **kwargs)).json()
-        if not isinstance(data, dict):
-            raise BatchAPIError(f"{method} {path} of {self._provider} answered {type(data).__name__}, not an object")
-        return data
+class _Files(ProviderHTTP):
+    """The provider's files and batches endpoints."""
 
     async def upload(self, name: str, data: bytes) -> str:
         files = {"file": (name, data, "application/jsonl")}
-        return str((await self._json("POST", "files", data={"purpose": "batch"}, files=files))["id"])
+        return str((await self.json("POST", "files", data={"purpose": "batch"}, files=files))["id"])
 
     async def content(self, file_id: str) -> bytes:
-        return (await self._request("GET", f"files/{file_id}/content")).content
+        return (await self.request("GET", f"files/{file_id}/content")).content
 
     async def create(self, api: BatchAPI, file_id: str) -> dict[str, Any]:
         body: dict[str, Any] = {"input_file_id": file_id, "endpoint": api.endpoint}
         if api.completion_window is not None:
             body["completion_window"] = api.completion_window
-        return await self._json("POST", "batches", json=body)
+        return await self.json("POST", "batches", json=body)
 
     async def get(self, batch_id: str) -> dict[str, Any]:
-        return await self._json("GET", f"batches/{batch_id}")
+        return await self.json("GET", f"batches/{batch_id}")
 
     async def find(self, file_id: str) -> dict[str, Any] | None:
         """The batch made of ``file_id``, looked up in the list of batches (newest first)."""
         after: str | None = None
         while True:
             params = {"limit": "100", **({"after": after} if after else {})}
-            page = await self._json("GET", "batches", params=params)
+            page = await self.json("GET", "batches", params=params)
             batches = [b for b in page.get("data", ()) if isinstance(b, dict)]
             for batch in batches:
                 if batch.get("input_file_id") == file_id:
@@ -282,7 +244,9 @@ class BatchAPIJob:
     def _line(self, item: BatchItem, route: Route, api: BatchAPI) -> tuple[str, bytes] | BatchResult:
         """The file line of ``item`` (and its model), or its error result."""
         problem = item.problem
-        if item.body is not None:
+        if item.embeddings:
+            problem = f"line {item.line}: an embeddings line is sent online (--via online), not in a Batch API job"
+        elif item.body is not None:
             body = dict(item.body)
             messages = body.pop("messages")
             body.pop("stream", None)

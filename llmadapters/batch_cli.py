@@ -68,7 +68,7 @@ def add_parser(commands: Any) -> None:
     batch.add_argument("input", help="JSONL requests (OpenAI Batch API lines or plain bodies); '-' for stdin")
     batch.add_argument("-o", "--output", help="where to append results (JSONL); '-' for stdout (required to send)")
     batch.add_argument("-m", "--model", default=None, help="provider/model for requests that name none")
-    batch.add_argument("-c", "--concurrency", type=int, default=64, help="calls in flight per provider (64)")
+    batch.add_argument("-c", "--concurrency", type=_count, default=64, help="calls in flight per provider (64)")
     batch.add_argument("--rpm", type=float, default=None, help="requests per minute, per provider")
     batch.add_argument("--tpm", type=float, default=None, help="tokens per minute, per provider")
     batch.add_argument("--resume", action="store_true", help="skip the custom_ids already in the output")
@@ -123,6 +123,14 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="with --via batch-api, the first wait between polls of the batches; it doubles up to 300 (10)",
     )
+    batch.add_argument(
+        "--embed-chunk",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="split an embeddings line's input into requests of N inputs at most, joined into one record "
+        "(default: the provider's documented limit, where known)",
+    )
     batch.add_argument("--config", default=None, help="a TOML config file")
     batch.add_argument(
         "--on",
@@ -150,6 +158,18 @@ def _seconds(text: str) -> float:
         value = float("nan")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
     return value
 
 
@@ -310,7 +330,8 @@ def _print_summary(figures: dict[str, Any], interrupted: bool) -> None:
         ended,
         f"  requests {figures['requests']}: {figures['ok']} ok, {figures['errors']} errors"
         + (f" ({', '.join(f'{k} {v}' for k, v in figures['errors_by_kind'].items())})" if figures["errors"] else ""),
-        f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out",
+        f"  retries {figures['retries']}, tokens {figures['tokens']['in']} in / {figures['tokens']['out']} out"
+        + (f", {figures['cached']} from the cache" if figures.get("cached") else ""),
         *_cost_lines(figures["cost"]),
         f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, p99 {lat['p99']} s" if lat["p50"] is not None else "",
         f"  wall {figures['wall_s']} s, {figures['requests_per_s']} requests/s",
@@ -388,6 +409,7 @@ async def _drive(
             model=args.model,
             line_deadline=args.line_deadline,
             max_cost=args.max_cost,
+            embed_chunk=args.embed_chunk,
         )
         progress.limits = client.limits
         main = asyncio.current_task()
@@ -451,12 +473,14 @@ def _batch_api_job(args: argparse.Namespace, client: AsyncClient) -> JobState:
         ("--max-cost", args.max_cost),
         ("--shard", args.shard),
         ("--retry-failed", args.retry_failed),
+        ("--embed-chunk", args.embed_chunk),
     ):
         if given:
             raise UsageProblem(f"{option} applies to online sending, not to --via batch-api")
-    first = next((item for item in read_jsonl(_lines(args.input)) if item.body is not None), None)
+    lines = read_jsonl(_lines(args.input))
+    first = next((item for item in lines if item.body is not None and not item.embeddings), None)
     if first is None:
-        raise UsageProblem(f"{args.input}: no valid request to send")
+        raise UsageProblem(f"{args.input}: no valid chat request to send")
     assert first.body is not None
     try:
         request = client.request(messages=first.body["messages"], model=first.body.get("model") or args.model)

@@ -3,6 +3,7 @@
 llmadapters batch IN.jsonl -o OUT.jsonl
 llmadapters chat "Say hi" [--model fake/echo] [--no-stream] [--transport httpx]
 llmadapters fake-server [--port 8000] [--ttft-ms 300] [--tps 50]
+llmadapters models PROVIDER [--json]
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     fake.add_argument("--ttft-ms", type=float, default=0.0, help="time to first token, in milliseconds")
     fake.add_argument("--tps", type=float, default=None, help="tokens per second (default: instant)")
+    models = commands.add_parser("models", help="list the models a provider serves (its GET /models)")
+    models.add_argument("provider", help="a provider's name, e.g. openai, deepseek, fake")
+    models.add_argument("--json", action="store_true", help="the provider's JSON of each model, one a line")
+    models.add_argument("--config", default=None, help="a TOML config file")
     for name, what in LISTINGS.items():
         listing = commands.add_parser(name, help=f"list {what}")
         listing.add_argument("--config", default=None, help="a TOML config file (for its plugin allow-list)")
@@ -175,6 +180,18 @@ class _Reasoning:
             self.started = False
 
 
+async def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from .client import AsyncClient
+
+    async with AsyncClient(args.config) as client:
+        models = await client.models.list(args.provider)
+    for model in models:
+        print(json.dumps(model.to_dict(), ensure_ascii=False) if args.json else model.id)
+    return 0
+
+
 async def _fake_server(args: argparse.Namespace) -> int:
     from .testing.fake_server import FakeServer, FakeServerOptions
 
@@ -256,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
         if args.command in LISTINGS:
             return _listing(args)
-        return asyncio.run(_chat(args) if args.command == "chat" else _fake_server(args))
+        commands = {"chat": _chat, "models": _models, "fake-server": _fake_server}
+        return asyncio.run(commands[args.command](args))
     except LLMAdapterError as exc:
         print(f"llmadapters: error: {exc}", file=sys.stderr)
         return 1

@@ -25,14 +25,34 @@ from .errors import ConfigError, LLMAdapterError, shown, unknown_name
 from .fallback import FALLBACK_ON, ModelChoice, chain_error, models_of
 from .plugins import Registry
 from .pricing import parse_amount
-from .routes import MiddlewareChoice, Route, build_route, check_features, needed_features, shared_limiter
+from .routes import (
+    MiddlewareChoice,
+    Route,
+    build_route,
+    check_features,
+    needed_features,
+    provider_spec,
+    shared_limiter,
+)
 from .streaming import ChatCompletionStream
-from .types import BatchResult, ChatCompletion, ChatCompletionChunk, ChatRequest, Cost, Message
+from .types import (
+    BatchResult,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Cost,
+    CreateEmbeddingResponse,
+    EmbeddingRequest,
+    Message,
+    Model,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
+    from .middleware.base import Reply
 
 __all__ = ["AsyncClient", "ChatCompletionStream", "Client", "SyncChatCompletionStream", "SyncIterator"]
 
@@ -120,6 +140,74 @@ class _Chat:
         self.completions = _Completions(client)
 
 
+class _Embeddings:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        input: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
+        model: str | None = None,
+        provider: str | None = None,
+        dimensions: int | None = None,
+        encoding_format: Literal["float", "base64"] | None = None,
+        **params: Any,
+    ) -> CreateEmbeddingResponse:
+        """Call the embeddings API of the provider named in ``model``, as the openai
+        SDK's ``embeddings.create``: ``input`` is a string or a list of strings (or
+        token ids), ``dimensions`` shortens the vectors where the model allows it.
+        Without ``encoding_format`` the vectors travel as base64 (where the provider
+        takes it) and come back decoded to floats; ``"float"`` or ``"base64"`` asks for
+        that, and the vectors are left as sent. ``model="zhipu"`` (a provider alone)
+        takes the first embedding model its plugin lists. Other keywords and the
+        per-call options (``extra_headers``, ``extra_body``, ...) are as in
+        ``chat.completions.create``. Retries, rate limits (counting the input's tokens),
+        timeouts, logging and the cache apply as to a chat call.
+        """
+        if dimensions is not None:
+            params["dimensions"] = dimensions
+        request = self._client.embedding_request(
+            input=input, model=model, provider=provider, encoding_format=encoding_format, **params
+        )
+        reply = await self._client.call(request)
+        assert isinstance(reply, CreateEmbeddingResponse)
+        return reply
+
+
+class _Models:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self, provider: str | None = None) -> list[Model]:
+        """The models ``provider`` lists (``GET /models``; the default model's provider
+        when None), as the openai SDK's ``models.list()``, but whole, not a page.
+        `ConfigError` for a provider that has no such endpoint (``ProviderSpec.models_path``).
+        Sent beside the middleware chain, with the provider's first key: no retry, no
+        rate limit."""
+        client = self._client
+        if provider is None:
+            default = client.settings.model
+            if default is None:
+                raise ConfigError("no provider given, and no default model (defaults.model) to take it from")
+            provider = default.partition("/")[0]
+        spec = provider_spec(provider, client.settings, client.registry)
+        path = spec.models_path
+        if path is None:
+            raise ConfigError(f"provider {provider!r} lists no models that llmadapters knows of (no models endpoint)")
+        route = await client.route(provider)
+        from .provider_http import ProviderHTTP  # httpx2, imported when models are listed
+
+        http = ProviderHTTP(route)
+        try:
+            page = await http.json("GET", path)
+        finally:
+            await http.aclose()
+        return [
+            Model.from_dict(item, provider=provider) for item in page.get("data") or () if isinstance(item, Mapping)
+        ]
+
+
 Config = str | os.PathLike[str] | Mapping[str, Any] | None
 
 
@@ -188,6 +276,8 @@ class AsyncClient:
         self._route_lock: asyncio.Lock | None = None
         self._closed = False
         self.chat = _Chat(self)
+        self.embeddings = _Embeddings(self)
+        self.models = _Models(self)
 
     def _check(self) -> None:
         """Fail now, not at the first call: on names nobody registered, and on key
@@ -272,23 +362,41 @@ class AsyncClient:
         **params: Any,
     ) -> ChatRequest:
         """Resolve provider and model names into a `ChatRequest`, without sending it."""
+        name, model_name = self._provider_and_model(model, provider)
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+            raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
+        options = _call_options(params)
+        return ChatRequest(provider=name, model=model_name, messages=messages, params=params, stream=stream, **options)
+
+    def embedding_request(
+        self,
+        *,
+        input: object,
+        model: str | None = None,
+        provider: str | None = None,
+        encoding_format: str | None = None,
+        **params: Any,
+    ) -> EmbeddingRequest:
+        """Resolve provider and model names into an `EmbeddingRequest`, without sending it."""
+        name, model_name = self._provider_and_model(model, provider, embeddings=True)
+        options = _call_options(params)
+        return EmbeddingRequest(
+            provider=name, model=model_name, input=input, params=params, encoding_format=encoding_format, **options
+        )
+
+    def _provider_and_model(
+        self, model: str | None, provider: str | None, *, embeddings: bool = False
+    ) -> tuple[str, str]:
         if model is not None and not isinstance(model, str):
             raise TypeError(f"model must be a 'provider/model' string, got {shown(model)}")
         if provider is not None and (not isinstance(provider, str) or not provider):
             raise TypeError(f"provider must be a provider's name, got {shown(provider)}")
-        name, model_name = self._resolve(model, provider)
+        name, model_name = self._resolve(model, provider, embeddings=embeddings)
         if name not in self._routes and not self._known(name):
             where = f"model {shown(model or self.settings.model)}" if provider is None else "provider"
             error = unknown_name(where, "provider", name, self.registry.providers)
             raise ConfigError(f"{error}; for any OpenAI-compatible server, set providers.{name}.base_url")
-        if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
-            raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
-        options = {key: params.pop(key, None) for key in ("extra_headers", "extra_query", "timeout")}
-        extra_body = params.pop("extra_body", None) or {}
-        if not isinstance(extra_body, Mapping):
-            raise TypeError(f"extra_body must be a dict of body fields, got {type(extra_body).__name__}")
-        params.update(extra_body)
-        return ChatRequest(provider=name, model=model_name, messages=messages, params=params, stream=stream, **options)
+        return name, model_name
 
     def _known(self, provider: str) -> bool:
         """Whether ``provider`` is registered, or configured with a base_url (ad hoc)."""
@@ -305,11 +413,18 @@ class AsyncClient:
     ) -> ChatCompletion | ChatCompletionStream:
         """Make one call to one model through its route (what ``create`` does per model)."""
         request = self.request(messages=messages, model=model, provider=provider, stream=stream, **params)
-        route = self._routes.get(request.provider) or await self.route(request.provider)
-        reply = await route.handle(route.call(request))
+        reply = await self.call(request)
+        assert not isinstance(reply, CreateEmbeddingResponse)
         return reply.keep_chunks() if isinstance(reply, ChatCompletionStream) else reply
 
-    def _resolve(self, model: str | None, provider: str | None) -> tuple[str, str]:
+    async def call(self, request: ChatRequest | EmbeddingRequest) -> Reply:
+        """Send one request, made by `request` or `embedding_request`, through its route."""
+        route = self._routes.get(request.provider) or await self.route(request.provider)
+        return await route.handle(route.call(request))
+
+    def _resolve(self, model: str | None, provider: str | None, *, embeddings: bool = False) -> tuple[str, str]:
+        if embeddings and not model and not provider and self.settings.model:
+            provider = self.settings.model.partition("/")[0]  # the default model is a chat model
         model = model or (None if provider else self.settings.model)
         if provider is None:
             if model is None:
@@ -324,8 +439,16 @@ class AsyncClient:
             else:
                 raise ValueError(f"model {shown(model)} names no provider: write 'provider/model' or pass provider=")
         if not model:
+            if embeddings:
+                return provider, self._default_embedding_model(provider)
             model = self.settings.provider(provider).model or self._default_model(provider)
         return provider, model
+
+    def _default_embedding_model(self, provider: str) -> str:
+        spec = self.registry.providers.get(provider)
+        if spec is None or spec.embeddings is None or not spec.embeddings.models:
+            raise ValueError(f"no model given for provider {shown(provider)} and it lists no embedding model")
+        return spec.embeddings.models[0]
 
     def _default_model(self, provider: str) -> str:
         spec = self.registry.providers.get(provider)
@@ -357,13 +480,18 @@ class AsyncClient:
         model: str | None = None,
         line_deadline: float = 3600.0,
         max_cost: Cost | str | float | None = None,
+        embed_chunk: int | None = None,
     ) -> BatchRun:
         """Answer many requests: ``async for result in client.batch(requests)``.
 
         ``requests`` is any iterable or async iterable, read lazily, of OpenAI Batch API
         lines (``{"custom_id", "method", "url", "body"}``) or plain chat-completions
-        bodies (``{"model", "messages", ...}``); ``model`` is used where a request names
-        none. Each provider gets ``concurrency`` calls in flight at most, within its
+        bodies (``{"model", "messages", ...}``), or embeddings requests (``"url":
+        "/v1/embeddings"``, or ``{"model", "input", ...}``), mixed as they come; ``model``
+        is used where a request names none. An embeddings input of more than
+        ``embed_chunk`` items (by default the provider's documented ``max_inputs``) is
+        sent as requests of that many, in turn, joined into one result. Each provider
+        gets ``concurrency`` calls in flight at most, within its
         route's limits, retries and timeouts; results come as they complete, one per
         request, in `BatchResult`s. A request answered 429 is put aside and sent again
         (after its ``Retry-After``) until ``line_deadline`` seconds have passed since
@@ -374,7 +502,13 @@ class AsyncClient:
         """
         budget = self.settings.max_cost if max_cost is None else parse_amount(max_cost)
         return BatchRun(
-            self, requests, concurrency=concurrency, model=model, line_deadline=line_deadline, max_cost=budget
+            self,
+            requests,
+            concurrency=concurrency,
+            model=model,
+            line_deadline=line_deadline,
+            max_cost=budget,
+            embed_chunk=embed_chunk,
         )
 
     def limits(self) -> dict[str, dict[str, Any]]:
@@ -407,6 +541,17 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _call_options(params: dict[str, Any]) -> dict[str, Any]:
+    """Take the openai SDK's per-call options out of ``params``: ``extra_headers``,
+    ``extra_query`` and ``timeout`` are returned, ``extra_body`` merged into ``params``."""
+    options = {key: params.pop(key, None) for key in ("extra_headers", "extra_query", "timeout")}
+    extra_body = params.pop("extra_body", None) or {}
+    if not isinstance(extra_body, Mapping):
+        raise TypeError(f"extra_body must be a dict of body fields, got {type(extra_body).__name__}")
+    params.update(extra_body)
+    return options
 
 
 def _raised(check: Callable[..., None], *args: Any) -> list[str]:
@@ -577,6 +722,26 @@ class _SyncChat:
         self.completions = _SyncCompletions(client)
 
 
+class _SyncModels:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self, provider: str | None = None) -> list[Model]:
+        """Same as `AsyncClient.models.list`, blocking."""
+        client = self._client
+        return client._runner.run(client._async.models.list(provider))
+
+
+class _SyncEmbeddings:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, **kwargs: Any) -> CreateEmbeddingResponse:
+        """Same as `AsyncClient.embeddings.create`, blocking."""
+        client = self._client
+        return client._runner.run(client._async.embeddings.create(**kwargs))
+
+
 class Client:
     """The blocking facade of `AsyncClient`, with the same arguments and surface.
 
@@ -593,6 +758,8 @@ class Client:
         self._finalizer = weakref.finalize(self, _shut_down, self._runner, self._async)
         self.settings = self._async.settings
         self.chat = _SyncChat(self)
+        self.embeddings = _SyncEmbeddings(self)
+        self.models = _SyncModels(self)
 
     def __repr__(self) -> str:
         return f"Client(transport={self.settings.transport!r})"
@@ -605,12 +772,18 @@ class Client:
         model: str | None = None,
         line_deadline: float = 3600.0,
         max_cost: Cost | str | float | None = None,
+        embed_chunk: int | None = None,
     ) -> SyncIterator[BatchResult]:
         """Same as `AsyncClient.batch`, for sync code: the requests run concurrently on the
         client's loop, and ``for result in client.batch(requests)`` gets them as they
         complete."""
         run = self._async.batch(
-            requests, concurrency=concurrency, model=model, line_deadline=line_deadline, max_cost=max_cost
+            requests,
+            concurrency=concurrency,
+            model=model,
+            line_deadline=line_deadline,
+            max_cost=max_cost,
+            embed_chunk=embed_chunk,
         )
         return SyncIterator(aiter(run), self._runner)
 

@@ -32,6 +32,7 @@ from .hookspecs import hookimpl
 from .middleware.base import Call, CallNext, Middleware, Reply
 from .plugins import MiddlewareFactory, TransportFactory
 from .providers.base import (
+    EmbeddingsAPI,
     ProviderSpec,
     bearer_auth,
     json_schema_in_prompt,
@@ -67,12 +68,22 @@ from .transports._kernel import (
 )
 from .transports.base import Endpoint, Timeouts, Transport, redacted_repr
 from .transports.network import FEATURES, KEEPALIVE_EXPIRY, NetworkOptions, redact_url, require
-from .types import ChatCompletion, ChatCompletionChunk, ChatRequest, Message, ResponseInfo, Usage
+from .types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    CreateEmbeddingResponse,
+    EmbeddingRequest,
+    Message,
+    ResponseInfo,
+    Usage,
+)
 
 __all__ = [
     # Registering: the marker of hook implementations.
     "hookimpl",
     # Providers: what `register_providers` registers, and helpers for its fields.
+    "EmbeddingsAPI",
     "ProviderSpec",
     "bearer_auth",
     "json_schema_in_prompt",
@@ -126,6 +137,8 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatRequest",
+    "CreateEmbeddingResponse",
+    "EmbeddingRequest",
     "Message",
     "ResponseInfo",
     "Usage",

@@ -17,6 +17,7 @@ from .errors import (
     AuthenticationError,
     ConfigError,
     LLMAdapterError,
+    MalformedResponseError,
     PluginError,
     StreamError,
     TimeoutError,
@@ -26,11 +27,12 @@ from .errors import (
 from .middleware.auth import AuthMiddleware, KeyRing
 from .middleware.base import Call, CallNext, Middleware, Reply, compose
 from .pricing import PriceList
+from .providers.base import embeddings_payload
 from .providers.builtin import openai_compatible
 from .streaming import ChatCompletionStream
 from .transports.base import Endpoint, Timeouts
 from .transports.network import FEATURES, NetworkOptions, proxy_feature, proxy_for, redact_url, ssl_context
-from .types import ChatCompletion, ChatCompletionChunk, ChatRequest, ResponseInfo
+from .types import ChatCompletion, ChatCompletionChunk, CreateEmbeddingResponse, EmbeddingRequest, ResponseInfo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from .plugins import Registry
     from .providers.base import Launched, ProviderSpec
     from .transports.base import Transport
+    from .types import Request
 
 __all__ = [
     "Route",
@@ -78,11 +81,20 @@ class Route:
     launched: Launched | None = None
     prices: PriceList = attrs.field(factory=PriceList)
     auth: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, repr=False)
+    embeddings_endpoint: Endpoint = attrs.field(init=False, repr=False)
 
-    def call(self, request: ChatRequest, *, defer_rate_limits: bool = False) -> Call:
+    def __attrs_post_init__(self) -> None:
+        # Made once: a middleware that memoises per endpoint (auth) sees the same one on
+        # every embeddings call.
+        self.embeddings_endpoint = attrs.evolve(self.endpoint, path=EmbeddingRequest.path)
+
+    def call(self, request: Request, *, defer_rate_limits: bool = False) -> Call:
         """A new `Call` of ``request`` on this route, for ``await route.handle(call)``,
-        with the request's own headers, query and timeouts over the route's."""
+        with the request's own headers, query and timeouts over the route's, sent to the
+        path of its kind (``/embeddings`` for an `EmbeddingRequest`)."""
         endpoint = self.endpoint
+        if isinstance(request, EmbeddingRequest):
+            endpoint = self.embeddings_endpoint
         if request.extra_query or request.timeout:
             endpoint = attrs.evolve(
                 endpoint,
@@ -184,7 +196,33 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
         finally:
             await events.aclose()
 
+    async def embed(call: Call, request: EmbeddingRequest) -> Reply:
+        if spec.embeddings is None:
+            raise ConfigError(f"provider {name!r} has no embeddings endpoint that llmadapters knows of")
+        sent = prices.clock()
+        payload = embeddings_payload(request, spec.embeddings)
+        endpoint = call.endpoint.with_headers(call.headers) if call.headers else call.endpoint
+        with in_transport:
+            data, info = await transport.send(endpoint, payload)
+        # (``normalize`` is the chat dialect's: an embeddings body goes as it came.)
+        try:
+            reply = CreateEmbeddingResponse.from_dict(
+                data, provider=name, http=info, decode=request.encoding_format is None
+            )
+        except (ValueError, TypeError) as exc:  # a vector that is not base64 float32s, or not numbers
+            raise MalformedResponseError(f"{name} answered embeddings that cannot be read: {exc}", body=data) from None
+        if len(reply.data) != len(request.texts):
+            raise MalformedResponseError(
+                f"{name} answered {len(reply.data)} embeddings for {len(request.texts)} inputs", body=data
+            )
+        # Priced as a call whose tokens are all input (the usage leaves completions out).
+        usage = attrs.evolve(reply.usage, completion_tokens=0) if reply.usage is not None else None
+        cost = prices.cost(request.model, usage, sent)
+        return reply if cost is None else attrs.evolve(reply, cost=cost)
+
     async def send(call: Call) -> Reply:
+        if isinstance(call.request, EmbeddingRequest):
+            return await embed(call, call.request)
         sent = prices.clock()
         with in_prepare:
             payload = prepare(call.request)

@@ -25,7 +25,7 @@ import attrs
 
 from .errors import ConfigError
 from .pricing import CostTally, cost_of, estimate_tokens
-from .types import Usage
+from .types import EmbeddingRequest, Usage
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .batch import BatchItem
     from .client import AsyncClient
     from .pricing import PriceList, TokenCounter
-    from .types import ChatCompletion, ChatRequest, Cost
+    from .types import ChatCompletion, Cost, CreateEmbeddingResponse, Request
 
 __all__ = ["Budget", "BudgetReached", "JobEstimate", "estimate_job", "output_bound"]
 
@@ -48,6 +48,15 @@ def output_bound(params: Mapping[str, Any]) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def prompt_tokens(request: Request, counter: TokenCounter | None) -> int:
+    """The prompt tokens of ``request``: its messages, or each input of an embeddings
+    request counted as a message (a list of token ids as its ids, space separated)."""
+    if isinstance(request, EmbeddingRequest):
+        texts = [text if isinstance(text, str) else " ".join(map(str, text)) for text in request.texts]
+        return estimate_tokens([{"content": text} for text in texts], counter)
+    return estimate_tokens(request.messages, counter)
 
 
 class BudgetReached(Exception):
@@ -72,7 +81,7 @@ class Budget:
         self._most_output = 0
         self._settled = asyncio.Event()  # set (and replaced) each time a call settles
 
-    def estimate(self, request: ChatRequest, prices: PriceList, counter: TokenCounter | None) -> float:
+    def estimate(self, request: Request, prices: PriceList, counter: TokenCounter | None) -> float:
         """The most ``request`` should cost; `BudgetReached` when it cannot be bounded."""
         price = prices.price(request.model)
         where = f"{request.provider}/{request.model}"
@@ -83,8 +92,11 @@ class Budget:
             )
         if price.currency != self.limit.currency:
             raise BudgetReached(f"{where} is priced in {price.currency}, the budget in {self.limit.currency}")
-        prompt = estimate_tokens(request.messages, counter)
-        output = output_bound(request.params) or self._most_output or FIRST_OUTPUT_BOUND
+        prompt = prompt_tokens(request, counter)
+        if isinstance(request, EmbeddingRequest):  # all input
+            output = 0
+        else:
+            output = output_bound(request.params) or self._most_output or FIRST_OUTPUT_BOUND
         cost = cost_of(Usage(prompt_tokens=prompt, completion_tokens=output), price)
         assert cost is not None  # both counts are set
         return cost.amount
@@ -104,7 +116,7 @@ class Budget:
         self.reserved += amount
         return True
 
-    def settle(self, amount: float, reply: ChatCompletion | None) -> None:
+    def settle(self, amount: float, reply: ChatCompletion | CreateEmbeddingResponse | None) -> None:
         """Release a call's reservation, counting what its ``reply`` cost (the estimate
         when the reply's cost is not known; nothing when there is no reply)."""
         self.reserved -= amount
@@ -163,6 +175,7 @@ async def estimate_job(
 ) -> JobEstimate:
     """Price ``items`` before anything is sent: no route is built, no server started.
     With ``batch_api``, at the price of each provider's Batch API."""
+    from .batch import requests_of
     from .routes import price_list, provider_spec
 
     estimate = JobEstimate()
@@ -171,11 +184,8 @@ async def estimate_job(
         if item.body is None:
             estimate.invalid += 1
             continue
-        body = dict(item.body)
-        messages = body.pop("messages")
-        body.pop("stream", None)
         try:
-            request = client.request(messages=messages, model=body.pop("model", None) or model, **body)
+            request = requests_of(client, item, model)[1][0]
         except (ValueError, TypeError, ConfigError):
             estimate.invalid += 1
             continue
@@ -185,8 +195,8 @@ async def estimate_job(
             lists[request.provider] = (price_list(spec, client.settings), spec.count_tokens, factor)
         prices, counter, factor = lists[request.provider]
         where = f"{request.provider}/{request.model}"
-        prompt = estimate_tokens(request.messages, counter)
-        bound = output_bound(request.params)
+        prompt = prompt_tokens(request, counter)
+        bound = 0 if isinstance(request, EmbeddingRequest) else output_bound(request.params)
         estimate.requests[where] += 1
         estimate.prompt_tokens[where] += prompt
         estimate.output_tokens[where] += bound or 0

@@ -14,8 +14,11 @@ This module imports nothing of llmadapters.
 
 from __future__ import annotations
 
+import array
+import base64
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, ClassVar, TypeGuard, TypeVar
 
 import attrs
 
@@ -27,9 +30,14 @@ __all__ = [
     "Choice",
     "ChunkChoice",
     "Cost",
+    "CreateEmbeddingResponse",
     "Delta",
+    "Embedding",
+    "EmbeddingRequest",
     "FunctionCall",
     "Message",
+    "Model",
+    "Request",
     "ResponseInfo",
     "ToolCall",
     "Usage",
@@ -506,6 +514,193 @@ class ChatRequest:
     timeout: Mapping[str, float | None] | None = attrs.field(default=None, converter=_timeout)
 
 
+def decode_base64_floats(text: str) -> list[float]:
+    """A base64 embedding as its floats: little-endian float32s, as the openai SDK
+    decodes them when numpy is not installed (``array``, no numpy needed)."""
+    floats = array.array("f", base64.b64decode(text, validate=True))
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return floats.tolist()
+
+
+def _input(value: object) -> str | list[Any]:
+    """What ``input`` takes, as the openai SDK does: a string, a list of strings, a list
+    of token ids, or a list of such lists; never empty. A `TypeError` says what it got."""
+    if isinstance(value, str):
+        if not value:
+            raise ValueError("input: an empty string cannot be embedded")
+        return value
+    if isinstance(value, (list, tuple)) and value:
+        items = list(value)
+        if all(isinstance(item, str) and item for item in items):
+            return items
+        if all(type(item) is int for item in items):
+            return items
+        if all(isinstance(item, (list, tuple)) and item and all(type(t) is int for t in item) for item in items):
+            return [list(item) for item in items]
+    raise TypeError(
+        "input must be a non-empty string, a list of non-empty strings, a list of token ids or a list of "
+        f"lists of token ids, got {_shown_type(value)}"
+    )
+
+
+def _shown_type(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return "an empty list" if not value else f"a list holding {type(value[0]).__name__}"
+    return f"a {type(value).__name__}"
+
+
+def _encoding_format(value: object) -> str | None:
+    if value is None or value in ("float", "base64"):
+        return value
+    raise ValueError(f"encoding_format must be 'float' or 'base64', got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class EmbeddingRequest:
+    """One embeddings call, as the caller asked for it.
+
+    It goes through the same middleware as a `ChatRequest`, and reads the same where a
+    middleware looks: ``model``, ``params``, ``extra_*`` and ``timeout`` alike,
+    ``stream`` always False and ``messages`` empty; the text is in ``input``.
+
+    Attributes:
+        provider: the provider's name.
+        model: the model name as the provider knows it (``"embedding-3"``).
+        input: a string, a list of strings, a list of token ids or a list of lists of them.
+        params: every other body parameter (``dimensions``, ``user``, ...).
+        encoding_format: what the caller asked for (``"float"`` or ``"base64"``), or
+            None: then base64 goes over the wire (a third of the bytes) and the reply's
+            vectors are decoded to floats, as the openai SDK does.
+        extra_headers, extra_query, timeout: as in `ChatRequest`.
+    """
+
+    path: ClassVar[str] = "/embeddings"
+    stream: ClassVar[bool] = False
+
+    provider: str
+    model: str
+    input: str | list[Any] = attrs.field(converter=_input)
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_params)
+    encoding_format: str | None = attrs.field(default=None, converter=_encoding_format)
+    extra_headers: Mapping[str, str] = attrs.field(factory=dict, converter=_headers)
+    extra_query: Mapping[str, str] = attrs.field(factory=dict, converter=_query)
+    timeout: Mapping[str, float | None] | None = attrs.field(default=None, converter=_timeout)
+
+    @property
+    def messages(self) -> tuple[Mapping[str, Any], ...]:
+        """None: an embeddings call has no messages (its text is in ``input``)."""
+        return ()
+
+    @property
+    def texts(self) -> list[Any]:
+        """``input`` as a list: one item per vector the reply will hold."""
+        return [self.input] if isinstance(self.input, str) or type(self.input[0]) is int else self.input
+
+
+# What goes through a route: a chat or an embeddings call.
+Request = ChatRequest | EmbeddingRequest
+
+
+@attrs.frozen(kw_only=True)
+class Embedding(_Wire):
+    """One vector of an embeddings reply.
+
+    Attributes:
+        embedding: the vector's floats; the base64 text when the caller asked for
+            ``encoding_format="base64"``.
+        index: the position of its input in the request.
+        object: ``"embedding"``.
+    """
+
+    embedding: list[float] | str
+    index: int = 0
+    object: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, decode: bool = False) -> Embedding:
+        vector = data.get("embedding")
+        if isinstance(vector, str) and decode:
+            vector = decode_base64_floats(vector)
+        elif not isinstance(vector, str):
+            vector = [float(x) for x in vector] if isinstance(vector, list) else []
+        return cls(
+            embedding=vector,
+            index=_opt_int(data.get("index")) or 0,
+            object=_opt_str(data.get("object")),
+            raw=_raw(data),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class CreateEmbeddingResponse(_Wire):
+    """An embeddings reply, named and shaped as the openai SDK's.
+
+    Attributes:
+        data: one `Embedding` per input, in the order of ``index``.
+        model: the model that answered.
+        object: ``"list"``.
+        usage: the input's tokens (``prompt_tokens``, ``total_tokens``).
+        provider, raw, http, cost: as in `ChatCompletion`.
+    """
+
+    data: tuple[Embedding, ...] = ()
+    model: str | None = None
+    object: str | None = None
+    usage: Usage | None = None
+    provider: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False)
+    http: ResponseInfo | None = attrs.field(default=None, repr=False, eq=False)
+    cost: Cost | None = attrs.field(default=None, eq=False)
+
+    @classmethod
+    def from_dict(
+        cls, data: JSON, *, provider: str | None = None, http: ResponseInfo | None = None, decode: bool = False
+    ) -> CreateEmbeddingResponse:
+        """``decode``: base64 vectors become floats (the caller asked for no encoding)."""
+        return cls(
+            data=tuple([Embedding.from_dict(item, decode=decode) for item in _dicts(data.get("data"))]),
+            model=_opt_str(data.get("model")),
+            object=_opt_str(data.get("object")),
+            usage=_usage(data.get("usage")),
+            provider=provider,
+            raw=data,
+            http=http,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Model(_Wire):
+    """A model a provider lists (``GET /models``), shaped as the openai SDK's ``Model``.
+
+    Attributes:
+        id: the model's name, as ``model="provider/<id>"`` takes it.
+        created: when it was made (seconds since the epoch), where the provider says.
+        object: ``"model"``.
+        owned_by: its owner, where the provider says.
+        provider: the provider that listed it.
+    """
+
+    id: str
+    created: int | None = None
+    object: str | None = None
+    owned_by: str | None = None
+    provider: str | None = None
+    raw: JSON = attrs.field(factory=dict, repr=False, eq=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, provider: str | None = None) -> Model:
+        return cls(
+            id=str(data.get("id", "")),
+            created=_opt_int(data.get("created")),
+            object=_opt_str(data.get("object")),
+            owned_by=_opt_str(data.get("owned_by")),
+            provider=provider,
+            raw=_raw(data),
+        )
+
+
 @attrs.frozen(kw_only=True)
 class BatchResult:
     """The outcome of one request of a batch; exactly one of ``response`` and ``error``.
@@ -513,16 +708,18 @@ class BatchResult:
     Attributes:
         index: the request's position in the input (0-based).
         custom_id: the request's id (from the input, else ``line-<n>``, 1-based).
-        response: the reply, when the call succeeded.
+        response: the reply, when the call succeeded (a `CreateEmbeddingResponse`
+            for an embeddings request).
         error: why it did not: an ``llmadapters.errors`` exception (``BadRequestError`` for
             an input that is not a valid request).
-        attempts: calls made (retries included); 0 for an invalid input.
+        attempts: calls made (retries included); 0 for an invalid input. An embeddings
+            input sent in chunks counts as one call, plus the retries of its chunks.
         latency_s: seconds from the first attempt to the outcome.
     """
 
     index: int
     custom_id: str
-    response: ChatCompletion | None = None
+    response: ChatCompletion | CreateEmbeddingResponse | None = None
     error: Exception | None = attrs.field(default=None, eq=False)
     attempts: int = 0
     latency_s: float = 0.0

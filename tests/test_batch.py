@@ -116,7 +116,7 @@ async def test_a_slow_provider_does_not_hold_up_another(fake_server: FakeServer)
 async def test_invalid_requests_become_error_results_and_the_rest_go_on(fake_server: FakeServer) -> None:
     rows: list[Any] = [
         line(0),
-        {"custom_id": "bad-url", "method": "POST", "url": "/v1/embeddings", "body": {"messages": [{"role": "user"}]}},
+        {"custom_id": "bad-url", "method": "POST", "url": "/v1/moderations", "body": {"input": "x"}},
         {"custom_id": "no-messages", "body": {"model": "local/echo"}},
         ["not", "an", "object"],
         {"custom_id": "unknown", "body": {"model": "nowhere/echo", "messages": [{"role": "user", "content": "x"}]}},
@@ -126,7 +126,8 @@ async def test_invalid_requests_become_error_results_and_the_rest_go_on(fake_ser
         results = {r.custom_id: r async for r in client.batch(rows)}
     assert {cid for cid, r in results.items() if r.ok} == {"q0", "q5"}
     assert str(results["bad-url"].error) == (
-        "invalid request: request 1: only POST /v1/chat/completions is supported, got POST /v1/embeddings"
+        "invalid request: request 1: only POST /v1/chat/completions and /v1/embeddings are supported, "
+        "got POST /v1/moderations"
     )
     assert "'messages' must be a non-empty list" in str(results["no-messages"].error)
     assert "expected a JSON object" in str(results["line-4"].error)

@@ -70,3 +70,21 @@ def test_the_layers_benchmark_measures_every_layer() -> None:
     rates = re.findall(r"(\d+) req/s", out)
     assert len(rates) == 4
     assert all(int(rate) > 0 for rate in rates)
+
+
+def test_the_embeddings_benchmark_measures_each_contender_and_keeps_the_other_sections(tmp_path: Path) -> None:
+    foreign = "<!-- bench/other.py: begin -->\n## Other\n<!-- bench/other.py: end -->\n"
+    (tmp_path / "performance.md").write_text(f"# Performance\n\n{foreign}")
+    for _ in range(2):  # the second run replaces its section, not appends another
+        run("embeddings.py", "--texts", "300", "--rounds", "1", "--docs", str(tmp_path))
+    results = json.loads((tmp_path / "embeddings-performance.json").read_text())
+    assert set(results["contenders"]) == {"llmadapters batch", "llmadapters batch --embed-chunk", "openai SDK"}
+    for figures in results["contenders"].values():
+        assert figures["texts_per_s"] > 0
+        assert figures["peak_rss_mib"] > 0
+    assert results["contenders"]["openai SDK"]["vs_sdk"] == 1.0
+    page = (tmp_path / "performance.md").read_text()
+    assert foreign in page
+    assert page.count("<!-- bench/embeddings.py: begin -->") == 1
+    assert "## Embeddings" in page
+    assert "| openai SDK |" in (tmp_path / "embeddings-performance.md").read_text()

@@ -87,3 +87,13 @@ def test_batch_api(tmp_path: Path) -> None:
     assert run("batch_api.py", tmp_path) == (
         "exit status 0 - 5 answers, in the online mode's format:\nq0 question 0\nstate file left: False\n"
     )
+
+
+def test_embeddings(tmp_path: Path) -> None:
+    assert run("embeddings.py", tmp_path) == (
+        "3 vectors of 32 floats; 18 tokens\n"
+        "same text: 1.000; other text: True\n"
+        "doc-0 -> 25 vectors, indexes 0 to 24\n"
+        "doc-1 -> 25 vectors, indexes 0 to 24\n"
+        "embedding models: ['embed', 'embed-large']\n"
+    )

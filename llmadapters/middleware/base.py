@@ -8,6 +8,13 @@ or wrap a streamed reply to observe or rewrite its chunks.
 For a streamed request, ``call_next`` returns once the first chunk has arrived: an error
 before that raises from ``call_next`` and may be retried; an error after it surfaces
 while the caller iterates, and is never retried, since the caller has seen output.
+
+An embeddings call (``client.embeddings.create``) goes through the same chain: its
+``call.request`` is an `EmbeddingRequest`, which reads like a `ChatRequest` where a
+middleware looks (``model``, ``params``, ``extra_headers``; ``stream`` always False,
+``messages`` empty; the text is in ``input``), and its reply a `CreateEmbeddingResponse`,
+which has the ``usage``, ``http``, ``cost`` and ``raw`` of a `ChatCompletion`. A
+middleware that must tell them apart tests ``isinstance(call.request, EmbeddingRequest)``.
 """
 
 from __future__ import annotations
@@ -19,17 +26,17 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 
 from ..streaming import ChatCompletionStream
-from ..types import ChatCompletion
+from ..types import ChatCompletion, CreateEmbeddingResponse
 
 if TYPE_CHECKING:
     from ..providers.base import ProviderSpec
     from ..transports.base import Endpoint
-    from ..types import ChatRequest
+    from ..types import Request
     from .auth import KeyRing
 
 __all__ = ["Call", "CallNext", "Middleware", "Reply", "compose"]
 
-Reply: TypeAlias = ChatCompletion | ChatCompletionStream
+Reply: TypeAlias = ChatCompletion | ChatCompletionStream | CreateEmbeddingResponse
 CallNext: TypeAlias = Callable[["Call"], Awaitable[Reply]]
 Middleware: TypeAlias = Callable[["Call", CallNext], Awaitable[Reply]]
 
@@ -43,7 +50,8 @@ class Call:
     """One call on its way through a route's middleware.
 
     Attributes:
-        request: what the caller asked for.
+        request: what the caller asked for: a `ChatRequest`, or an `EmbeddingRequest`
+            (see the module's docstring).
         spec: the provider that will answer (``spec.name`` is the provider's name).
         endpoint: where the transport sends it; a middleware may replace it, e.g. with
             ``call.endpoint = call.endpoint.with_headers({...})``.
@@ -64,7 +72,7 @@ class Call:
         metadata: free for middleware to share state along the chain.
     """
 
-    request: ChatRequest
+    request: Request
     spec: ProviderSpec
     endpoint: Endpoint
     headers: dict[str, str] = attrs.field(factory=dict)

@@ -1,7 +1,8 @@
 """A response cache, as a middleware (``cache``), off by default.
 
 A reply is stored under its provider, model and the canonical body of its request
-(messages, parameters, whether it streams, the call's own query), in one SQLite file
+(messages, parameters, whether it streams, the call's own query; for an embeddings
+call, its input and encoding instead of messages and streaming), in one SQLite file
 that several processes may share (write-ahead log, a busy timeout): a whole reply as its
 JSON, a streamed one as its chunks, replayed as a stream. The HTTP status and headers
 come back too, and ``reply.http.cached`` is True on a hit.
@@ -32,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..policies import CacheSettings
 from ..streaming import ChatCompletionStream
-from ..types import ChatCompletion, ChatCompletionChunk, ResponseInfo
+from ..types import ChatCompletion, ChatCompletionChunk, CreateEmbeddingResponse, EmbeddingRequest, ResponseInfo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Mapping
 
-    from ..types import ChatRequest
+    from ..types import Request
     from .base import Call, CallNext, Reply
 
 __all__ = ["CacheSettings", "CacheMiddleware", "ResponseCache", "default_cache_path"]
@@ -145,20 +146,25 @@ class ResponseCache:
 def request_key(call: Call) -> str:
     """The key of ``call``'s reply: its provider, model and the canonical body."""
     request = call.request
-    canonical = {
+    canonical: dict[str, object] = {
         "provider": call.provider,
         "model": request.model,
-        "messages": request.messages,
         "params": request.params,
-        "stream": request.stream,
         "query": request.extra_query,
     }
+    if isinstance(request, EmbeddingRequest):
+        canonical.update(path=request.path, input=request.input, encoding_format=request.encoding_format)
+    else:
+        canonical.update(messages=request.messages, stream=request.stream)
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def samples(request: ChatRequest) -> bool:
-    """Whether ``request`` asks for a sampled answer: ``temperature`` above 0 and no seed."""
+def samples(request: Request) -> bool:
+    """Whether ``request`` asks for a sampled answer: ``temperature`` above 0 and no seed
+    (an embedding never does)."""
+    if isinstance(request, EmbeddingRequest):
+        return False
     temperature = request.params.get("temperature")
     return isinstance(temperature, (int, float)) and temperature > 0 and request.params.get("seed") is None
 
@@ -190,7 +196,13 @@ class CacheMiddleware:
             kind, stored = hit
             if kind == "stream" and call.request.stream:
                 return ChatCompletionStream(_replay(stored["chunks"], call.provider), http=_http(stored))
-            if kind == "unary" and not call.request.stream:
+            request = call.request
+            if kind == "unary" and isinstance(request, EmbeddingRequest):
+                decode = request.encoding_format is None
+                return CreateEmbeddingResponse.from_dict(
+                    stored["body"], provider=call.provider, http=_http(stored), decode=decode
+                )
+            if kind == "unary" and not request.stream:
                 return ChatCompletion.from_dict(stored["body"], provider=call.provider, http=_http(stored))
         reply = await call_next(call)
         http = reply.http

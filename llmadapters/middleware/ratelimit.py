@@ -69,11 +69,12 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from ..errors import RateLimitError, parse_retry_after
 from ..policies import Limits
 from ..streaming import ChatCompletionStream
+from ..types import EmbeddingRequest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Mapping
 
-    from ..types import ChatCompletionChunk, ChatRequest, ResponseInfo, Usage
+    from ..types import ChatCompletionChunk, ChatRequest, Request, ResponseInfo, Usage
     from .base import Call, CallNext, Reply
 
 __all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "held_until_done", "stated_rate"]
@@ -95,14 +96,25 @@ def _prompt_chars(request: ChatRequest) -> int:
     return sum(len(json.dumps(m.get("content", ""), ensure_ascii=False)) for m in request.messages)
 
 
-def _max_tokens(request: ChatRequest) -> int | None:
+def _input_chars(request: Request) -> int:
+    """The characters of what ``request`` sends to be read: its messages, or the input
+    of an embeddings request (a list of token ids at four characters a token, so that
+    it estimates as itself)."""
+    if isinstance(request, EmbeddingRequest):
+        return sum(len(text) if isinstance(text, str) else 4 * len(text) for text in request.texts)
+    return _prompt_chars(request)
+
+
+def _max_tokens(request: Request) -> int | None:
+    if isinstance(request, EmbeddingRequest):
+        return 0  # an embedding's tokens are all input
     limit = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
     return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
 
 
-def estimate_tokens(request: ChatRequest) -> int:
+def estimate_tokens(request: Request) -> int:
     """A cheap upper-leaning guess of a request's tokens before it is sent."""
-    return math.ceil(_prompt_chars(request) / 4) + (_max_tokens(request) or 0)
+    return math.ceil(_input_chars(request) / 4) + (_max_tokens(request) or 0)
 
 
 class _Bucket:
@@ -316,11 +328,11 @@ class _Budget:
         self.sent_tokens += cost.tokens
         return ticket
 
-    def estimate(self, request: ChatRequest) -> _Cost:
+    def estimate(self, request: Request) -> _Cost:
         """The tokens ``request`` will count, as well as can be told before it is sent."""
         if self.tokens is None:
             return _FREE
-        chars = _prompt_chars(request)
+        chars = _input_chars(request)
         completion = _max_tokens(request)
         prompt = math.ceil(chars / 4 * self.prompt_scale)
         return _Cost(prompt + (completion if completion is not None else math.ceil(self.completion_mean)), chars)

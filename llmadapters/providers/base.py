@@ -15,14 +15,16 @@ if TYPE_CHECKING:
 
     from ..errors import LLMAdapterError
     from ..pricing import ModelPrice, TokenCounter
-    from ..types import ChatRequest
+    from ..types import ChatRequest, EmbeddingRequest
 
 __all__ = [
     "OPENAI_BATCH_API",
     "BatchAPI",
+    "EmbeddingsAPI",
     "Launched",
     "ProviderSpec",
     "bearer_auth",
+    "embeddings_payload",
     "json_schema_in_prompt",
     "openai_payload",
     "thinking_toggle_payload",
@@ -42,6 +44,17 @@ def openai_payload(request: ChatRequest) -> Payload:
     payload: Payload = {"model": request.model, "messages": list(request.messages), **request.params}
     if request.stream:
         payload["stream"] = True
+    return payload
+
+
+def embeddings_payload(request: EmbeddingRequest, api: EmbeddingsAPI) -> Payload:
+    """The embeddings body for ``request``: ``encoding_format`` as the caller asked, or
+    ``"base64"`` when the caller did not and the provider takes it (as the openai SDK
+    sends; the vectors are decoded for the caller), else none (floats)."""
+    payload: Payload = {"model": request.model, "input": request.input, **request.params}
+    encoding = request.encoding_format or ("base64" if api.base64 else None)
+    if encoding is not None:
+        payload["encoding_format"] = encoding
     return payload
 
 
@@ -136,6 +149,26 @@ class BatchAPI:
     one_model_per_file: bool = False
 
 
+@attrs.frozen(kw_only=True)
+class EmbeddingsAPI:
+    """A provider's OpenAI-compatible ``POST /embeddings``.
+
+    Attributes:
+        models: the embedding models its docs list; the first is the default when the
+            caller names only the provider. Other names are sent as they are (the
+            provider answers for them).
+        max_inputs: inputs per request at most, per its docs (None: not documented);
+            ``llmadapters batch`` splits a line's input into requests of this size
+            when ``--embed-chunk`` is not given.
+        base64: whether it takes ``encoding_format="base64"``; when not, a call that
+            asks for no encoding sends none, and the provider's floats come back.
+    """
+
+    models: tuple[str, ...] = ()
+    max_inputs: int | None = None
+    base64: bool = True
+
+
 # https://platform.openai.com/docs/guides/batch: 50,000 requests and 200 MB per file,
 # "24h" the only window, 50% of the price.
 OPENAI_BATCH_API = BatchAPI()
@@ -172,6 +205,10 @@ class ProviderSpec:
             made before anything is sent; None for the documented estimate of about
             four characters a token.
         batch_api: the provider's Batch API, when it has an OpenAI-compatible one.
+        embeddings: the provider's embeddings endpoint, when it has an
+            OpenAI-compatible one; None refuses ``client.embeddings.create`` at once.
+        models_path: the path that lists its models (``GET``, OpenAI's ``/models``
+            shape), for ``client.models.list``; None when its docs name none.
     """
 
     name: str
@@ -188,3 +225,5 @@ class ProviderSpec:
     prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
     count_tokens: TokenCounter | None = None
     batch_api: BatchAPI | None = None
+    embeddings: EmbeddingsAPI | None = None
+    models_path: str | None = None

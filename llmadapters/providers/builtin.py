@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
 from ..pricing import words_and_four
-from .base import OPENAI_BATCH_API, Launched, ProviderSpec
+from .base import OPENAI_BATCH_API, EmbeddingsAPI, Launched, ProviderSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,13 +25,23 @@ async def _launch_fake_server() -> Launched:
 def openai_compatible(name: str, base_url: str | None = None) -> ProviderSpec:
     """A provider for any OpenAI-compatible server (vLLM, Ollama, a proxy, ...): Bearer
     auth from ``api_key_env`` when one is configured, no quirks."""
-    return ProviderSpec(name=name, base_url=base_url, key_required=False)
+    return ProviderSpec(
+        name=name, base_url=base_url, key_required=False, embeddings=EmbeddingsAPI(), models_path="/models"
+    )
 
 
 BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
-    # https://platform.openai.com/docs/api-reference/chat
+    # https://platform.openai.com/docs/api-reference/chat; embeddings:
+    # https://platform.openai.com/docs/api-reference/embeddings (2,048 inputs a request).
     ProviderSpec(
-        name="openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY", batch_api=OPENAI_BATCH_API
+        name="openai",
+        base_url="https://api.openai.com/v1",
+        api_key_env="OPENAI_API_KEY",
+        batch_api=OPENAI_BATCH_API,
+        embeddings=EmbeddingsAPI(
+            models=("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"), max_inputs=2048
+        ),
+        models_path="/models",  # https://platform.openai.com/docs/api-reference/models/list
     ),
     # A real server on loopback, started in-process on first use; see llmadapters.testing.
     # Its prompt tokens are counted as the server counts them, so estimates are exact.
@@ -42,6 +52,8 @@ BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
         launch=_launch_fake_server,
         count_tokens=words_and_four,
         batch_api=OPENAI_BATCH_API,  # the fake server implements the files and batches endpoints
+        embeddings=EmbeddingsAPI(models=("embed", "embed-large"), max_inputs=2048),
+        models_path="/models",
     ),
 )
 

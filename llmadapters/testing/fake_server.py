@@ -4,7 +4,8 @@ HTTP is parsed and framed by ``h11`` (already in the tree through httpx2's stack
 asyncio streams; owning the socket is what lets it inject faults that an ASGI server
 cannot, such as a TCP reset or a stall before the status line.
 
-Endpoints: ``POST /v1/chat/completions`` (unary and ``stream: true``), ``GET /v1/models``,
+Endpoints: ``POST /v1/chat/completions`` (unary and ``stream: true``), ``POST
+/v1/embeddings`` (see `embedding_of`), ``GET /v1/models``,
 the Files and Batches endpoints of the OpenAI Batch API (see `.fake_batches`), and
 ``GET /v1/fake/stats``: how many successful replies each prompt (the last user
 message) has had, to check that a resumed batch sent nothing twice. It holds the latest
@@ -31,6 +32,7 @@ options, or per request from the ``x-fake-ttft-ms`` and ``x-fake-tps`` headers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import functools
@@ -178,6 +180,9 @@ _TEXT = [
     "key.",
 ]
 _DEFAULT_TOKENS = 16
+# The fake embedding models and the length of their vectors when ``dimensions`` is not sent.
+EMBEDDING_MODELS: Mapping[str, int] = {"embed": 64, "embed-large": 1024}
+_MAX_DIMENSIONS = 4096
 _MAX_BODY = 16 * 1024 * 1024
 _TOKEN = re.compile(r"\S+\s*")
 
@@ -253,6 +258,71 @@ class _Reply:
     def usage(self) -> dict[str, int]:
         p, c = self.prompt_tokens, self.completion_tokens
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def embedding_of(text: str, dimensions: int) -> list[float]:
+    """The fake vector of ``text``: ``dimensions`` float32 values, deterministic (from
+    SHAKE-256 of the text), of unit length, so that tests can compute what to expect."""
+    raw = struct.unpack(
+        f"<{dimensions}I", hashlib.shake_256(text.encode("utf-8", "surrogatepass")).digest(4 * dimensions)
+    )
+    values = [x / 2**31 - 1.0 for x in raw]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    # Rounded through float32, as a base64 reply carries them: float and base64 agree.
+    return list(struct.unpack(f"<{dimensions}f", struct.pack(f"<{dimensions}f", *(v / norm for v in values))))
+
+
+@attrs.frozen
+class _Embeddings:
+    """What the fake model answers to one embeddings request."""
+
+    body: dict[str, Any]
+    prompt: str  # the first input, counted in ``answered``
+
+    @property
+    def completion_tokens(self) -> int:
+        return 0
+
+
+def _embeddings(body: Mapping[str, Any]) -> _Embeddings:
+    """The embeddings reply to ``body``, or `_BadRequest` saying what is wrong, as
+    OpenAI checks: a known model, a non-empty input, ``dimensions`` and ``encoding_format``."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _BadRequest("'model' is required")
+    base = model.split("+")[0]
+    if base not in EMBEDDING_MODELS:
+        raise _BadRequest(f"model {model!r} does not embed; the embedding models are {', '.join(EMBEDDING_MODELS)}")
+    inputs = body.get("input")
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and all(type(t) is int for t in inputs)):
+        inputs = [inputs]
+    ok = (
+        isinstance(inputs, list)
+        and bool(inputs)
+        and all(
+            (isinstance(item, str) and item) or (isinstance(item, list) and item and all(type(t) is int for t in item))
+            for item in inputs
+        )
+    )
+    if not ok:
+        raise _BadRequest("'input' must be a non-empty string or array of them (or of token arrays)")
+    assert isinstance(inputs, list)
+    dimensions = body.get("dimensions", EMBEDDING_MODELS[base])
+    if type(dimensions) is not int or not 1 <= dimensions <= min(_MAX_DIMENSIONS, EMBEDDING_MODELS[base]):
+        raise _BadRequest(f"'dimensions' must be an integer from 1 to {EMBEDDING_MODELS[base]} for {base}")
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise _BadRequest("'encoding_format' must be 'float' or 'base64'")
+    texts = [item if isinstance(item, str) else " ".join(map(str, item)) for item in inputs]
+    data = []
+    for i, text in enumerate(texts):
+        vector: object = embedding_of(text, dimensions)
+        if encoding == "base64":
+            vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()  # type: ignore[misc]
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    tokens = sum(len(text.split()) for text in texts)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return _Embeddings({"object": "list", "data": data, "model": model, "usage": usage}, texts[0])
 
 
 def _json_refusal(response_format: object, messages: list[Any]) -> str | None:
@@ -511,13 +581,14 @@ class FakeServer:
             await ex.send_json(200, {"answered": dict(self.answered), "requests_served": self.requests_served})
             return True
         if method == "GET" and path == "/v1/models":
-            data = [{"id": name, "object": "model", "owned_by": "llmadapters"} for name in BEHAVIOURS]
+            names = [*EMBEDDING_MODELS, *BEHAVIOURS]
+            data = [{"id": name, "object": "model", "owned_by": "llmadapters"} for name in names]
             await ex.send_json(200, {"object": "list", "data": data})
             return True
         if path.startswith(("/v1/files", "/v1/batches")):
             await self.batches.handle(ex, method, target, headers, raw_body)
             return True
-        if path != "/v1/chat/completions":
+        if path not in ("/v1/chat/completions", "/v1/embeddings"):
             await ex.send_json(404, _error_body(f"no route {method} {path}", "invalid_request_error"))
             return True
         if method != "POST":
@@ -538,11 +609,15 @@ class FakeServer:
             ex.error_status = int(_number(headers, "x-fake-error-status", 0)) if failing else 0
             if "leak-key" in behaviours:
                 ex.leak = _credential(headers)
-            refusal = _refusal(body, behaviours)
-            if refusal is not None:
-                await ex.send_json(400, refusal)
-                return True
-            reply = _compose(body, behaviours)
+            reply: _Reply | _Embeddings
+            if path == "/v1/embeddings":
+                reply = _embeddings(body)
+            else:
+                refusal = _refusal(body, behaviours)
+                if refusal is not None:
+                    await ex.send_json(400, refusal)
+                    return True
+                reply = _compose(body, behaviours)
             ex.stall = _number(headers, "x-fake-stall-s", 3600)
             ex.ttft = _number(headers, "x-fake-ttft-ms", self.options.ttft * 1000) / 1000
             ex.tps = _number(headers, "x-fake-tps", self.options.tokens_per_s or 0.0) or None
@@ -588,7 +663,12 @@ class FakeServer:
         return count
 
     async def _chat(
-        self, ex: _Exchange, body: dict[str, Any], reply: _Reply, behaviours: set[str], headers: dict[str, str]
+        self,
+        ex: _Exchange,
+        body: dict[str, Any],
+        reply: _Reply | _Embeddings,
+        behaviours: set[str],
+        headers: dict[str, str],
     ) -> bool:
         limit = self.options.max_concurrency
         if limit is not None and self.active >= limit:
@@ -607,7 +687,12 @@ class FakeServer:
         return keep_open
 
     async def _answer(
-        self, ex: _Exchange, body: dict[str, Any], reply: _Reply, behaviours: set[str], headers: dict[str, str]
+        self,
+        ex: _Exchange,
+        body: dict[str, Any],
+        reply: _Reply | _Embeddings,
+        behaviours: set[str],
+        headers: dict[str, str],
     ) -> bool:
         if ex.error_status:
             await ex.send_bytes(ex.error_status, headers.get("x-fake-error-body", "").encode(), "application/json")
@@ -640,14 +725,21 @@ class FakeServer:
             return False
         ttft, tps = ex.ttft, ex.tps
         completion_id = f"chatcmpl-{ex.digest}"
-        if body.get("stream"):
+        if body.get("stream") and isinstance(reply, _Reply):
             await self._stream(ex, body, reply, behaviours, completion_id, ttft, tps)
             return "stall-mid-stream" not in behaviours
         await asyncio.sleep(ttft + (reply.completion_tokens / tps if tps else 0.0))
         return await self._unary(ex, reply, behaviours, completion_id)
 
-    async def _unary(self, ex: _Exchange, reply: _Reply, behaviours: set[str], completion_id: str) -> bool:
-        data = json.dumps(_completion(reply, completion_id, int(self.options.clock()))).encode()
+    async def _unary(
+        self, ex: _Exchange, reply: _Reply | _Embeddings, behaviours: set[str], completion_id: str
+    ) -> bool:
+        answer = (
+            reply.body
+            if isinstance(reply, _Embeddings)
+            else _completion(reply, completion_id, int(self.options.clock()))
+        )
+        data = json.dumps(answer).encode()
         if "empty" in behaviours:
             data = b""
         elif "malformed" in behaviours:

@@ -73,6 +73,7 @@ DEEPSEEK = ProviderSpec(
     prepare=prepare,
     retryable=retryable,
     prices=PRICES,
+    models_path="/models",  # api-docs.deepseek.com/api/list-models; no embeddings endpoint is documented
 )
 
 

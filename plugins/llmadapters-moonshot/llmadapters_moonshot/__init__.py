@@ -61,6 +61,7 @@ MOONSHOT = ProviderSpec(
     prepare=prepare,
     retryable=retryable,
     batch_api=BATCH_API,
+    models_path="/models",  # platform.kimi.com/docs/api/list-models ("List Models", GET /v1/models)
 )
 
 

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from llmadapters import hookimpl
 from llmadapters.errors import LLMAdapterError
 from llmadapters.streaming import ChatCompletionStream
+from llmadapters.types import CreateEmbeddingResponse, EmbeddingRequest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
@@ -27,11 +28,13 @@ if TYPE_CHECKING:
 __all__ = ["OTelMiddleware", "register_middleware"]
 
 
-def _reply_attributes(reply: ChatCompletion | ChatCompletionChunk, finish: list[str]) -> dict[str, Any]:
+def _reply_attributes(
+    reply: ChatCompletion | ChatCompletionChunk | CreateEmbeddingResponse, finish: list[str]
+) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     if reply.model:
         attributes["gen_ai.response.model"] = reply.model
-    if reply.id:
+    if not isinstance(reply, CreateEmbeddingResponse) and reply.id:  # an embedding has no id
         attributes["gen_ai.response.id"] = reply.id
     if reply.usage is not None:
         if reply.usage.prompt_tokens is not None:
@@ -41,7 +44,8 @@ def _reply_attributes(reply: ChatCompletion | ChatCompletionChunk, finish: list[
     if reply.cost is not None:
         attributes["llmadapters.cost"] = reply.cost.amount
         attributes["llmadapters.cost.currency"] = reply.cost.currency
-    finish += [c.finish_reason for c in reply.choices if c.finish_reason]
+    if not isinstance(reply, CreateEmbeddingResponse):
+        finish += [c.finish_reason for c in reply.choices if c.finish_reason]
     return attributes
 
 
@@ -53,7 +57,7 @@ class OTelMiddleware:
 
     def _start(self, call: Call) -> trace.Span:
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": "embeddings" if isinstance(call.request, EmbeddingRequest) else "chat",
             "gen_ai.provider.name": call.provider,
             "gen_ai.request.model": call.request.model,
         }
@@ -61,7 +65,10 @@ class OTelMiddleware:
         if url.hostname:
             attributes["server.address"] = url.hostname
             attributes["server.port"] = url.port or (443 if url.scheme == "https" else 80)
-        return self._tracer.start_span(f"chat {call.request.model}", kind=trace.SpanKind.CLIENT, attributes=attributes)
+        operation = attributes["gen_ai.operation.name"]
+        return self._tracer.start_span(
+            f"{operation} {call.request.model}", kind=trace.SpanKind.CLIENT, attributes=attributes
+        )
 
     @staticmethod
     def _end(span: trace.Span, call: Call, error: BaseException | None, finish: list[str]) -> None:

@@ -83,3 +83,18 @@ async def test_the_cost_of_a_priced_call_is_on_its_span() -> None:
     assert priced.attributes["llmadapters.cost"] == (6 * 2.0 + 2 * 10.0) / 1e6
     assert priced.attributes["llmadapters.cost.currency"] == "EUR"
     assert "llmadapters.cost" not in (unpriced.attributes or {})
+
+
+async def test_an_embeddings_call_is_an_embeddings_span() -> None:
+    otel, exporter = traced()
+    async with FakeServer() as server:
+        providers = {"local": {"base_url": server.base_url}}
+        async with la.AsyncClient({}, providers=providers, middleware=[otel]) as client:
+            await client.embeddings.create(model="local/embed", input=["one two", "three"])
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "embeddings embed"
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "embeddings"
+    assert attributes["gen_ai.usage.input_tokens"] == 3
+    assert "gen_ai.usage.output_tokens" not in attributes
+    assert "gen_ai.response.finish_reasons" not in attributes

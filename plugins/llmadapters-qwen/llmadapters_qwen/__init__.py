@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmadapters import hookimpl
-from llmadapters.providers.base import BatchAPI, ProviderSpec, openai_payload, verdict_by_error_field
+from llmadapters.providers.base import BatchAPI, EmbeddingsAPI, ProviderSpec, openai_payload, verdict_by_error_field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,6 +51,12 @@ def prepare(request: ChatRequest) -> dict[str, Any]:
 BATCH_API = BatchAPI(max_bytes=100 * 1024 * 1024)
 
 
+# docs.qwencloud.com/api-reference/text-embedding/openai-embedding (POST
+# /compatible-mode/v1/embeddings, both regions): text-embedding-v4 and -v3, at most 10
+# inputs a request; "encoding_format: only float is supported".
+EMBEDDINGS = EmbeddingsAPI(models=("text-embedding-v4", "text-embedding-v3"), max_inputs=10, base64=False)
+
+
 def _spec(name: str, base_url: str) -> ProviderSpec:
     return ProviderSpec(
         name=name,
@@ -60,6 +66,7 @@ def _spec(name: str, base_url: str) -> ProviderSpec:
         prepare=prepare,
         retryable=retryable,
         batch_api=BATCH_API,
+        embeddings=EMBEDDINGS,
     )
 
 

@@ -69,3 +69,18 @@ async def test_thinking_goes_only_on_streamed_calls() -> None:
 class TestConformance(ProviderConformance):
     provider = "qwen"
     key_header = "authorization"
+
+
+async def test_embeddings_ask_for_floats_only_and_default_to_text_embedding_v4() -> None:
+    async with FakeServer() as server:
+        providers = {"qwen": {"base_url": server.base_url, "api_key": "sk-test"}}
+        registry = Registry.load(autoload=True)
+        async with la.AsyncClient({}, providers=providers, middleware=[], registry=registry) as client:
+            assert client.embedding_request(model="qwen", input="x").model == "text-embedding-v4"
+            reply = await client.embeddings.create(model="qwen/embed", input=["a", "b"], dimensions=8)
+    assert server.seen_targets[-1] == "/v1/embeddings"
+    assert "encoding_format" not in server.seen_bodies[-1]  # "only float is supported"
+    assert [len(item.embedding) for item in reply.data] == [8, 8]
+    assert QWEN.embeddings is not None
+    assert QWEN.embeddings.max_inputs == 10
+    assert QWEN_INTL.embeddings == QWEN.embeddings

@@ -35,7 +35,14 @@ BATCH_SIZE = 64
 
 def item_row(item: BatchItem) -> dict[str, Any]:
     body = None if item.body is None else json.dumps(item.body)
-    return {"index": item.index, "custom_id": item.custom_id, "body": body, "problem": item.problem, "line": item.line}
+    return {
+        "index": item.index,
+        "custom_id": item.custom_id,
+        "body": body,
+        "problem": item.problem,
+        "line": item.line,
+        "embeddings": item.embeddings,
+    }
 
 
 class BatchRecordsUDF(ChatCompletionsUDF):
@@ -50,9 +57,16 @@ class BatchRecordsUDF(ChatCompletionsUDF):
                 body=None if body is None else json.loads(body),
                 problem=problem,
                 line=None if line is None else int(line),
+                embeddings=bool(embeddings),
             )
-            for index, custom_id, body, problem, line in zip(
-                batch["index"], batch["custom_id"], batch["body"], batch["problem"], batch["line"], strict=True
+            for index, custom_id, body, problem, line, embeddings in zip(
+                batch["index"],
+                batch["custom_id"],
+                batch["body"],
+                batch["problem"],
+                batch["line"],
+                batch["embeddings"],
+                strict=True,
             )
         ]
 

@@ -56,7 +56,7 @@ def reply_columns(result: BatchResult) -> dict[str, Any]:
     # Seam for issue "Spend": a "cost" column, from the reply's cost, belongs here
     # (and in OUTPUT_COLUMNS) once replies carry one.
     return {
-        "generated_text": response.choices[0].message.content if response is not None else None,
+        "generated_text": response.choices[0].message.content if isinstance(response, la.ChatCompletion) else None,
         "prompt_tokens": usage.prompt_tokens if usage is not None else None,
         "completion_tokens": usage.completion_tokens if usage is not None else None,
         "attempts": result.attempts,

@@ -210,6 +210,9 @@ def test_the_cli_on_ray_writes_the_records_the_local_engine_writes(
     requests[3] = json.dumps({"model": "local/fail-400", "messages": [{"role": "user", "content": "refused"}]})
     requests[4] = "{not json"
     requests[5] = json.dumps({"custom_id": "empty", "messages": []})
+    requests[6] = json.dumps(
+        {"custom_id": "vectors", "url": "/v1/embeddings", "body": {"model": "local/embed", "input": ["a", "b"]}}
+    )
     source = _jsonl(tmp_path / "in.jsonl", requests)
     here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
     assert main(["batch", str(source), "-o", str(here), "--config", str(config), "-q"]) == 1  # some errors
@@ -220,7 +223,7 @@ def test_the_cli_on_ray_writes_the_records_the_local_engine_writes(
         found = [json.loads(line) for line in path.read_text().splitlines()]
         assert len(found) == len({r["custom_id"] for r in found})
         for record in found:
-            if record["error"] is None:
+            if record["error"] is None and record["custom_id"] != "vectors":
                 assert record["response"]["body"].pop("created") > 0
         return {r["custom_id"]: r for r in found}
 
@@ -233,6 +236,7 @@ def test_the_cli_on_ray_writes_the_records_the_local_engine_writes(
     assert on_ray["line-5"]["response"] is None
     assert on_ray["empty"]["response"] is None
     assert on_ray["r7"]["response"]["body"]["choices"][0]["message"]["content"] == "q7 é"
+    assert [len(item["embedding"]) for item in on_ray["vectors"]["response"]["body"]["data"]] == [64, 64]
 
 
 def test_the_cli_on_ray_resumes_a_run_and_sends_nothing_done_again(

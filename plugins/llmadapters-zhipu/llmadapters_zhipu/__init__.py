@@ -33,6 +33,7 @@ from llmadapters import hookimpl
 from llmadapters.pricing import ModelPrice, Price
 from llmadapters.providers.base import (
     BatchAPI,
+    EmbeddingsAPI,
     ProviderSpec,
     json_schema_in_prompt,
     thinking_toggle_payload,
@@ -90,6 +91,10 @@ BIGMODEL_BATCH_API = BatchAPI(
     endpoint="/v4/chat/completions", completion_window=None, max_lines=50_000, max_bytes=100 * 1024 * 1024
 )
 
+# docs.bigmodel.cn, API reference, text embeddings: POST /paas/v4/embeddings; embedding-3
+# (dimensions 256-2048) takes at most 64 inputs a request; encoding_format is not documented.
+BIGMODEL_EMBEDDINGS = EmbeddingsAPI(models=("embedding-3", "embedding-2"), max_inputs=64, base64=False)
+
 ZHIPU = ProviderSpec(
     name="zhipu",
     base_url="https://open.bigmodel.cn/api/paas/v4",
@@ -98,6 +103,7 @@ ZHIPU = ProviderSpec(
     prepare=prepare,
     retryable=retryable,
     batch_api=BIGMODEL_BATCH_API,
+    embeddings=BIGMODEL_EMBEDDINGS,
 )
 ZAI = ProviderSpec(
     name="zai",

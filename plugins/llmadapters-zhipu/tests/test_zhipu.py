@@ -85,3 +85,20 @@ async def test_glm_thinks_unless_told_not_to() -> None:
 class TestConformance(ProviderConformance):
     provider = "zhipu"
     key_header = "authorization"
+
+
+async def test_embeddings_on_bigmodel_only_as_floats_and_default_to_embedding_3() -> None:
+    async with FakeServer() as server:
+        providers = {name: {"base_url": server.base_url, "api_key": "sk-test"} for name in ("zhipu", "zai")}
+        registry = Registry.load(autoload=True)
+        async with la.AsyncClient({}, providers=providers, middleware=[], registry=registry) as client:
+            assert client.embedding_request(model="zhipu", input="x").model == "embedding-3"
+            reply = await client.embeddings.create(model="zhipu/embed", input="a text", dimensions=4)
+            with pytest.raises(la.ConfigError, match="provider 'zai' has no embeddings endpoint"):
+                await client.embeddings.create(model="zai/embedding-3", input="a text")
+    assert server.requests_served == 1
+    assert "encoding_format" not in server.seen_bodies[-1]
+    assert len(reply.data[0].embedding) == 4
+    assert ZHIPU.embeddings is not None
+    assert ZHIPU.embeddings.max_inputs == 64
+    assert ZAI.embeddings is None
