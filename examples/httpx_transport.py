@@ -17,11 +17,11 @@ from llmadapters.plugin import (
     BUILTIN_ERRORS,
     DEFAULT_MAX_CONNECTIONS,
     KEEPALIVE_EXPIRY,
+    APITimeoutError,
     ConnectError,
     ErrorMap,
     ErrorRule,
     ErrorTable,
-    TimeoutError,
     TransportError,
     encode_json,
     hookimpl,
@@ -41,10 +41,10 @@ if TYPE_CHECKING:
 # httpx's exceptions, most specific first, by name: reading the table imports nothing.
 # A timeout names its phase; a connection the server dropped mid-answer says "lost".
 HTTPX_ERRORS = ErrorTable(
-    ErrorRule("httpx.ConnectTimeout", TimeoutError, "connect"),
-    ErrorRule("httpx.ReadTimeout", TimeoutError, "read"),
-    ErrorRule("httpx.WriteTimeout", TimeoutError, "write"),
-    ErrorRule("httpx.PoolTimeout", TimeoutError, "pool"),
+    ErrorRule("httpx.ConnectTimeout", APITimeoutError, "connect"),
+    ErrorRule("httpx.ReadTimeout", APITimeoutError, "read"),
+    ErrorRule("httpx.WriteTimeout", APITimeoutError, "write"),
+    ErrorRule("httpx.PoolTimeout", APITimeoutError, "pool"),
     ErrorRule("httpx.ConnectError", ConnectError),
     ErrorRule("httpx.ProxyError", ConnectError),
     ErrorRule("httpx.UnsupportedProtocol", ConnectError),

@@ -12,90 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    from .accumulation import accumulate
-    from .client import AsyncClient, ChatCompletionStream, Client, SyncChatCompletionStream
-    from .errors import (
-        APIStatusError,
-        AuthenticationError,
-        BadRequestError,
-        ConfigError,
-        ConnectError,
-        LLMAdapterError,
-        MalformedResponseError,
-        PluginError,
-        PluginWarning,
-        RateLimitError,
-        ServerError,
-        StreamError,
-        StructuredOutputError,
-        TimeoutError,
-        TransportError,
-    )
-    from .hookspecs import hookimpl
-    from .structured import parse_json
-    from .types import (
-        BatchResult,
-        ChatCompletion,
-        ChatCompletionChunk,
-        ChatRequest,
-        Choice,
-        ChunkChoice,
-        CreateEmbeddingResponse,
-        Delta,
-        Embedding,
-        EmbeddingRequest,
-        FunctionCall,
-        Message,
-        Model,
-        ResponseInfo,
-        ToolCall,
-        Usage,
-    )
-
-__all__ = [
-    "APIStatusError",
-    "AsyncClient",
-    "AuthenticationError",
-    "BadRequestError",
-    "BatchResult",
-    "ChatCompletion",
-    "ChatCompletionChunk",
-    "ChatCompletionStream",
-    "ChatRequest",
-    "Choice",
-    "ChunkChoice",
-    "Client",
-    "ConfigError",
-    "ConnectError",
-    "CreateEmbeddingResponse",
-    "Delta",
-    "Embedding",
-    "EmbeddingRequest",
-    "FunctionCall",
-    "LLMAdapterError",
-    "MalformedResponseError",
-    "Message",
-    "Model",
-    "PluginError",
-    "PluginWarning",
-    "RateLimitError",
-    "ResponseInfo",
-    "ServerError",
-    "StreamError",
-    "StructuredOutputError",
-    "SyncChatCompletionStream",
-    "TimeoutError",
-    "ToolCall",
-    "TransportError",
-    "Usage",
-    "accumulate",
-    "hookimpl",
-    "parse_json",
-]
-
+# The one table of the public names: each and the module that defines it. ``__all__`` is
+# made from it; the imports below are for type checkers alone, and a test holds them to
+# this table.
 _MODULE_OF = {
+    "accumulate": "accumulation",
     "APIStatusError": "errors",
+    "APITimeoutError": "errors",
     "AsyncClient": "client",
     "AuthenticationError": "errors",
     "BadRequestError": "errors",
@@ -109,15 +32,18 @@ _MODULE_OF = {
     "Client": "client",
     "ConfigError": "errors",
     "ConnectError": "errors",
+    "Cost": "types",
     "CreateEmbeddingResponse": "types",
     "Delta": "types",
     "Embedding": "types",
     "EmbeddingRequest": "types",
     "FunctionCall": "types",
+    "hookimpl": "hookspecs",
     "LLMAdapterError": "errors",
     "MalformedResponseError": "errors",
     "Message": "types",
     "Model": "types",
+    "parse_json": "structured",
     "PluginError": "errors",
     "PluginWarning": "errors",
     "RateLimitError": "errors",
@@ -126,19 +52,61 @@ _MODULE_OF = {
     "StreamError": "errors",
     "StructuredOutputError": "errors",
     "SyncChatCompletionStream": "client",
-    "TimeoutError": "errors",
     "ToolCall": "types",
-    "hookimpl": "hookspecs",
     "TransportError": "errors",
     "Usage": "types",
-    "accumulate": "accumulation",
-    "parse_json": "structured",
 }
+__all__ = sorted(_MODULE_OF)
+# Names that still work, with a DeprecationWarning, for one more release.
+_DEPRECATED = {"TimeoutError": "errors"}
+
+if TYPE_CHECKING:
+    from .accumulation import accumulate as accumulate
+    from .client import AsyncClient as AsyncClient
+    from .client import Client as Client
+    from .client import SyncChatCompletionStream as SyncChatCompletionStream
+    from .errors import APIStatusError as APIStatusError
+    from .errors import APITimeoutError as APITimeoutError
+    from .errors import AuthenticationError as AuthenticationError
+    from .errors import BadRequestError as BadRequestError
+    from .errors import ConfigError as ConfigError
+    from .errors import ConnectError as ConnectError
+    from .errors import LLMAdapterError as LLMAdapterError
+    from .errors import MalformedResponseError as MalformedResponseError
+    from .errors import PluginError as PluginError
+    from .errors import PluginWarning as PluginWarning
+    from .errors import RateLimitError as RateLimitError
+    from .errors import ServerError as ServerError
+    from .errors import StreamError as StreamError
+    from .errors import StructuredOutputError as StructuredOutputError
+    from .errors import TransportError as TransportError
+    from .hookspecs import hookimpl as hookimpl
+    from .streaming import ChatCompletionStream as ChatCompletionStream
+    from .structured import parse_json as parse_json
+    from .types import BatchResult as BatchResult
+    from .types import ChatCompletion as ChatCompletion
+    from .types import ChatCompletionChunk as ChatCompletionChunk
+    from .types import ChatRequest as ChatRequest
+    from .types import Choice as Choice
+    from .types import ChunkChoice as ChunkChoice
+    from .types import Cost as Cost
+    from .types import CreateEmbeddingResponse as CreateEmbeddingResponse
+    from .types import Delta as Delta
+    from .types import Embedding as Embedding
+    from .types import EmbeddingRequest as EmbeddingRequest
+    from .types import FunctionCall as FunctionCall
+    from .types import Message as Message
+    from .types import Model as Model
+    from .types import ResponseInfo as ResponseInfo
+    from .types import ToolCall as ToolCall
+    from .types import Usage as Usage
 
 
 def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
+        if name in _DEPRECATED:  # the module warns
+            return getattr(importlib.import_module(f".{_DEPRECATED[name]}", __name__), name)
         raise AttributeError(f"module 'llmadapters' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value

@@ -8,7 +8,7 @@ so callers catch one set of classes whatever moves the bytes::
      ├── PluginError                 a plugin failed to load or registered badly
      ├── TransportError              the request did not get a complete HTTP answer
      │    ├── ConnectError           refused, DNS failure, TLS handshake, ...
-     │    └── TimeoutError           connect, read, write or pool timeout
+     │    └── APITimeoutError        connect, read, write or pool timeout
      ├── APIStatusError              the server answered with a 4xx/5xx status
      │    ├── BadRequestError        400, 404, 405, 413, 415, 422
      │    ├── AuthenticationError    401, 403
@@ -33,11 +33,13 @@ import email.utils
 import math
 import reprlib
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
     "APIStatusError",
+    "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
@@ -51,7 +53,6 @@ __all__ = [
     "ServerError",
     "StreamError",
     "StructuredOutputError",
-    "TimeoutError",
     "TransportError",
     "parse_retry_after",
     "shown",
@@ -91,8 +92,26 @@ class ConnectError(TransportError):
     """No connection could be made: refused, name resolution failed, TLS handshake failed."""
 
 
-class TimeoutError(TransportError):
-    """A connect, read, write or pool-wait timeout expired."""
+class APITimeoutError(TransportError):
+    """A connect, read, write or pool-wait timeout expired (or the attempt's total or
+    first-token timeout, enforced by the timeout middleware).
+
+    It was ``TimeoutError`` until 0.1, a name that hid Python's own in every module
+    that imported it: that name still works, with a `DeprecationWarning`, for one more
+    release.
+    """
+
+
+def __getattr__(name: str) -> object:
+    if name == "TimeoutError":
+        warnings.warn(
+            "llmadapters.TimeoutError is now llmadapters.APITimeoutError (the old name hid Python's own "
+            "TimeoutError); the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return APITimeoutError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class APIStatusError(LLMAdapterError):
@@ -184,7 +203,7 @@ class StreamError(LLMAdapterError):
     ``body``). A connection that broke after the first chunk (a reset, a body cut
     mid-chunk) is this too, with the `TransportError` as its ``__cause__``, so that
     ``except StreamError`` catches every stream that broke after output began; one that
-    stalled past its read timeout stays a `TimeoutError`.
+    stalled past its read timeout stays a `APITimeoutError`.
 
     Attributes:
         ended_early: the body ended, cleanly, before ``[DONE]``; a stream whose every

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .errors import (
+    APITimeoutError,
     AuthenticationError,
     ConfigError,
     LLMAdapterError,
     MalformedResponseError,
     PluginError,
     StreamError,
-    TimeoutError,
     TransportError,
     unknown_name,
 )
@@ -190,7 +190,7 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
                     # Cut after output began, the stream is truncated, whichever way the
                     # connection broke (before, the call can still be retried; a stall
                     # stays a timeout).
-                    if not began or isinstance(exc, TimeoutError):
+                    if not began or isinstance(exc, APITimeoutError):
                         raise
                     raise StreamError(f"stream from {name} broke after its first chunk: {exc}") from exc
         finally:

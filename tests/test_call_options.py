@@ -52,7 +52,7 @@ async def test_headers_query_and_body_of_one_call(
 )
 async def test_a_per_call_timeout_bounds_that_call(make_client: MakeClient, transport: str, timeout: object) -> None:
     client = make_client(transport, headers={"x-fake-stall-s": "30"})
-    with pytest.raises(la.TimeoutError, match=r"read timeout on .*: no data from the server for 0.3 s"):
+    with pytest.raises(la.APITimeoutError, match=r"read timeout on .*: no data from the server for 0.3 s"):
         await client.chat.completions.create(model="local/stall", messages=MESSAGES, timeout=timeout)
     assert (await client.chat.completions.create(model="local/echo", messages=MESSAGES)).choices
 

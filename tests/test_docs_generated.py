@@ -30,7 +30,7 @@ def test_a_generated_part_is_current(page: Path) -> None:
 def test_a_generated_part_is_filled_in_the_repository() -> None:
     plugin = (_HOOKS.parent / "reference" / "plugin.md").read_text()
     assert "### `stream_reply(status: int, headers: Mapping[str, str], chunks:" in plugin
-    assert "| `httpx2.ReadTimeout` | `TimeoutError` | read |  |" in plugin
+    assert "| `httpx2.ReadTimeout` | `APITimeoutError` | read |  |" in plugin
 
 
 def test_a_stale_part_is_refused_by_the_site_build() -> None:

@@ -31,8 +31,8 @@ FAULTS: dict[str, tuple[type[Exception] | None, type[Exception]]] = {
     "connect-refused": (la.ConnectError, la.ConnectError),
     "dns-failure": (la.ConnectError, la.ConnectError),
     "tls-to-plain-http": (la.ConnectError, la.ConnectError),
-    "stall": (la.TimeoutError, la.TimeoutError),
-    "stall-mid-stream": (None, la.TimeoutError),
+    "stall": (la.APITimeoutError, la.APITimeoutError),
+    "stall-mid-stream": (None, la.APITimeoutError),
     "reset": (la.TransportError, la.TransportError),
     "reset-mid-body": (la.TransportError, la.StreamError),
     "truncate": (la.MalformedResponseError, la.StreamError),
@@ -44,7 +44,7 @@ FAULTS: dict[str, tuple[type[Exception] | None, type[Exception]]] = {
     "huge-body": (la.MalformedResponseError, la.StreamError),
     "gzip-bomb": (la.MalformedResponseError, la.StreamError),
     "huge-header": (la.TransportError, la.TransportError),
-    "drip": (la.TimeoutError, la.TimeoutError),
+    "drip": (la.APITimeoutError, la.APITimeoutError),
 }
 
 

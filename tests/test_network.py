@@ -220,7 +220,7 @@ async def test_the_read_timeout_bounds_a_stalled_reply(
     client = make_client(transport, timeout={"read": 0.4}, headers={"x-fake-stall-s": "5"})
     error, took = await _failure(client, "local/stall")
     # Its words say which bound ended the call (the stall would have ended it later, no timeout).
-    assert isinstance(error, la.TimeoutError)
+    assert isinstance(error, la.APITimeoutError)
     assert str(error).startswith("read timeout on ")
     assert took > 0.35
 
@@ -234,7 +234,7 @@ async def test_the_pool_timeout_bounds_the_wait_for_a_connection(
     holder = asyncio.create_task(ask(client, "local/stall"))
     await asyncio.sleep(0.2)  # the only connection is taken
     error, took = await _failure(client)
-    assert isinstance(error, la.TimeoutError)
+    assert isinstance(error, la.APITimeoutError)
     assert str(error).startswith("pool timeout on ")
     assert took > 0.25
     holder.cancel()
@@ -257,7 +257,7 @@ async def test_the_total_timeout_bounds_a_stream_that_trickles_under_the_read_ti
             pass
 
     started = time.monotonic()
-    with pytest.raises(la.TimeoutError, match=r"^total timeout on "):
+    with pytest.raises(la.APITimeoutError, match=r"^total timeout on "):
         await read_all()
     assert time.monotonic() - started > 0.45
 
@@ -267,7 +267,7 @@ async def test_the_connect_timeout_bounds_a_connection_that_never_opens(
 ) -> None:
     client = make_client(transport, base_url=connect_blackhole.url, timeout={"connect": 0.4, "read": 30})
     error, took = await _failure(client)
-    assert isinstance(error, la.TimeoutError)
+    assert isinstance(error, la.APITimeoutError)
     assert str(error).startswith("connect timeout on ")
     assert took > 0.35
 
@@ -278,7 +278,7 @@ async def test_the_write_timeout_bounds_an_upload_the_server_does_not_read(
     client = make_client(transport, base_url=no_read_server.url, timeout={"write": 0.4, "read": 30})
     big = [{"role": "user", "content": "x" * 16_000_000}]
     started = time.monotonic()
-    with pytest.raises(la.TimeoutError, match=r"^write timeout on "):
+    with pytest.raises(la.APITimeoutError, match=r"^write timeout on "):
         await client.chat.completions.create(model="local/echo", messages=big)
     assert time.monotonic() - started > 0.35
 

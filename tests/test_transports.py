@@ -194,7 +194,7 @@ async def test_dns_failure(make_client: MakeClient, transport: str, failing_dns:
 async def test_read_timeout(make_client: MakeClient, transport: str, fault: str) -> None:
     client = make_client(transport, timeout={"read": 0.3}, headers={"x-fake-stall-s": "5"})
     # The read timeout's words, not the stall's end (5 s, then a reset), ended the call.
-    with pytest.raises(la.TimeoutError, match=r"^read timeout on .*\(timeout.read\)$"):
+    with pytest.raises(la.APITimeoutError, match=r"^read timeout on .*\(timeout.read\)$"):
         await _collect(client, f"echo+{fault}", stream=True)
 
 

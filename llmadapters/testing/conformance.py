@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pytest
 
 from ..client import AsyncClient
-from ..errors import ConnectError, LLMAdapterError, TimeoutError
+from ..errors import APITimeoutError, ConnectError, LLMAdapterError
 from ..plugins import Registry
 from .fake_server import FakeServer, FakeServerOptions
 from .providers import environment
@@ -256,7 +256,7 @@ class TransportConformance:
                         await held
                     return waited
 
-        assert asyncio.run(run()) is TimeoutError
+        assert asyncio.run(run()) is APITimeoutError
 
     def test_write_timeout_bounds_an_upload_the_server_does_not_read(self) -> None:
         self._claims("write_timeout")
@@ -273,7 +273,7 @@ class TransportConformance:
                     return None
 
         error = asyncio.run(run())
-        assert isinstance(error, TimeoutError), repr(error)
+        assert isinstance(error, APITimeoutError), repr(error)
         assert str(error).startswith("write timeout"), str(error)
 
     def test_an_http_proxy_carries_the_call(self) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from ..errors import ConnectError, TimeoutError, TransportError
+from ..errors import APITimeoutError, ConnectError, TransportError
 
 if TYPE_CHECKING:
     from .base import Endpoint
@@ -88,21 +88,21 @@ _R = ErrorRule
 
 # httpx2's, and httpcore2's, which httpx2 raises them from.
 HTTPX2_ERRORS = ErrorTable(
-    _R("httpx2.ConnectTimeout", TimeoutError, "connect"),
-    _R("httpx2.ReadTimeout", TimeoutError, "read"),
-    _R("httpx2.WriteTimeout", TimeoutError, "write"),
-    _R("httpx2.PoolTimeout", TimeoutError, "pool"),
-    _R("httpx2.TimeoutException", TimeoutError),
+    _R("httpx2.ConnectTimeout", APITimeoutError, "connect"),
+    _R("httpx2.ReadTimeout", APITimeoutError, "read"),
+    _R("httpx2.WriteTimeout", APITimeoutError, "write"),
+    _R("httpx2.PoolTimeout", APITimeoutError, "pool"),
+    _R("httpx2.TimeoutException", APITimeoutError),
     _R("httpx2.ConnectError", ConnectError),
     _R("httpx2.ProxyError", ConnectError),
     _R("httpx2.UnsupportedProtocol", ConnectError),
     _R("httpx2.RemoteProtocolError", TransportError, lost=True),
     _R("httpx2.HTTPError", TransportError),
     _R("httpx2.InvalidURL", TransportError),
-    _R("httpcore2.ConnectTimeout", TimeoutError, "connect"),
-    _R("httpcore2.ReadTimeout", TimeoutError, "read"),
-    _R("httpcore2.WriteTimeout", TimeoutError, "write"),
-    _R("httpcore2.PoolTimeout", TimeoutError, "pool"),
+    _R("httpcore2.ConnectTimeout", APITimeoutError, "connect"),
+    _R("httpcore2.ReadTimeout", APITimeoutError, "read"),
+    _R("httpcore2.WriteTimeout", APITimeoutError, "write"),
+    _R("httpcore2.PoolTimeout", APITimeoutError, "pool"),
     _R("httpcore2.RemoteProtocolError", TransportError, lost=True),
     _R("httpcore2.ReadError", TransportError, lost=True),
     _R("httpcore2.WriteError", TransportError, lost=True),
@@ -110,9 +110,9 @@ HTTPX2_ERRORS = ErrorTable(
 # aiohttp's, raised alone (the aiohttp plugin) or under the openai SDK's aiohttp client;
 # its C parser raises classes of aiohttp.http_exceptions, outside ClientError.
 AIOHTTP_ERRORS = ErrorTable(
-    _R("aiohttp.ConnectionTimeoutError", TimeoutError, "connect"),
-    _R("aiohttp.SocketTimeoutError", TimeoutError, "read"),
-    _R("aiohttp.ServerTimeoutError", TimeoutError),
+    _R("aiohttp.ConnectionTimeoutError", APITimeoutError, "connect"),
+    _R("aiohttp.SocketTimeoutError", APITimeoutError, "read"),
+    _R("aiohttp.ServerTimeoutError", APITimeoutError),
     _R("aiohttp.ClientConnectorError", ConnectError),
     _R("aiohttp.InvalidURL", ConnectError),
     _R("aiohttp.ClientPayloadError", TransportError, lost=True),
@@ -122,7 +122,7 @@ AIOHTTP_ERRORS = ErrorTable(
 # The openai SDK's: what it wraps (httpx2's or aiohttp's) decides, when a table knows it.
 OPENAI_ERRORS = ErrorTable(_R("openai.OpenAIError", TransportError))
 # Python's own: a timeout from asyncio or a socket.
-BUILTIN_ERRORS = ErrorTable(_R("builtins.TimeoutError", TimeoutError))
+BUILTIN_ERRORS = ErrorTable(_R("builtins.TimeoutError", APITimeoutError))
 
 # A reset, as an OSError of one of these numbers, is a connection lost in any library.
 _LOST_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
@@ -198,7 +198,7 @@ def classify_transport_error(exc: BaseException, endpoint: Endpoint, errors: Err
     detail = str(native) or type(native).__name__
     if kind is ConnectError:
         return ConnectError(f"cannot connect to {url}: {detail}")
-    if kind is TimeoutError:
+    if kind is APITimeoutError:
         phase = next((rule.phase for rule in reversed(rules) if rule is not None and rule.phase), None)
         if phase is not None:
             return timeout_error(phase, url, getattr(endpoint.timeouts, phase))
@@ -232,11 +232,11 @@ _TIMEOUT_TEXT = {
 }
 
 
-def timeout_error(phase: str, url: str, seconds: float | None) -> TimeoutError:
-    """The `TimeoutError` of one phase of an attempt (``connect``, ``write``, ``read``,
+def timeout_error(phase: str, url: str, seconds: float | None) -> APITimeoutError:
+    """The `APITimeoutError` of one phase of an attempt (``connect``, ``write``, ``read``,
     ``pool``, ``first_token``, ``total``, or the call's ``deadline``), in the same words
     on every transport: ``read timeout on URL: no data from the server for 30 s
     (timeout.read)``."""
     text, setting = _TIMEOUT_TEXT[phase]
     limit = "?" if seconds is None else f"{seconds:g}"
-    return TimeoutError(f"{phase.replace('_', ' ')} timeout on {url}: {text.format(limit)} ({setting})")
+    return APITimeoutError(f"{phase.replace('_', ' ')} timeout on {url}: {text.format(limit)} ({setting})")

@@ -106,7 +106,7 @@ class Transport(Protocol):
       until ``[DONE]``. Status errors are raised before anything is yielded.
     - ``aclose`` releases connections; the transport is unusable afterwards.
 
-    Failures raise `llmadapters.errors` classes only: `ConnectError`, `TimeoutError`,
+    Failures raise `llmadapters.errors` classes only: `ConnectError`, `APITimeoutError`,
     `TransportError`, `APIStatusError` subclasses (via `decode_error_body` and
     `errors.status_error`), `MalformedResponseError` and `StreamError`.
     """

@@ -3,7 +3,7 @@
 aiohttp has no write timeout, and starts its read timeout only once the request body is
 sent, so a server that stops reading an upload would hold the call forever. A body
 larger than one write is therefore handed to aiohttp in 64 KiB chunks, and the call
-fails with `TimeoutError` when the next chunk is not taken within the write timeout.
+fails with `APITimeoutError` when the next chunk is not taken within the write timeout.
 (A smaller body goes to the socket's buffer in one write, which never waits.)
 """
 
@@ -36,7 +36,7 @@ from llmadapters.plugin import (
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
-    from llmadapters.plugin import Endpoint, ResponseInfo, TimeoutError, Timeouts
+    from llmadapters.plugin import APITimeoutError, Endpoint, ResponseInfo, Timeouts
 
 __all__ = ["AiohttpTransport"]
 
@@ -76,7 +76,7 @@ class _Upload:
             self._timer.cancel()
             self._timer = None
 
-    def timed_out(self, url: str) -> TimeoutError:
+    def timed_out(self, url: str) -> APITimeoutError:
         """The error of an expired upload, the task's cancellation taken back."""
         uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
         if uncancel is not None:
