@@ -29,7 +29,7 @@ _MODULE_OF = {
     "ChatRequest": "types",
     "Choice": "types",
     "ChunkChoice": "types",
-    "Client": "client",
+    "Client": "sync",
     "ConfigError": "errors",
     "ConnectError": "errors",
     "Cost": "types",
@@ -51,7 +51,7 @@ _MODULE_OF = {
     "ServerError": "errors",
     "StreamError": "errors",
     "StructuredOutputError": "errors",
-    "SyncChatCompletionStream": "client",
+    "SyncChatCompletionStream": "sync",
     "ToolCall": "types",
     "TransportError": "errors",
     "Usage": "types",
@@ -63,8 +63,6 @@ _DEPRECATED = {"TimeoutError": "errors"}
 if TYPE_CHECKING:
     from .accumulation import accumulate as accumulate
     from .client import AsyncClient as AsyncClient
-    from .client import Client as Client
-    from .client import SyncChatCompletionStream as SyncChatCompletionStream
     from .errors import APIStatusError as APIStatusError
     from .errors import APITimeoutError as APITimeoutError
     from .errors import AuthenticationError as AuthenticationError
@@ -83,6 +81,8 @@ if TYPE_CHECKING:
     from .hookspecs import hookimpl as hookimpl
     from .streaming import ChatCompletionStream as ChatCompletionStream
     from .structured import parse_json as parse_json
+    from .sync import Client as Client
+    from .sync import SyncChatCompletionStream as SyncChatCompletionStream
     from .types import BatchResult as BatchResult
     from .types import ChatCompletion as ChatCompletion
     from .types import ChatCompletionChunk as ChatCompletionChunk

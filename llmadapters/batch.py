@@ -702,7 +702,7 @@ class BatchRun:
         try:
             return await route.handle(call)
         finally:
-            line.attempts += call.metadata.get("attempts", 1)
+            line.attempts += call.attempts
 
 
 # Latencies are counted in buckets 1% wide (on a log scale), not kept one by one: the

@@ -69,6 +69,9 @@ class Call:
         defer_rate_limits: raise a 429 at once instead of waiting to retry it, so that
             the caller can put the call aside without holding a slot and send it again
             later (the batch engine does; the retry middleware reads it).
+        attempts: the attempts made of this call so far, as the middleware outside
+            the retry middleware sees it (the retry middleware counts them on its way
+            back; 1 without it).
         metadata: free for middleware to share state along the chain.
     """
 
@@ -82,6 +85,7 @@ class Call:
     keys: KeyRing | None = None
     key: str | None = None
     defer_rate_limits: bool = False
+    attempts: int = 1
     metadata: dict[str, Any] = attrs.field(factory=dict)
 
     @property

@@ -57,7 +57,7 @@ class LoggingMiddleware:
             "stream": call.request.stream,
             "outcome": outcome,
             "status": status,
-            "attempts": call.metadata.get("attempts", 1),
+            "attempts": call.attempts,
             "latency_ms": round((time.perf_counter() - start) * 1000, 1),
             "tokens_in": usage.prompt_tokens if usage else None,
             "tokens_out": usage.completion_tokens if usage else None,

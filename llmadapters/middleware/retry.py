@@ -106,17 +106,16 @@ class RetryMiddleware:
             try:
                 reply = await call_next(attrs.evolve(call, attempt=attempt, deadline=deadline, headers=headers))
             except LLMAdapterError as exc:
-                call.metadata["attempts"] = attempt
+                call.attempts = attempt
                 if call.defer_rate_limits and isinstance(exc, RateLimitError):
                     raise
                 wait = self.delay(call, exc, attempt) if attempt < self.policy.max_attempts else None
                 if wait is None or (deadline is not None and loop.time() + wait >= deadline):
                     raise
-                call.metadata["retries"] = attempt
                 await self._sleep(wait)
                 attempt += 1
             else:
-                call.metadata["attempts"] = attempt
+                call.attempts = attempt
                 return reply
 
 

@@ -72,8 +72,7 @@ class OTelMiddleware:
 
     @staticmethod
     def _end(span: trace.Span, call: Call, error: BaseException | None, finish: list[str]) -> None:
-        if "attempts" in call.metadata:
-            span.set_attribute("llmadapters.attempts", call.metadata["attempts"])
+        span.set_attribute("llmadapters.attempts", call.attempts)
         if finish:
             span.set_attribute("gen_ai.response.finish_reasons", finish)
         if error is not None:
