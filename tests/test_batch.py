@@ -443,11 +443,11 @@ def test_duplicate_ids_are_found_exactly_among_many() -> None:
 
 
 def test_ids_sharing_a_fingerprint_are_not_taken_for_duplicates(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmadapters import batch
+    from llmadapters.batch import jsonl
 
     # Every id gets the same fingerprint: all are suspects, and the second reading tells
     # the true duplicates from the rest.
-    monkeypatch.setattr(batch, "_mark", lambda custom_id: (7, len(custom_id)))
+    monkeypatch.setattr(jsonl, "_mark", lambda custom_id: (7, len(custom_id)))
     lines = _id_lines(["a", "bb", "a", "cc", "d"])
     assert duplicate_ids(lambda: lines) == ({"a": [1, 3]}, 5)
 
