@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -84,3 +85,20 @@ def test_cli_models_prints_one_id_a_line(tmp_path: Path) -> None:
     refused = cli_models("nowhere", tmp_path)
     assert refused.returncode == 1
     assert "unknown provider 'nowhere'" in refused.stderr
+
+
+def test_cli_models_into_a_reader_that_went_away_stops_quietly(tmp_path: Path) -> None:
+    """`llmadapters models fake | head -1`: the pipe closes before the listing is out."""
+    read, write = os.pipe()
+    os.close(read)  # no reader: the first write meets EPIPE
+    with os.fdopen(write, "w") as pipe:
+        done = subprocess.run(
+            [sys.executable, "-m", "llmadapters.cli", "models", "fake"],
+            stdout=pipe,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+    assert done.returncode == 141
+    assert done.stderr == ""  # no traceback
