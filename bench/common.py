@@ -1,15 +1,22 @@
 """What the benchmarks share: driving calls at a fixed concurrency while measuring this
-process's CPU, and the fake server in a process of its own."""
+process's CPU, the fake server in a process of its own, and the sections that
+benchmarks other than bench/run.py write into docs/performance.md."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import resource
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Call = Callable[[], Awaitable[object]]
 
@@ -69,10 +76,37 @@ def wait_for_port(port: int, seconds: float = 5.0) -> bool:
     return False
 
 
-def with_section(text: str, new: str, markers: tuple[str, str]) -> str:
-    """``text`` (a generated page) with the section between ``markers`` (a benchmark's own,
-    kept when the page is rewritten) replaced by ``new``, or ``new`` appended."""
-    begin, end = text.find(markers[0]), text.find(markers[1])
+# The section a benchmark writes into docs/performance.md (bench/run.py writes the rest
+# and keeps these), between markers that name the script.
+_SECTION = re.compile(r"^<!-- (bench/[\w.]+): begin -->\n.*?^<!-- \1: end -->\n", re.MULTILINE | re.DOTALL)
+
+
+def _markers(script: str) -> tuple[str, str]:
+    return f"<!-- bench/{script}: begin -->", f"<!-- bench/{script}: end -->"
+
+
+def with_section(text: str, script: str, body: str) -> str:
+    """``text`` (the performance page) with ``script``'s section replaced by ``body``
+    between its markers, or appended."""
+    begin_marker, end_marker = _markers(script)
+    new = f"{begin_marker}\n{body.strip()}\n{end_marker}\n"
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin != -1 and end > begin:
-        return text[:begin] + new + text[end + len(markers[1]) + 1 :]
+        return text[:begin] + new + text[end + len(end_marker) + 1 :]
     return text.rstrip("\n") + "\n\n" + new
+
+
+def foreign_sections(page: str) -> str:
+    """The sections of ``page`` that benchmarks other than bench/run.py wrote, each with
+    its markers, for bench/run.py to keep when it writes the page again."""
+    return "".join("\n" + match.group(0) for match in _SECTION.finditer(page))
+
+
+def write_pages(docs: Path, script: str, stem: str, results: dict[str, Any], page: str, section: str) -> None:
+    """A benchmark's own figures (``docs/STEM.json``), its page (``docs/STEM.md``) and
+    its section of docs/performance.md; the figures printed."""
+    (docs / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (docs / f"{stem}.md").write_text(page)
+    performance = docs / "performance.md"
+    performance.write_text(with_section(performance.read_text() if performance.exists() else "", script, section))
+    print(json.dumps(results, indent=2))

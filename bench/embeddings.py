@@ -36,10 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import start_fake_server, with_section
+from common import start_fake_server, write_pages
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTION = ("<!-- bench/embeddings.py: begin -->", "<!-- bench/embeddings.py: end -->")
 LARGE_LINE = 1_000
 CONTENDERS = ("llmadapters batch", "llmadapters batch --embed-chunk", "openai SDK")
 
@@ -200,14 +199,12 @@ def section(results: dict[str, Any]) -> str:
     r = results
     c = r["contenders"]
     ours, sdk_figures = c[CONTENDERS[0]], c["openai SDK"]
-    return f"""{SECTION[0]}
-## Embeddings
+    return f"""## Embeddings
 
 {r["texts"]:,} short texts, {r["per_request"]} a request, through `llmadapters batch`:
 {ours["texts_per_s"]:,} texts/s in {ours["peak_rss_mib"]} MiB at peak, against the openai SDK's
 {sdk_figures["texts_per_s"]:,} texts/s in {sdk_figures["peak_rss_mib"]} MiB ({ours["vs_sdk"]}x). Written by
 `bench/embeddings.py` on {r["date"]}; details on [Embeddings, measured](embeddings-performance.md).
-{SECTION[1]}
 """
 
 
@@ -228,13 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(json.dumps({"wall_s": wall}))
         return
     results = measure(args.texts, args.per_request, args.concurrency, args.rounds)
-    (args.docs / "embeddings-performance.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.docs / "embeddings-performance.md").write_text(page(results))
-    performance = args.docs / "performance.md"
-    performance.write_text(
-        with_section(performance.read_text() if performance.exists() else "", section(results), SECTION)
-    )
-    print(json.dumps(results, indent=2))
+    write_pages(args.docs, "embeddings.py", "embeddings-performance", results, page(results), section(results))
 
 
 if __name__ == "__main__":

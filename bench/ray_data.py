@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -28,12 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import start_fake_server, with_section
+from common import start_fake_server, write_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH_SIZE = 64
 CONCURRENCY = 64
-SECTION = ("<!-- bench/ray_data.py: begin -->", "<!-- bench/ray_data.py: end -->")
 
 
 def rows(n: int) -> list[dict[str, Any]]:
@@ -164,15 +162,13 @@ already live in a Ray Data pipeline, or are spread over a cluster's nodes (see
 
 def section(results: dict[str, Any]) -> str:
     r = results
-    return f"""{SECTION[0]}
-## Ray Data
+    return f"""## Ray Data
 
 {r["rows"]:,} requests on a local Ray of 2 CPUs (2 actors) against the local engine, same
 fake server: {r["ray_rows_per_s"]:,} rows/s against {r["local_rows_per_s"]:,}
 ({r["ray_vs_local"]}x), {r["overhead_us_per_row"]} µs of overhead per row, and
 {r["ray_one_batch_s"]} s for a one-batch job. Written by `bench/ray_data.py` on {r["date"]};
 details on [Ray Data, measured](ray-performance.md).
-{SECTION[1]}
 """
 
 
@@ -183,13 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where the pages go (docs/)")
     args = parser.parse_args(argv)
     results = measure(args.rows, args.rounds)
-    (args.out / "ray-performance.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "ray-performance.md").write_text(page(results))
-    performance = args.out / "performance.md"
-    performance.write_text(
-        with_section(performance.read_text() if performance.exists() else "", section(results), SECTION)
-    )
-    print(json.dumps(results, indent=2))
+    write_pages(args.out, "ray_data.py", "ray-performance", results, page(results), section(results))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from contenders import CONTENDERS, Contender
@@ -316,13 +315,3 @@ def _goal(what: str, value: float | None, target: float, most: bool = False) -> 
     """``value`` is to reach ``target``, or stay under it (``most``)."""
     met = None if value is None else (value <= target if most else value >= target)
     return {"what": what, "value": value, "target": target, "most": most, "met": met}
-
-
-# A section another benchmark writes into the page (bench/ray_data.py's), between
-# markers of its own: kept when this page is written again.
-_FOREIGN = re.compile(r"^<!-- (bench/[\w.]+): begin -->\n.*?^<!-- \1: end -->\n", re.MULTILINE | re.DOTALL)
-
-
-def foreign_sections(page: str) -> str:
-    """The sections of ``page`` that other benchmarks wrote, each with its markers."""
-    return "".join("\n" + match.group(0) for match in _FOREIGN.finditer(page))

@@ -52,12 +52,12 @@ import sys
 import time
 from pathlib import Path
 
-from common import start_fake_server
+from common import foreign_sections, start_fake_server
 from contenders import CONTENDERS
 from measure import batch_commands, import_times, log, machine, measure, versions
 from nginx import start_nginx
 from plot import plot
-from report import Page, foreign_sections
+from report import Page
 from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
