@@ -53,7 +53,6 @@ def default_cache_path() -> Path:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
     key TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
     body BLOB NOT NULL,
     size INTEGER NOT NULL,
     created REAL NOT NULL,
@@ -92,15 +91,15 @@ class ResponseCache:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: work(self._connect()))
 
-    async def get(self, key: str) -> tuple[str, Any] | None:
-        """The kind (``"unary"`` or ``"stream"``) and stored value under ``key``, or None."""
-        return await self._run(functools.partial(self._get, key, time.time()))  # type: ignore[no-any-return]
+    async def get(self, key: str) -> Any:
+        """The value stored under ``key`` (JSON), or None."""
+        return await self._run(functools.partial(self._get, key, time.time()))
 
-    def _get(self, key: str, now: float, db: sqlite3.Connection) -> tuple[str, Any] | None:
-        row = db.execute("SELECT kind, body, size, created FROM replies WHERE key = ?", (key,)).fetchone()
+    def _get(self, key: str, now: float, db: sqlite3.Connection) -> Any:
+        row = db.execute("SELECT body, size, created FROM replies WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        kind, body, size, created = row
+        body, size, created = row
         expire = self.settings.expire
         with db:
             if expire is not None and now - created > expire:
@@ -108,21 +107,19 @@ class ResponseCache:
                     db.execute("UPDATE totals SET size = size - ? WHERE id = 0", (size,))
                 return None
             db.execute("UPDATE replies SET used = ? WHERE key = ?", (now, key))
-        return kind, json.loads(body)
+        return json.loads(body)
 
-    async def put(self, key: str, kind: str, value: Any) -> None:
+    async def put(self, key: str, value: Any) -> None:
         """Store ``value`` (JSON) under ``key``, then drop the least recently used
         replies while the file holds more than ``max_size`` bytes of them."""
         body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-        await self._run(functools.partial(self._put, key, kind, body, time.time()))
+        await self._run(functools.partial(self._put, key, body, time.time()))
 
-    def _put(self, key: str, kind: str, body: bytes, now: float, db: sqlite3.Connection) -> None:
+    def _put(self, key: str, body: bytes, now: float, db: sqlite3.Connection) -> None:
         with db:
             db.execute("BEGIN IMMEDIATE")  # one writer at a time: the total stays exact
             old = db.execute("SELECT size FROM replies WHERE key = ?", (key,)).fetchone()
-            db.execute(
-                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?)", (key, kind, body, len(body), now, now)
-            )
+            db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?)", (key, body, len(body), now, now))
             db.execute("UPDATE totals SET size = size + ? WHERE id = 0", (len(body) - (old[0] if old else 0),))
             (total,) = db.execute("SELECT size FROM totals WHERE id = 0").fetchone()
             while total > self.settings.max_size:
@@ -191,25 +188,23 @@ class CacheMiddleware:
         if samples(call.request) and not self.cache.settings.nondeterministic:
             return await call_next(call)
         key = request_key(call)
-        hit = await self.cache.get(key)
-        if hit is not None:
-            kind, stored = hit
-            if kind == "stream" and call.request.stream:
-                return ChatCompletionStream(_replay(stored["chunks"], call.provider), http=_http(stored))
+        stored = await self.cache.get(key)
+        if stored is not None:  # a reply of this request's kind: whether it streams is in the key
             request = call.request
-            if kind == "unary" and isinstance(request, EmbeddingRequest):
+            if request.stream:
+                return ChatCompletionStream(_replay(stored["chunks"], call.provider), http=_http(stored))
+            if isinstance(request, EmbeddingRequest):
                 decode = request.encoding_format is None
                 return CreateEmbeddingResponse.from_dict(
                     stored["body"], provider=call.provider, http=_http(stored), decode=decode
                 )
-            if kind == "unary" and not request.stream:
-                return ChatCompletion.from_dict(stored["body"], provider=call.provider, http=_http(stored))
+            return ChatCompletion.from_dict(stored["body"], provider=call.provider, http=_http(stored))
         reply = await call_next(call)
         http = reply.http
         stored = {"status": http.status if http else 200, "headers": _lower(http.headers) if http else {}}
         if isinstance(reply, ChatCompletionStream):
             return reply.with_chunks(self._recorded(reply, key, stored))
-        await self.cache.put(key, "unary", {**stored, "body": reply.raw})
+        await self.cache.put(key, {**stored, "body": reply.raw})
         return reply
 
     async def _recorded(
@@ -221,7 +216,7 @@ class CacheMiddleware:
             async for chunk in stream:
                 chunks.append(chunk.raw)
                 yield chunk
-        await self.cache.put(key, "stream", {**stored, "chunks": chunks})
+        await self.cache.put(key, {**stored, "chunks": chunks})
 
     async def aclose(self) -> None:
         await self.cache.aclose()
