@@ -475,11 +475,11 @@ class _Budget:
         if ticket.level <= self.proven:
             self._judge(False)
         elif ticket.grant >= self.decreased_at:
+            # (A call granted before the last decrease proves no level: its level counted
+            # the calls then on their way to the 429s that made the decrease.)
             self.proven = ticket.level
             self.best = max(self.best, ticket.level)
             self.strikes, self.struck = 0, 1 << 30
-        # A call granted before the last decrease proves no level: its level counted the
-        # calls then on their way to the 429s that made the decrease.
         if self.starting and self.waiters and self.limit < self.cap:
             # Slow start: calls wait, so the limit holds them back; one more slot per
             # success, opened as replies come back rather than all at once, so that
