@@ -7,6 +7,7 @@ wire give equal values and equal errors whichever transport carried them.
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -56,6 +57,25 @@ def encode_json(payload: Mapping[str, Any]) -> bytes:
     return _ENCODER.encode(payload).encode()
 
 
+# json.loads goes through three Python functions before the C scanner; a reply and each
+# stream event call the scanner directly (the one json.loads uses, with its defaults).
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def _loads(text: str | bytes) -> Any:
+    """``json.loads(text)``: the scanner's value when it reads ``text`` whole and is
+    UTF-8 text; anything else (whitespace around the value, another encoding, an
+    error) goes to ``json.loads``, whose value and errors stay the reference."""
+    try:
+        string = text if isinstance(text, str) else text.decode()
+        value, end = _SCAN(string, 0)
+        if end == len(string):
+            return value
+    except (StopIteration, ValueError):  # (UnicodeDecodeError is a ValueError)
+        pass
+    return json.loads(text)
+
+
 def _snippet(body: bytes) -> str:
     text = body[:_SNIPPET].decode("utf-8", errors="replace")
     return " ".join(text.split()) or "<empty>"
@@ -82,7 +102,7 @@ def decode_json_body(body: bytes) -> dict[str, Any]:
     them while a request waits in its queue. An ``{"error": ...}`` object without
     ``choices`` (some providers send errors with status 200) raises."""
     try:
-        data = json.loads(body)
+        data = _loads(body)
     except ValueError as exc:
         raise MalformedResponseError(f"response body is not JSON: {_snippet(body)!r}") from exc
     if not isinstance(data, dict):
@@ -130,7 +150,7 @@ async def decode_sse_json(
             if not data.strip() or data[0] == ":":
                 continue
             try:
-                obj = json.loads(data)
+                obj = _loads(data)
             except ValueError as exc:
                 raise StreamError(f"stream event{where} is not JSON: {data[:_SNIPPET]!r}") from exc
             if not isinstance(obj, dict):
