@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from llmadapters.middleware import (
     RetryPolicy,
     TimeoutMiddleware,
 )
+from llmadapters.middleware.base import _new_key
 from llmadapters.streaming import ChatCompletionStream
 
 if TYPE_CHECKING:
@@ -276,6 +278,22 @@ async def test_call_headers_reach_the_wire_and_each_attempt_starts_afresh(
     assert (first["x-outer"], first["x-inner"]) == ("kept", "1")
     assert (second["x-outer"], second["x-inner"]) == ("kept", "2")
     assert first["idempotency-key"] == second["idempotency-key"]
+
+
+def test_idempotency_keys_differ_between_calls_and_processes() -> None:
+    keys = {_new_key() for _ in range(1000)}
+    assert len(keys) == 1000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked child draws keys of its own, not the parent's next ones
+        os.write(write, _new_key().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    os.close(write)
+    assert child.startswith("llmadapters-")
+    assert len({child, _new_key()}) == 2
 
 
 async def test_one_log_line_per_call(make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
