@@ -280,6 +280,42 @@ async def test_call_headers_reach_the_wire_and_each_attempt_starts_afresh(
     assert first["idempotency-key"] == second["idempotency-key"]
 
 
+async def test_each_attempt_carries_every_field_of_the_call_but_its_number_deadline_and_headers(
+    make_client: MakeClient,
+) -> None:
+    seen: list[Call] = []
+    outer_call: list[Call] = []
+
+    async def outer(call: Call, call_next: CallNext) -> Reply:
+        # A value unlike its default in every field, so that a field left out shows.
+        call.key, call.defer_rate_limits, call.attempts = "k", False, 7
+        call.metadata["from"] = "outer"
+        call.endpoint = call.endpoint.with_headers({"x-e": "1"})
+        outer_call.append(call)
+        return await call_next(call)
+
+    async def inner(call: Call, call_next: CallNext) -> Reply:
+        seen.append(call)
+        return await call_next(call)
+
+    rec = Recorder()
+    policy = RetryPolicy(deadline=60)
+    client = make_client(
+        middleware=[outer, *rec.stack(policy, inner)], headers={"x-fake-fail-times": "1", "x-fake-retry-after": "0"}
+    )
+    assert await _answer(client, "echo+fail-500", stream=False) == "retry me"
+    (call,) = outer_call
+    assert [attempt.attempt for attempt in seen] == [1, 2]
+    for attempt in seen:
+        assert attempt is not call
+        assert attempt.deadline is not None
+        assert attempt.headers["Idempotency-Key"] == call.idempotency_key
+        for field in attrs.fields(Call):
+            if field.name not in ("attempt", "deadline", "headers", "attempts"):
+                assert getattr(attempt, field.name) is getattr(call, field.name), field.name
+    assert seen[0].attempts == 7  # (the retry middleware counts them on its way back)
+
+
 def test_idempotency_keys_differ_between_calls_and_processes() -> None:
     keys = {_new_key() for _ in range(1000)}
     assert len(keys) == 1000

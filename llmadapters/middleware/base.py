@@ -109,6 +109,24 @@ class Call:
     def provider(self) -> str:
         return self.spec.name
 
+    def attempt_of(self, attempt: int, deadline: float | None, headers: dict[str, str]) -> Call:
+        """A copy for one attempt of this call, with its number, deadline and headers:
+        ``attrs.evolve`` at a third of the cost (once per call, for the retry middleware)."""
+        return Call(
+            request=self.request,
+            spec=self.spec,
+            endpoint=self.endpoint,
+            headers=headers,
+            attempt=attempt,
+            deadline=deadline,
+            idempotency_key=self.idempotency_key,
+            keys=self.keys,
+            key=self.key,
+            defer_rate_limits=self.defer_rate_limits,
+            attempts=self.attempts,
+            metadata=self.metadata,
+        )
+
 
 class EndpointMemo:
     """``make(endpoint)``, made again only when a call brings another endpoint than the

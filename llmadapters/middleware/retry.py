@@ -27,8 +27,6 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-import attrs
-
 from ..errors import (
     APIStatusError,
     LLMAdapterError,
@@ -104,7 +102,7 @@ class RetryMiddleware:
         while True:
             headers = {**call.headers, "Idempotency-Key": call.idempotency_key}
             try:
-                reply = await call_next(attrs.evolve(call, attempt=attempt, deadline=deadline, headers=headers))
+                reply = await call_next(call.attempt_of(attempt, deadline, headers))
             except LLMAdapterError as exc:
                 call.attempts = attempt
                 if call.defer_rate_limits and isinstance(exc, RateLimitError):
