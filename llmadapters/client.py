@@ -535,9 +535,14 @@ class AsyncClient:
         await self.aclose()
 
 
+_CALL_OPTIONS = frozenset({"extra_headers", "extra_query", "timeout", "extra_body"})
+
+
 def _call_options(params: dict[str, Any]) -> dict[str, Any]:
     """Take the openai SDK's per-call options out of ``params``: ``extra_headers``,
     ``extra_query`` and ``timeout`` are returned, ``extra_body`` merged into ``params``."""
+    if _CALL_OPTIONS.isdisjoint(params):  # most calls: the request's defaults
+        return {}
     options = {key: params.pop(key, None) for key in ("extra_headers", "extra_query", "timeout")}
     extra_body = params.pop("extra_body", None) or {}
     if not isinstance(extra_body, Mapping):
