@@ -1,17 +1,22 @@
 """The transport kernel decodes a reply's JSON exactly as ``json.loads`` does, whichever
-way the text comes (it calls the JSON scanner directly on the common path)."""
+way the text comes (it calls the JSON scanner directly on the common path), and a
+stream's events in order, up to an error or ``[DONE]``, however many arrive in one read."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmadapters.errors import MalformedResponseError
-from llmadapters.transports._kernel import decode_json_body
+from llmadapters.errors import MalformedResponseError, StreamError
+from llmadapters.transports._kernel import decode_json_body, decode_sse_json, stream_reply
+from llmadapters.transports.base import Endpoint
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -37,3 +42,35 @@ def test_a_body_decodes_as_json_loads_decodes_it(value: dict[str, Any], before: 
 def test_a_body_that_is_not_one_json_object_raises(body: bytes) -> None:
     with pytest.raises(MalformedResponseError, match=r"not JSON|not a JSON object"):
         decode_json_body(body)
+
+
+async def _reads(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [(b"data: nope\n\n", "not JSON"), (b"data: [1]\n\n", "not a JSON object"), (b'data: {"error": "x"}\n\n', "error")],
+)
+async def test_the_events_before_a_bad_one_in_the_same_read_come_first(bad: bytes, message: str) -> None:
+    body = b'data: {"n": 1}\n\ndata: {"n": 2}\n\n' + bad + b'data: {"n": 3}\n\n'
+    seen: list[object] = []
+    with pytest.raises(StreamError, match=message):
+        await _collect(decode_sse_json(_reads(body)), seen)
+    assert seen == [{"n": 1}, {"n": 2}]
+    endpoint = Endpoint(base_url="http://127.0.0.1:9", provider="p")
+    seen.clear()
+    with pytest.raises(StreamError, match=message):
+        await _collect(stream_reply(200, {}, _reads(b'data: {"n": 0}\n\n', body), endpoint), seen)
+    assert seen[1:] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+async def _collect(items: AsyncIterator[object], into: list[object]) -> None:
+    async for item in items:
+        into.append(item)
+
+
+async def test_events_after_done_in_the_same_read_are_not_read() -> None:
+    body = b'data: {"n": 1}\n\ndata: [DONE]\n\ndata: nope\n\n'
+    assert [event async for event in decode_sse_json(_reads(body))] == [{"n": 1}]
