@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from llmadapters.errors import MalformedResponseError, StreamError
+from llmadapters.policies import Timeouts
 from llmadapters.transports._kernel import decode_json_body, decode_sse_json, stream_reply
 from llmadapters.transports.base import Endpoint
 
@@ -74,3 +76,20 @@ async def _collect(items: AsyncIterator[object], into: list[object]) -> None:
 async def test_events_after_done_in_the_same_read_are_not_read() -> None:
     body = b'data: {"n": 1}\n\ndata: [DONE]\n\ndata: nope\n\n'
     assert [event async for event in decode_sse_json(_reads(body))] == [{"n": 1}]
+
+
+def test_an_endpoint_with_headers_keeps_every_other_field() -> None:
+    endpoint = Endpoint(
+        base_url="http://127.0.0.1:9/v1",
+        path="/embeddings",
+        headers={"a": "1", "b": "1"},
+        query={"api-version": "2"},
+        timeouts=Timeouts(connect=1.0),
+        provider="p",
+    )
+    extended = endpoint.with_headers({"b": "2", "c": "3"})
+    assert extended.headers == {"a": "1", "b": "2", "c": "3"}
+    assert endpoint.headers == {"a": "1", "b": "1"}
+    for field in attrs.fields(Endpoint):
+        if field.name != "headers":
+            assert getattr(extended, field.name) == getattr(endpoint, field.name), field.name

@@ -93,10 +93,9 @@ class RetryMiddleware:
         return backoff * (1 - 0.25 * self._random())
 
     async def __call__(self, call: Call, call_next: CallNext) -> Reply:
-        loop = asyncio.get_running_loop()
         deadline = call.deadline
         if self.policy.deadline is not None:
-            own = loop.time() + self.policy.deadline
+            own = asyncio.get_running_loop().time() + self.policy.deadline
             deadline = own if deadline is None else min(deadline, own)
         attempt = 1
         while True:
@@ -108,7 +107,7 @@ class RetryMiddleware:
                 if call.defer_rate_limits and isinstance(exc, RateLimitError):
                     raise
                 wait = self.delay(call, exc, attempt) if attempt < self.policy.max_attempts else None
-                if wait is None or (deadline is not None and loop.time() + wait >= deadline):
+                if wait is None or (deadline is not None and asyncio.get_running_loop().time() + wait >= deadline):
                     raise
                 await self._sleep(wait)
                 attempt += 1
