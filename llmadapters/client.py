@@ -117,13 +117,16 @@ class _Completions:
         send = self._client.send
         chain = models_of(model)
         if len(chain) == 1:
-            return await send(messages=messages, model=chain[0], provider=provider, stream=stream, **params)
+            reply = await send(messages=messages, model=chain[0], provider=provider, stream=stream, **params)
+            return _chat_reply(reply)
         failures: list[tuple[str | None, LLMAdapterError]] = []
         for candidate in chain:
             try:
-                return await send(messages=messages, model=candidate, provider=provider, stream=stream, **params)
+                reply = await send(messages=messages, model=candidate, provider=provider, stream=stream, **params)
             except FALLBACK_ON as exc:
                 failures.append((candidate, exc))
+            else:
+                return _chat_reply(reply)
         raise chain_error(failures)
 
 
@@ -394,7 +397,11 @@ class AsyncClient:
         """Whether ``provider`` is registered, or configured with a base_url (ad hoc)."""
         return provider in self.registry.providers or bool(self.settings.provider(provider).base_url)
 
-    async def send(
+    # send and call hand back the chain's awaitable instead of awaiting it in a
+    # coroutine of their own: each coroutine frame between a call's task and the
+    # transport is stepped through again every time the task resumes.
+
+    def send(
         self,
         *,
         messages: Messages,
@@ -402,16 +409,21 @@ class AsyncClient:
         provider: str | None = None,
         stream: bool = False,
         **params: Any,
-    ) -> ChatCompletion | ChatCompletionStream:
-        """Make one call to one model through its route (what ``create`` does per model)."""
-        request = self.request(messages=messages, model=model, provider=provider, stream=stream, **params)
-        reply = await self.call(request)
-        assert not isinstance(reply, CreateEmbeddingResponse)
-        return reply.keep_chunks() if isinstance(reply, ChatCompletionStream) else reply
+    ) -> Awaitable[Reply]:
+        """Make one call to one model through its route (what ``create`` does per model,
+        before it keeps a stream's chunks for ``get_final_completion``)."""
+        return self.call(self.request(messages=messages, model=model, provider=provider, stream=stream, **params))
 
-    async def call(self, request: ChatRequest | EmbeddingRequest) -> Reply:
-        """Send one request, made by `request` or `embedding_request`, through its route."""
-        route = self._routes.get(request.provider) or await self.route(request.provider)
+    def call(self, request: ChatRequest | EmbeddingRequest) -> Awaitable[Reply]:
+        """Send one request, made by `request` or `embedding_request`, through its
+        route: ``await client.call(request)``."""
+        route = self._routes.get(request.provider)
+        if route is None:
+            return self._call_on_new_route(request)
+        return route.handle(route.call(request))
+
+    async def _call_on_new_route(self, request: ChatRequest | EmbeddingRequest) -> Reply:
+        route = await self.route(request.provider)
         return await route.handle(route.call(request))
 
     def _resolve(self, model: str | None, provider: str | None, *, embeddings: bool = False) -> tuple[str, str]:
@@ -535,9 +547,21 @@ class AsyncClient:
         await self.aclose()
 
 
+_CALL_OPTIONS = frozenset({"extra_headers", "extra_query", "timeout", "extra_body"})
+
+
+def _chat_reply(reply: Reply) -> ChatCompletion | ChatCompletionStream:
+    """What ``create`` returns: the reply, a stream keeping its chunks for
+    ``get_final_completion``."""
+    assert not isinstance(reply, CreateEmbeddingResponse)
+    return reply.keep_chunks() if isinstance(reply, ChatCompletionStream) else reply
+
+
 def _call_options(params: dict[str, Any]) -> dict[str, Any]:
     """Take the openai SDK's per-call options out of ``params``: ``extra_headers``,
     ``extra_query`` and ``timeout`` are returned, ``extra_body`` merged into ``params``."""
+    if _CALL_OPTIONS.isdisjoint(params):  # most calls: the request's defaults
+        return {}
     options = {key: params.pop(key, None) for key in ("extra_headers", "extra_query", "timeout")}
     extra_body = params.pop("extra_body", None) or {}
     if not isinstance(extra_body, Mapping):

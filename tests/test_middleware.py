@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from llmadapters.middleware import (
     RetryPolicy,
     TimeoutMiddleware,
 )
+from llmadapters.middleware.base import _new_key
 from llmadapters.streaming import ChatCompletionStream
 
 if TYPE_CHECKING:
@@ -276,6 +278,58 @@ async def test_call_headers_reach_the_wire_and_each_attempt_starts_afresh(
     assert (first["x-outer"], first["x-inner"]) == ("kept", "1")
     assert (second["x-outer"], second["x-inner"]) == ("kept", "2")
     assert first["idempotency-key"] == second["idempotency-key"]
+
+
+async def test_each_attempt_carries_every_field_of_the_call_but_its_number_deadline_and_headers(
+    make_client: MakeClient,
+) -> None:
+    seen: list[Call] = []
+    outer_call: list[Call] = []
+
+    async def outer(call: Call, call_next: CallNext) -> Reply:
+        # A value unlike its default in every field, so that a field left out shows.
+        call.key, call.defer_rate_limits, call.attempts = "k", False, 7
+        call.metadata["from"] = "outer"
+        call.endpoint = call.endpoint.with_headers({"x-e": "1"})
+        outer_call.append(call)
+        return await call_next(call)
+
+    async def inner(call: Call, call_next: CallNext) -> Reply:
+        seen.append(call)
+        return await call_next(call)
+
+    rec = Recorder()
+    policy = RetryPolicy(deadline=60)
+    client = make_client(
+        middleware=[outer, *rec.stack(policy, inner)], headers={"x-fake-fail-times": "1", "x-fake-retry-after": "0"}
+    )
+    assert await _answer(client, "echo+fail-500", stream=False) == "retry me"
+    (call,) = outer_call
+    assert [attempt.attempt for attempt in seen] == [1, 2]
+    for attempt in seen:
+        assert attempt is not call
+        assert attempt.deadline is not None
+        assert attempt.headers["Idempotency-Key"] == call.idempotency_key
+        for field in attrs.fields(Call):
+            if field.name not in ("attempt", "deadline", "headers", "attempts"):
+                assert getattr(attempt, field.name) is getattr(call, field.name), field.name
+    assert seen[0].attempts == 7  # (the retry middleware counts them on its way back)
+
+
+def test_idempotency_keys_differ_between_calls_and_processes() -> None:
+    keys = {_new_key() for _ in range(1000)}
+    assert len(keys) == 1000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked child draws keys of its own, not the parent's next ones
+        os.write(write, _new_key().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    os.close(write)
+    assert child.startswith("llmadapters-")
+    assert len({child, _new_key()}) == 2
 
 
 async def test_one_log_line_per_call(make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:

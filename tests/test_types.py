@@ -7,10 +7,22 @@ from collections import OrderedDict
 from types import MappingProxyType
 from typing import Any
 
+import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmadapters.types import ChatCompletion, ChatCompletionChunk
+from llmadapters.types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Choice,
+    ChunkChoice,
+    Delta,
+    FunctionCall,
+    Message,
+    ToolCall,
+    Usage,
+)
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -66,3 +78,47 @@ def test_any_json_makes_a_value(data: dict[str, Any], choices: list[Any]) -> Non
         assert created is None or (isinstance(created, int) and not isinstance(created, bool))
     assert all(isinstance(c.index, int) for c in chunk.choices)
     assert all(isinstance(c.index, int) for c in reply.choices)
+
+
+def test_a_value_from_json_is_the_one_its_constructor_makes_and_is_frozen() -> None:
+    # from_dict builds values without attrs' __init__ (it is on every chunk's path).
+    data = {
+        "id": "c1",
+        "model": "m",
+        "created": 7,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "hi",
+                    "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                },
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+    reply = ChatCompletion.from_dict(data, provider="p")
+    call = ToolCall(id="t", type="function", function=FunctionCall(name="f", arguments="{}"))
+    message = Message(role="assistant", content="hi", tool_calls=(call,))
+    made = ChatCompletion(
+        id="c1",
+        model="m",
+        created=7,
+        choices=(Choice(index=0, message=message, finish_reason="stop"),),
+        usage=Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3),
+        provider="p",
+        raw=data,
+    )
+    assert reply == made
+    assert hash(reply.choices[0].message) == hash(message)
+    assert repr(reply) == repr(made)
+    assert (reply.cost, reply.http, reply.choices[0].message.raw) == (None, None, data["choices"][0]["message"])
+    chunk = ChatCompletionChunk.from_dict({"choices": [{"delta": {"content": "x"}}]})
+    assert chunk == ChatCompletionChunk(choices=(ChunkChoice(delta=Delta(content="x")),), raw=chunk.raw)
+    assert attrs.evolve(chunk, id="c2").id == "c2"
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        chunk.id = "c3"  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        reply.choices[0].message.content = "changed"  # type: ignore[misc]

@@ -19,6 +19,7 @@ middleware that must tell them apart tests ``isinstance(call.request, EmbeddingR
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -41,8 +42,24 @@ CallNext: TypeAlias = Callable[["Call"], Awaitable[Reply]]
 Middleware: TypeAlias = Callable[["Call", CallNext], Awaitable[Reply]]
 
 
-def _new_key() -> str:
-    return f"llmadapters-{os.urandom(16).hex()}"
+class _KeySource:
+    """Idempotency keys: a random prefix per process (drawn again in a forked child)
+    and a counter, unique without a system call per call as ``os.urandom`` makes."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        if hasattr(os, "register_at_fork"):  # (no fork, and no such function, on Windows)
+            os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self._prefix = f"llmadapters-{os.urandom(12).hex()}-"
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count)}"
+
+
+_new_key = _KeySource()
 
 
 @attrs.define(kw_only=True)
@@ -91,6 +108,24 @@ class Call:
     @property
     def provider(self) -> str:
         return self.spec.name
+
+    def attempt_of(self, attempt: int, deadline: float | None, headers: dict[str, str]) -> Call:
+        """A copy for one attempt of this call, with its number, deadline and headers:
+        ``attrs.evolve`` at a third of the cost (once per call, for the retry middleware)."""
+        return Call(
+            request=self.request,
+            spec=self.spec,
+            endpoint=self.endpoint,
+            headers=headers,
+            attempt=attempt,
+            deadline=deadline,
+            idempotency_key=self.idempotency_key,
+            keys=self.keys,
+            key=self.key,
+            defer_rate_limits=self.defer_rate_limits,
+            attempts=self.attempts,
+            metadata=self.metadata,
+        )
 
 
 class EndpointMemo:

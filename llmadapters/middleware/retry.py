@@ -27,8 +27,6 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-import attrs
-
 from ..errors import (
     APIStatusError,
     LLMAdapterError,
@@ -95,22 +93,21 @@ class RetryMiddleware:
         return backoff * (1 - 0.25 * self._random())
 
     async def __call__(self, call: Call, call_next: CallNext) -> Reply:
-        loop = asyncio.get_running_loop()
         deadline = call.deadline
         if self.policy.deadline is not None:
-            own = loop.time() + self.policy.deadline
+            own = asyncio.get_running_loop().time() + self.policy.deadline
             deadline = own if deadline is None else min(deadline, own)
         attempt = 1
         while True:
             headers = {**call.headers, "Idempotency-Key": call.idempotency_key}
             try:
-                reply = await call_next(attrs.evolve(call, attempt=attempt, deadline=deadline, headers=headers))
+                reply = await call_next(call.attempt_of(attempt, deadline, headers))
             except LLMAdapterError as exc:
                 call.attempts = attempt
                 if call.defer_rate_limits and isinstance(exc, RateLimitError):
                     raise
                 wait = self.delay(call, exc, attempt) if attempt < self.policy.max_attempts else None
-                if wait is None or (deadline is not None and loop.time() + wait >= deadline):
+                if wait is None or (deadline is not None and asyncio.get_running_loop().time() + wait >= deadline):
                     raise
                 await self._sleep(wait)
                 attempt += 1

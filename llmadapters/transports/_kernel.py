@@ -7,6 +7,7 @@ wire give equal values and equal errors whichever transport carried them.
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -56,6 +57,25 @@ def encode_json(payload: Mapping[str, Any]) -> bytes:
     return _ENCODER.encode(payload).encode()
 
 
+# json.loads goes through three Python functions before the C scanner; a reply and each
+# stream event call the scanner directly (the one json.loads uses, with its defaults).
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def _loads(text: str | bytes) -> Any:
+    """``json.loads(text)``: the scanner's value when it reads ``text`` whole and is
+    UTF-8 text; anything else (whitespace around the value, another encoding, an
+    error) goes to ``json.loads``, whose value and errors stay the reference."""
+    try:
+        string = text if isinstance(text, str) else text.decode()
+        value, end = _SCAN(string, 0)
+        if end == len(string):
+            return value
+    except (StopIteration, ValueError):  # (UnicodeDecodeError is a ValueError)
+        pass
+    return json.loads(text)
+
+
 def _snippet(body: bytes) -> str:
     text = body[:_SNIPPET].decode("utf-8", errors="replace")
     return " ".join(text.split()) or "<empty>"
@@ -82,7 +102,7 @@ def decode_json_body(body: bytes) -> dict[str, Any]:
     them while a request waits in its queue. An ``{"error": ...}`` object without
     ``choices`` (some providers send errors with status 200) raises."""
     try:
-        data = json.loads(body)
+        data = _loads(body)
     except ValueError as exc:
         raise MalformedResponseError(f"response body is not JSON: {_snippet(body)!r}") from exc
     if not isinstance(data, dict):
@@ -111,6 +131,17 @@ async def decode_sse_json(
     route decides whether the answer was complete) raises `StreamError`; a body that was
     one JSON object instead of a stream is kept in its ``body``.
     """
+    async for events in _sse_json_batches(chunks, provider):
+        for event in events:
+            yield event
+
+
+async def _sse_json_batches(
+    chunks: AsyncIterator[bytes], provider: str | None
+) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """`decode_sse_json`'s events, a list per read of the body: a generator resumed
+    once a read, not once an event, under the generators that yield each event. The
+    events before an error in the same read come first, then the error."""
     decoder = SSEDecoder(max_event_bytes=MAX_BODY_BYTES)
     where = f" from {provider}" if provider else ""
     head = bytearray()  # the start of the body, while it may be plain JSON, not SSE
@@ -122,22 +153,24 @@ async def decode_sse_json(
             completed = decoder.feed(chunk)
         except EventTooLarge as exc:
             raise StreamError(f"stream{where}: {exc}") from None
+        batch: list[dict[str, Any]] = []
         for event in completed:
             events += 1
             data = event.data
             if data == "[DONE]":
+                if batch:
+                    yield batch
                 return
             if not data.strip() or data[0] == ":":
                 continue
             try:
-                obj = json.loads(data)
-            except ValueError as exc:
-                raise StreamError(f"stream event{where} is not JSON: {data[:_SNIPPET]!r}") from exc
-            if not isinstance(obj, dict):
-                raise StreamError(f"stream event{where} is not a JSON object: {data[:_SNIPPET]!r}")
-            if obj.get("error"):
-                raise StreamError(f"error event in stream{where}: {_error_message(obj)}", body=obj)
-            yield obj
+                batch.append(_event_object(data, where))
+            except StreamError:
+                if batch:
+                    yield batch
+                raise
+        if batch:
+            yield batch
     if not events and head.strip():
         try:
             plain = json.loads(head)
@@ -146,6 +179,19 @@ async def decode_sse_json(
         if isinstance(plain, dict):
             raise StreamError(f"a JSON body{where} instead of a stream: {_error_message(plain)}", body=plain)
     raise StreamError(f"stream{where} ended before [DONE]", ended_early=True)
+
+
+def _event_object(data: str, where: str) -> dict[str, Any]:
+    """A stream event's JSON object, or `StreamError`."""
+    try:
+        obj = _loads(data)
+    except ValueError as exc:
+        raise StreamError(f"stream event{where} is not JSON: {data[:_SNIPPET]!r}") from exc
+    if not isinstance(obj, dict):
+        raise StreamError(f"stream event{where} is not a JSON object: {data[:_SNIPPET]!r}")
+    if obj.get("error"):
+        raise StreamError(f"error event in stream{where}: {_error_message(obj)}", body=obj)
+    return obj
 
 
 async def drain(chunks: AsyncIterator[bytes]) -> None:
@@ -188,8 +234,9 @@ async def stream_reply(
     drained (`drain`). The transport maps its library's errors around it."""
     error_body = await read_body(chunks) if status >= 300 else b""
     yield raise_for_status(status, headers, error_body, endpoint)
-    async for event in decode_sse_json(chunks, provider=endpoint.provider):
-        yield event
+    async for events in _sse_json_batches(chunks, endpoint.provider):
+        for event in events:
+            yield event
     await drain(chunks)
 
 

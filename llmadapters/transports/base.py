@@ -92,7 +92,16 @@ class Endpoint:
 
     def with_headers(self, headers: Mapping[str, str]) -> Endpoint:
         """A copy that also sends ``headers`` (which win over existing ones)."""
-        return attrs.evolve(self, headers={**self.headers, **headers})
+        # Every field named, not attrs.evolve, which looks them up: once per call that
+        # carries headers of its own (the retry middleware's Idempotency-Key).
+        return Endpoint(
+            base_url=self.base_url,
+            path=self.path,
+            headers={**self.headers, **headers},
+            query=self.query,
+            timeouts=self.timeouts,
+            provider=self.provider,
+        )
 
 
 @runtime_checkable
