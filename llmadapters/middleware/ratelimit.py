@@ -26,7 +26,9 @@ What adaptive mode (on by default) learns, and from what:
   back rather than all at once, so the first 429 over the cap stops it. A 429 sent at
   level *n* (the calls in flight, itself included) shows that the provider allows
   fewer than *n*: the limit becomes *n - 1*, or fewer, the calls the provider held
-  when it refused (see `_Budget._held_when_refused`), and holds there. After a quiet
+  when it refused (see `_Budget._held_when_refused`), and holds there; a quarter less
+  at least when the level refused had succeeded since the last decrease (the cap
+  dropped below the calls the provider still holds: see `_Budget.throttled`). After a quiet
   spell (at least 200 calls and 8 rounds without a decrease) the lane probes upwards
   again, by one and then by steps that double while they succeed (each time a call
   sent at the limit succeeds, so the limit held calls back); each probe costs about
@@ -547,9 +549,11 @@ class _Budget:
                     self.undo = None  # the level is refused again and again: the limit's
             return  # sent before the last decrease, which took its 429 into account
         allowed = float(min(level - 1, stated if stated is not None else self._held_when_refused(ticket)))
-        if dense and ticket.level <= self.proven:
-            # A level that succeeded is refused again and again: the cap dropped, and
-            # the calls on their way will meet it too.
+        if (dense or named) and ticket.level <= self.proven and stated is None:
+            # A level that succeeded is refused, and not at random: the cap dropped,
+            # below the calls the provider still holds, by how much is not known. Down
+            # a quarter at least, so that finding it costs a few 429s, not one for each
+            # call that ends while the provider holds more than its new cap.
             allowed = min(allowed, math.floor(self.limit * 0.75))
         if allowed < self.limit:
             self.refused = min(self.refused, level)
