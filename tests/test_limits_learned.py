@@ -164,7 +164,9 @@ def test_a_cap_that_drops_and_recovers_is_followed_both_ways() -> None:
     run = run_virtual(_batch(provider, n))
     assert run["errors"] == 0
     assert 180 / run["wall"] >= 0.95, run
-    assert run["429s"] <= 0.02, run
+    # Back at the highest level held, the limit holds there until a quiet spell's probe:
+    # growing on at once, by doubling steps, cost a burst of 429s (0.97% of calls).
+    assert run["429s"] <= 0.009, run
 
 
 def test_the_limit_follows_the_cap_within_a_few_seconds() -> None:

@@ -35,8 +35,8 @@ What adaptive mode (on by default) learns, and from what:
   one 429. Below half the highest level that ever succeeded (a cap that dropped), it
   probes after 32 calls and 4 rounds, and once a step up succeeds above the lowest
   level refused since (not just below it: the limit may have fallen further than the
-  cap), it goes straight back to that level, so a cap that comes back is found within
-  a few rounds. Below that refused level, it grows to just past it.
+  cap), it goes straight back to that level, and holds there until the next quiet
+  spell, so a cap that comes back is found within a few rounds. Below that refused level, it grows to just past it.
 - **Sporadic 429s are not congestion.** A 429 only lowers the limit when the evidence
   says the limit caused it: it came from a level above every level that succeeded since
   the last decrease (once 100 calls have shown random 429s to be rare; until then, or
@@ -504,7 +504,8 @@ class _Budget:
         elif dropped and self.step > 1 and passed:
             # A probe above a cap that had dropped succeeded above where it was refused:
             # it is likely back where it was.
-            self.limit = min(float(self.best), self.cap)
+            self.limit = self.ceiling = min(float(self.best), self.cap)  # held there until a quiet spell's probe
+            self.quiet = 0
             self.jumped = True  # if it is not back, the 429s say where it is, and that is the best
         else:
             # Below a level refused (the limit fell further than the cap): just past it.
