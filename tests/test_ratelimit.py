@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +66,30 @@ async def test_requests_per_minute_and_concurrency_hold_over_a_burst(make_client
     # No 1-second window holds more than the rate plus the bucket (within 10%).
     assert _max_in_window(probe.starts, 1.0) <= 2000 * 1.1
     assert _max_in_window(probe.starts, 0.5) <= (500 + 1000) * 1.1
+
+
+async def test_calls_waiting_on_a_rate_budget_wait_in_turn(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that hold a slot and wait for the requests budget wait one at a time: the
+    others wait for it, not each on a timer of its own that would fire with all the
+    others' only for the first of them to go (64 waiters made about 64 wake-ups a call)."""
+    sleeps = 0
+    real_sleep = asyncio.sleep
+
+    async def counted_sleep(delay: float, *args: Any) -> Any:
+        nonlocal sleeps
+        if sys._getframe(1).f_globals["__name__"] == "llmadapters.middleware.ratelimit":
+            sleeps += 1
+        return await real_sleep(delay, *args)
+
+    monkeypatch.setattr(asyncio, "sleep", counted_sleep)
+    probe = Probe()
+    limiter = RateLimitMiddleware(Limits(max_concurrency=64, rpm=12_000, adaptive=False))
+    client = make_client(middleware=[limiter, probe])
+    await _burst(client, 300)  # 200 at once (the bucket), then 200/s
+    assert len(probe.starts) == 300
+    assert 0 < sleeps <= 2 * 100, sleeps
 
 
 async def test_tokens_per_minute_hold_with_usage_corrections(make_client: MakeClient) -> None:

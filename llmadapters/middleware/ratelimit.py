@@ -264,6 +264,7 @@ class _Budget:
         self.requests = _Bucket(limits.rpm, now) if limits.rpm else None
         self.tokens = _Bucket(limits.tpm, now) if limits.tpm else None
         self.paused_until = 0.0
+        self.pacing = asyncio.Lock()  # held by the call that waits on the rate budgets
         self.finished = 0
         self.sent = 0  # calls that took a slot, in order
         self.sent_tokens = 0.0  # their estimated tokens
@@ -349,7 +350,7 @@ class _Budget:
     def take(self, cost: _Cost) -> _Ticket | None:
         """Take a slot and ``cost`` now if nothing has to be waited for (the usual case,
         without a coroutine); None, having taken nothing, otherwise."""
-        if self.in_flight >= self.limit or self.waiters:
+        if self.in_flight >= self.limit or self.waiters or self.pacing.locked():
             return None
         now = asyncio.get_running_loop().time()
         if self._delay(now, cost) > 0:
@@ -372,11 +373,16 @@ class _Budget:
                     self.release()  # the slot was handed over as we were cancelled
                 raise
         try:
-            while True:
-                delay = self._delay(loop.time(), cost)
-                if delay <= 0:
-                    break
-                await asyncio.sleep(delay)
+            if self.pacing.locked() or self._delay(loop.time(), cost) > 0:
+                # One call at a time waits on the rate budgets (or a pause), in turn: the
+                # others wait for it, not on timers of their own that would all fire at
+                # once, each to find that only the first of them may go.
+                async with self.pacing:
+                    while True:
+                        delay = self._delay(loop.time(), cost)
+                        if delay <= 0:
+                            break
+                        await asyncio.sleep(delay)  # (the budgets refill with time: no event to wait for)
         except BaseException:
             self.release()
             raise
