@@ -86,7 +86,8 @@ class ErrorTable:
 
 _R = ErrorRule
 
-# httpx2's, and httpcore2's, which httpx2 raises them from.
+# httpx2's, and httpcore2's (which httpx2 raises its own from, and which the httpx
+# transport meets alone: it sends httpcore2 requests).
 HTTPX2_ERRORS = ErrorTable(
     _R("httpx2.ConnectTimeout", APITimeoutError, "connect"),
     _R("httpx2.ReadTimeout", APITimeoutError, "read"),
@@ -103,9 +104,14 @@ HTTPX2_ERRORS = ErrorTable(
     _R("httpcore2.ReadTimeout", APITimeoutError, "read"),
     _R("httpcore2.WriteTimeout", APITimeoutError, "write"),
     _R("httpcore2.PoolTimeout", APITimeoutError, "pool"),
+    _R("httpcore2.TimeoutException", APITimeoutError),
+    _R("httpcore2.ConnectError", ConnectError),
+    _R("httpcore2.ProxyError", ConnectError),
+    _R("httpcore2.UnsupportedProtocol", ConnectError),
     _R("httpcore2.RemoteProtocolError", TransportError, lost=True),
     _R("httpcore2.ReadError", TransportError, lost=True),
     _R("httpcore2.WriteError", TransportError, lost=True),
+    _R("httpcore2.*", TransportError),
 )  # fmt: skip
 # aiohttp's, raised alone (the aiohttp plugin) or under the openai SDK's aiohttp client;
 # its C parser raises classes of aiohttp.http_exceptions, outside ClientError.
