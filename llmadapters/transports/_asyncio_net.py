@@ -53,18 +53,18 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-async def _wait(waiter: asyncio.Future[None], timeout: float | None) -> None:
-    """Wait for ``waiter``; TimeoutError after ``timeout`` seconds (None: none)."""
-    if timeout is None:
-        await waiter
-        return
-    if timeout <= 0:
-        raise TimeoutError
-    timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
+async def _wait(waiter: asyncio.Future[None], timeout: float | None, expired: type[Exception], doing: str) -> None:
+    """Wait for ``waiter``; ``expired`` after ``timeout`` seconds (None: none)."""
+    if timeout is not None and timeout <= 0:
+        raise expired(f"timed out {doing} the server")
+    timer = None if timeout is None else asyncio.get_running_loop().call_later(timeout, _expire, waiter)
     try:
         await waiter
+    except TimeoutError:
+        raise expired(f"timed out {doing} the server") from None
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
 
 
 class _Protocol(asyncio.Protocol):
@@ -142,12 +142,7 @@ class _Stream(httpcore2.AsyncNetworkStream):
         protocol = self._protocol
         if not protocol.chunks and not protocol.closed:
             waiter = protocol.reader = asyncio.get_running_loop().create_future()
-            try:
-                await _wait(waiter, timeout)
-            except TimeoutError:
-                raise httpcore2.ReadTimeout("timed out reading from the server") from None
-            finally:
-                protocol.reader = None
+            await _wait(waiter, timeout, httpcore2.ReadTimeout, "reading from")
         if protocol.chunks:
             return protocol.take(max_bytes)
         if protocol.error is not None:
@@ -171,12 +166,7 @@ class _Stream(httpcore2.AsyncNetworkStream):
         self._send()
         if protocol.paused:
             waiter = protocol.writer = asyncio.get_running_loop().create_future()
-            try:
-                await _wait(waiter, timeout)
-            except TimeoutError:
-                raise httpcore2.WriteTimeout("timed out writing to the server") from None
-            finally:
-                protocol.writer = None
+            await _wait(waiter, timeout, httpcore2.WriteTimeout, "writing to")
             if protocol.error is not None:
                 raise httpcore2.WriteError(str(protocol.error)) from protocol.error
 
