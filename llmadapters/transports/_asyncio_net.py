@@ -48,6 +48,11 @@ def _readable(transport: asyncio.Transport) -> bool:
     return bool(poll.poll(0))
 
 
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -99,23 +104,22 @@ class _Protocol(asyncio.Protocol):
         self.closed = True
         self.error = exc
         self._wake_reader()
-        writer, self.writer = self.writer, None
-        if writer is not None and not writer.done():
-            writer.set_result(None)
+        self._wake_writer()
 
     def pause_writing(self) -> None:
         self.paused = True
 
     def resume_writing(self) -> None:
         self.paused = False
-        writer, self.writer = self.writer, None
-        if writer is not None and not writer.done():
-            writer.set_result(None)
+        self._wake_writer()
 
     def _wake_reader(self) -> None:
         reader, self.reader = self.reader, None
-        if reader is not None and not reader.done():
-            reader.set_result(None)
+        _wake(reader)
+
+    def _wake_writer(self) -> None:
+        writer, self.writer = self.writer, None
+        _wake(writer)
 
     def take(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` of what was received (something must be)."""
