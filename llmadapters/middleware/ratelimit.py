@@ -28,15 +28,16 @@ What adaptive mode (on by default) learns, and from what:
   fewer than *n*: the limit becomes *n - 1*, or fewer, the calls the provider held
   when it refused (see `_Budget._held_when_refused`), and holds there; a quarter less
   at least when the level refused had succeeded since the last decrease (the cap
-  dropped below the calls the provider still holds: see `_Budget.throttled`). After a quiet
-  spell (at least 200 calls and 8 rounds without a decrease) the lane probes upwards
+  dropped below the calls the provider still holds: see `_Budget.throttled`). After a
+  quiet spell (at least 200 calls and 8 rounds without a decrease) the lane probes upwards
   again, by one and then by steps that double while they succeed (each time a call
   sent at the limit succeeds, so the limit held calls back); each probe costs about
   one 429. Below half the highest level that ever succeeded (a cap that dropped), it
   probes after 32 calls and 4 rounds, and once a step up succeeds above the lowest
   level refused since (not just below it: the limit may have fallen further than the
   cap), it goes straight back to that level, and holds there until the next quiet
-  spell, so a cap that comes back is found within a few rounds. Below that refused level, it grows to just past it.
+  spell, so a cap that comes back is found within a few rounds. Below that refused
+  level, it grows to just past it.
 - **Sporadic 429s are not congestion.** A 429 only lowers the limit when the evidence
   says the limit caused it: it came from a level above every level that succeeded since
   the last decrease (once 100 calls have shown random 429s to be rare; until then, or
@@ -556,11 +557,12 @@ class _Budget:
                     self.undo = None  # the level is refused again and again: the limit's
             return  # sent before the last decrease, which took its 429 into account
         allowed = float(min(level - 1, stated if stated is not None else self._held_when_refused(ticket)))
-        if (dense or named) and ticket.level <= self.proven and stated is None:
-            # A level that succeeded is refused, and not at random: the cap dropped,
-            # below the calls the provider still holds, by how much is not known. Down
-            # a quarter at least, so that finding it costs a few 429s, not one for each
-            # call that ends while the provider holds more than its new cap.
+        if ticket.level <= self.proven and stated is None:
+            # A level that succeeded is refused, and not at random (named or dense, or it
+            # would have returned above): the cap dropped, below the calls the provider
+            # still holds, by how much is not known. Down a quarter at least, so that
+            # finding it costs a few 429s, not one for each call that ends while the
+            # provider holds more than its new cap.
             allowed = min(allowed, math.floor(self.limit * 0.75))
         if allowed < self.limit:
             self.refused = min(self.refused, level)
