@@ -212,6 +212,32 @@ async def test_two_processes_can_write_to_one_cache_at_once(fake_server: FakeSer
     assert reply.http.cached
 
 
+async def test_a_cache_opened_while_another_process_writes_to_the_new_file_waits_for_it(
+    fake_server: FakeServer, tmp_path: Path
+) -> None:
+    # SQLite refuses the switch to its write-ahead log at once, busy timeout or not, while
+    # another connection holds a write lock on a file still in rollback mode: what two
+    # processes opening a new cache together meet.
+    path = tmp_path / "new.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE theirs (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO theirs VALUES (1)")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, other.execute, "COMMIT")
+    try:
+        async with cached_client(fake_server, path) as client:
+            first = await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+            again = await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+    finally:
+        other.close()
+    assert first.http is not None
+    assert not first.http.cached
+    assert again.http is not None
+    assert again.http.cached
+    assert _rows(path)[0] == 1
+
+
 def test_a_bad_cache_setting_is_a_clear_error(tmp_path: Path) -> None:
     config = {"defaults": {"cache": {"max_size": "big", "colour": "red"}}}
     with pytest.raises(la.ConfigError) as caught:

@@ -64,6 +64,27 @@ INSERT OR IGNORE INTO totals VALUES (0, 0);
 """
 
 
+_BUSY_TIMEOUT = 30.0
+
+
+def _use_write_ahead_log(db: sqlite3.Connection) -> None:
+    """Switch ``db`` to the write-ahead log, which it keeps from then on. While another
+    connection holds a write lock on a file still in rollback mode (two processes opening
+    a new cache at the same moment), SQLite refuses the switch at once, without waiting
+    its busy timeout; so the switch is tried again until that timeout has passed."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT
+    pause = 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
 class ResponseCache:
     """Replies in one SQLite file, safe for several processes at once. Every query runs
     on a thread of its own, so that a disk that stalls never holds up the event loop."""
@@ -80,8 +101,8 @@ class ResponseCache:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None)
+            _use_write_ahead_log(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             self._db = db
