@@ -64,8 +64,9 @@ def test_a_step_past_the_cap_is_taken_back_in_one_go_when_replies_come_in_step()
     assert 15.0 / run["wall"] >= 0.95, run
     # About 1,000 calls at 32, 400 at 8, 2,200 at 32: the 16 over the cap as slow start
     # overshoots it once (every reply of the round at the same instant here), the drop's
-    # 24, and the probes: 2.0%.
-    assert run["429s"] <= 0.025, run
+    # 24, and the probes, 25 of them while the cap is low: 2.0%. (Calls granted before
+    # the drop and answered after it once passed for probes that succeeded: 2.8%.)
+    assert run["429s"] <= 0.021, run
 
 
 def test_a_cap_that_drops_below_the_calls_held_is_found_in_a_few_429s() -> None:
@@ -165,8 +166,20 @@ def test_a_cap_that_drops_and_recovers_is_followed_both_ways() -> None:
     assert run["errors"] == 0
     assert 180 / run["wall"] >= 0.95, run
     # Back at the highest level held, the limit holds there until a quiet spell's probe:
-    # growing on at once, by doubling steps, cost a burst of 429s (0.97% of calls).
-    assert run["429s"] <= 0.009, run
+    # growing on at once, by doubling steps, cost a burst of 429s (0.97% of calls). While
+    # the cap is low, a probe every 2 rounds, each a 429: 30 in the minute, 0.8% of calls.
+    assert run["429s"] <= 0.011, run
+
+
+def test_a_probe_refused_where_the_last_was_waits_twice_as_long() -> None:
+    """On a cap that holds, each probe above it costs a 429: every 8 rounds, 0.39% of
+    calls at a cap of 32; after one refused at the same level, every 16 rounds."""
+    provider = SimulatedProvider(Limits(cap=lambda t: 32, latency=0.1))
+    run = run_virtual(_batch(provider, 20_000))
+    assert run["errors"] == 0
+    assert run["limits"]["concurrency"] in (32, 33)
+    assert 20_000 * 0.1 / 32 / run["wall"] >= 0.99, run
+    assert provider.rate_limited <= 45, run  # 16 as slow start passes the cap, then a probe every 16 rounds
 
 
 def test_the_limit_follows_the_cap_within_a_few_seconds() -> None:
@@ -192,7 +205,7 @@ def test_the_limit_follows_the_cap_within_a_few_seconds() -> None:
 
     run_virtual(main())
     assert all(seen[t] <= 8 for t in range(65, 118)), seen  # down within 5 s of the drop
-    assert all(seen[t] >= 30 for t in range(128, 170)), seen  # back within 8 s of the rise
+    assert all(seen[t] >= 30 for t in range(124, 170)), seen  # back within 4 s of the rise
 
 
 def test_a_429_never_ends_a_line_before_its_deadline() -> None:

@@ -32,8 +32,9 @@ What adaptive mode (on by default) learns, and from what:
   quiet spell (at least 200 calls and 8 rounds without a decrease) the lane probes upwards
   again, by one and then by steps that double while they succeed (each time a call
   sent at the limit succeeds, so the limit held calls back); each probe costs about
-  one 429. Below half the highest level that ever succeeded (a cap that dropped), it
-  probes after 32 calls and 4 rounds, and once a step up succeeds above the lowest
+  one 429, and after a probe refused where the last one was, the next quiet spell is
+  twice as long. Below half the highest level that ever succeeded (a cap that dropped),
+  it probes after 16 calls and 2 rounds, and once a step up succeeds above the lowest
   level refused since (not just below it: the limit may have fallen further than the
   cap), it goes straight back to that level, and holds there until the next quiet
   spell, so a cap that comes back is found within a few rounds. Below that refused
@@ -87,7 +88,7 @@ _STEP = 16  # its first increase
 _SLOW_START = 1.5  # the most the limit grows in a round of slow start
 _PROBE_CALLS = 200  # calls, at least, between a decrease and the next probe upwards ...
 _PROBE_ROUNDS = 8  # ... and rounds of the limit
-_REPROBE_CALLS, _REPROBE_ROUNDS = 32, 4  # ... or, below half the highest level held, these
+_REPROBE_CALLS, _REPROBE_ROUNDS = 16, 2  # ... or, below half the highest level held, these
 _RESERVE = 0.02  # of a learned bucket, never spent
 _EWMA = 0.05
 _MAX_PAUSE = 60.0  # the longest a whole lane pauses at once (a call's own wait is the retry policy's)
@@ -279,6 +280,8 @@ class _Budget:
         self.best = 0  # the highest level that ever succeeded ...
         self.jumped = False  # ... and whether the limit went straight back to it
         self.quiet = 0  # calls finished since the last decrease
+        self.probed = 0  # the limit a probe upwards left, until the probe tells ...
+        self.probe_refused = False  # ... and whether the last was refused right there (the next waits twice as long)
         self.recent = 0  # the last 16 outcomes, a bit per 429, newest lowest
         self.decreased_at = 0  # slots granted before the last decrease
         self.refused = 1 << 30  # the lowest level a decrease was made for, until one succeeds above it
@@ -499,14 +502,17 @@ class _Budget:
                 self.limit += 1
                 self._wake()
             return
-        if self.limit >= self.cap or ticket.level < self.limit:
-            return  # only a call sent at the limit shows that the limit held it back
+        if self.limit >= self.cap or ticket.level < self.limit or ticket.grant < self.decreased_at:
+            # Only a call sent at the limit shows that the limit held it back (a call
+            # granted before the last decrease was sent at a limit no longer in force).
+            return
         dropped = self.limit < self.best / 2
         if self.limit >= self.ceiling:
             calls, rounds = (_REPROBE_CALLS, _REPROBE_ROUNDS) if dropped else (_PROBE_CALLS, _PROBE_ROUNDS)
-            if self.quiet < max(calls, rounds * self.limit):
+            if self.quiet < max(calls, rounds * self.limit) * (2 if self.probe_refused and not dropped else 1):
                 return
             self.ceiling = math.inf  # probe upwards
+            self.probed = int(self.limit)
             self.limit = min(self.limit + 1, self.cap)
         elif dropped and self.step > 1 and passed:
             # A probe above a cap that had dropped succeeded above where it was refused:
@@ -514,9 +520,12 @@ class _Budget:
             self.limit = self.ceiling = min(float(self.best), self.cap)  # held there until a quiet spell's probe
             self.quiet = 0
             self.jumped = True  # if it is not back, the 429s say where it is, and that is the best
+            self.probe_refused = False
         else:
-            # Below a level refused (the limit fell further than the cap): just past it.
+            # Below a level refused (the limit fell further than the cap), or past a
+            # probe that succeeded: just past it.
             self.limit = min(self.limit + self.step, self.cap, float(self.refused + 1))
+            self.probe_refused = False
         self.step *= 2
         self._wake()
 
@@ -574,6 +583,9 @@ class _Budget:
             self.starting = self.starting and maybe_random
             if self.jumped:
                 self.best, self.jumped = int(self.limit), False
+            # A probe refused at once, back where it started: the cap is still there.
+            self.probe_refused = self.limit >= self.probed > 0
+            self.probed = 0
         self.ceiling = self.limit
         self.step = 1.0
         self.proven = min(self.proven, int(self.limit))
