@@ -243,8 +243,8 @@ def _show_warnings() -> Callable[[], None]:
 
 
 def _use_uvloop() -> Callable[[], None]:
-    """Run the command's event loops on uvloop when it is installed (``pip install
-    'llmadapters[uvloop]'``): it takes less CPU per call than asyncio's own loop. Returns
+    """Run the command's event loops on uvloop when it is installed (a dependency on
+    Linux and macOS): it takes less CPU per call than asyncio's own loop. Returns
     what puts the previous event loop policy back, for `main` to call on return."""
     import importlib.util
 

@@ -1,6 +1,6 @@
 """The ``httpx`` transport below httpx2's request and response objects: its network
 backend (asyncio transports under httpcore2), on both event loops the library meets,
-asyncio's own and uvloop (which the command line uses when installed), and the
+asyncio's own and uvloop (which the command line runs on), and the
 compressed bodies it inflates itself. Over real loopback connections: plain and TLS,
 through a CONNECT tunnel, bodies larger than the socket buffers both ways, a pooled
 connection the server closed, a server that stops answering, gzip and deflate."""

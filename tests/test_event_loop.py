@@ -1,5 +1,5 @@
-"""The command line runs on uvloop when it is installed (the ``uvloop`` extra, which the
-test environment has), and leaves the process's event loop policy as it found it."""
+"""The command line runs on uvloop when it is installed (a dependency on Linux and
+macOS), and leaves the process's event loop policy as it found it."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_the_command_line_runs_its_loop_on_uvloop_and_then_restores_the_policy(
     policy = asyncio.get_event_loop_policy()
     assert cli.main(["chat", "--no-stream", "-m", "fake/echo", "on uvloop"]) == 0
     assert capsys.readouterr().out == "on uvloop\n"
-    assert loops == ["uvloop"], "uvloop (a test dependency) was not used"
+    assert loops == ["uvloop"], "uvloop (a dependency) was not used"
     assert asyncio.get_event_loop_policy() is policy
 
 
