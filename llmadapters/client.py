@@ -414,17 +414,35 @@ class AsyncClient:
         before it keeps a stream's chunks for ``get_final_completion``)."""
         return self.call(self.request(messages=messages, model=model, provider=provider, stream=stream, **params))
 
-    def call(self, request: ChatRequest | EmbeddingRequest) -> Awaitable[Reply]:
+    def call(
+        self,
+        request: ChatRequest | EmbeddingRequest,
+        *,
+        idempotency_key: str | None = None,
+        defer_rate_limits: bool = False,
+    ) -> Awaitable[Reply]:
         """Send one request, made by `request` or `embedding_request`, through its
-        route: ``await client.call(request)``."""
+        route: ``await client.call(request)``.
+
+        ``idempotency_key``: the ``Idempotency-Key`` header of every attempt (a fresh
+        one by default): give the same to a request sent again, so that a provider that
+        honours it does not do the work twice. ``defer_rate_limits``: raise a 429 at
+        once instead of waiting to retry it, so that the caller can put the request
+        aside and send it again later (the batch engine does). The attempts the call
+        took are ``reply.http.attempts``, or the error's ``attempts``.
+        """
         route = self._routes.get(request.provider)
         if route is None:
-            return self._call_on_new_route(request)
-        return route.handle(route.call(request))
+            return self._call_on_new_route(request, idempotency_key, defer_rate_limits)
+        return route.handle(route.call(request, idempotency_key=idempotency_key, defer_rate_limits=defer_rate_limits))
 
-    async def _call_on_new_route(self, request: ChatRequest | EmbeddingRequest) -> Reply:
+    async def _call_on_new_route(
+        self, request: ChatRequest | EmbeddingRequest, idempotency_key: str | None, defer_rate_limits: bool
+    ) -> Reply:
         route = await self.route(request.provider)
-        return await route.handle(route.call(request))
+        return await route.handle(
+            route.call(request, idempotency_key=idempotency_key, defer_rate_limits=defer_rate_limits)
+        )
 
     def _resolve(self, model: str | None, provider: str | None, *, embeddings: bool = False) -> tuple[str, str]:
         if embeddings and not model and not provider and self.settings.model:

@@ -68,7 +68,15 @@ SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key"
 
 
 class LLMAdapterError(Exception):
-    """Root of every error llmadapters raises."""
+    """Root of every error llmadapters raises.
+
+    Attributes:
+        attempts: the attempts of the call that ended in this error, its last included
+            (the retry middleware counts them; 1 without it, or for an error that no
+            call made).
+    """
+
+    attempts: int = 1
 
 
 class ConfigError(LLMAdapterError):

@@ -88,10 +88,11 @@ class Route:
         # every embeddings call.
         self.embeddings_endpoint = attrs.evolve(self.endpoint, path=EmbeddingRequest.path)
 
-    def call(self, request: Request, *, defer_rate_limits: bool = False) -> Call:
+    def call(self, request: Request, *, idempotency_key: str | None = None, defer_rate_limits: bool = False) -> Call:
         """A new `Call` of ``request`` on this route, for ``await route.handle(call)``,
         with the request's own headers, query and timeouts over the route's, sent to the
-        path of its kind (``/embeddings`` for an `EmbeddingRequest`)."""
+        path of its kind (``/embeddings`` for an `EmbeddingRequest`); a fresh
+        ``idempotency_key`` unless one is given (see `AsyncClient.call`)."""
         endpoint = self.endpoint
         if isinstance(request, EmbeddingRequest):
             endpoint = self.embeddings_endpoint
@@ -101,7 +102,7 @@ class Route:
                 query={**endpoint.query, **request.extra_query},
                 timeouts=attrs.evolve(endpoint.timeouts, **request.timeout or {}),
             )
-        return Call(
+        call = Call(
             request=request,
             spec=self.spec,
             endpoint=endpoint,
@@ -109,6 +110,9 @@ class Route:
             keys=self.keys,
             defer_rate_limits=defer_rate_limits,
         )
+        if idempotency_key is not None:
+            call.idempotency_key = idempotency_key
+        return call
 
     async def aclose(self) -> None:
         """Close the transport, the middleware that hold resources (an ``aclose``

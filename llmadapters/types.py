@@ -339,11 +339,14 @@ class ResponseInfo:
             headers object, or a dict with lower-case names).
         cached: whether the reply came from the response cache (the ``cache``
             middleware), with the status and headers it first came with.
+        attempts: the attempts the call took, this one included (the retry middleware
+            counts them; 1 without it).
     """
 
     status: int
     headers: Mapping[str, str] = attrs.field(repr=False)
     cached: bool = attrs.field(default=False, kw_only=True)
+    attempts: int = attrs.field(default=1, kw_only=True)
 
     @property
     def request_id(self) -> str | None:

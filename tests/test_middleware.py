@@ -27,7 +27,7 @@ from llmadapters.middleware import (
     RetryPolicy,
     TimeoutMiddleware,
 )
-from llmadapters.middleware.base import _new_key
+from llmadapters.middleware.base import new_idempotency_key
 from llmadapters.streaming import ChatCompletionStream
 
 if TYPE_CHECKING:
@@ -81,6 +81,40 @@ async def test_retry_table(
     assert rec.sleeps == [0.5, 1.0][:failures]
     keys = {h["idempotency-key"] for h in list(fake_server.seen_headers)[-(failures + 1) :]}
     assert len(keys) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_client_call_reports_the_attempts_and_keeps_the_key_it_is_given(
+    make_client: MakeClient, fake_server: FakeServer, stream: bool
+) -> None:
+    rec = Recorder()
+    client = make_client(middleware=rec.stack(), headers={"x-fake-fail-times": "1", "x-fake-retry-after": "0"})
+    request = client.request(messages=MESSAGES, model="local/echo+fail-500", stream=stream)
+    reply = await client.call(request, idempotency_key="line-7")
+    assert reply.http is not None
+    assert reply.http.attempts == 2
+    first, second = list(fake_server.seen_headers)[-2:]
+    assert first["idempotency-key"] == second["idempotency-key"] == "line-7"
+    if isinstance(reply, la.ChatCompletionStream):
+        await reply.aclose()
+    once = await client.call(client.request(messages=MESSAGES, model="local/echo"))
+    assert once.http is not None
+    assert once.http.attempts == 1
+    assert list(fake_server.seen_headers)[-1]["idempotency-key"].startswith("llmadapters-")
+
+
+async def test_an_error_carries_the_attempts_of_its_call_and_a_deferred_429_comes_at_once(
+    make_client: MakeClient,
+) -> None:
+    rec = Recorder()
+    client = make_client(middleware=rec.stack(RetryPolicy(max_attempts=3)), headers={"x-fake-retry-after": "0"})
+    with pytest.raises(la.ServerError) as failed:
+        await client.call(client.request(messages=MESSAGES, model="local/fail-503"))
+    assert failed.value.attempts == 3
+    with pytest.raises(la.RateLimitError) as deferred:
+        await client.call(client.request(messages=MESSAGES, model="local/fail-429"), defer_rate_limits=True)
+    assert deferred.value.attempts == 1
+    assert rec.sleeps == [0.5, 1.0]  # the 503's two waits; none for the deferred 429
 
 
 async def test_retries_give_up_after_max_attempts(make_client: MakeClient) -> None:
@@ -317,19 +351,19 @@ async def test_each_attempt_carries_every_field_of_the_call_but_its_number_deadl
 
 
 def test_idempotency_keys_differ_between_calls_and_processes() -> None:
-    keys = {_new_key() for _ in range(1000)}
+    keys = {new_idempotency_key() for _ in range(1000)}
     assert len(keys) == 1000
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # a forked child draws keys of its own, not the parent's next ones
-        os.write(write, _new_key().encode())
+        os.write(write, new_idempotency_key().encode())
         os._exit(0)
     os.waitpid(pid, 0)
     child = os.read(read, 200).decode()
     os.close(read)
     os.close(write)
     assert child.startswith("llmadapters-")
-    assert len({child, _new_key()}) == 2
+    assert len({child, new_idempotency_key()}) == 2
 
 
 async def test_one_log_line_per_call(make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:

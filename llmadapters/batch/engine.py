@@ -13,6 +13,7 @@ import attrs
 from ..embeddings import chunked, joined
 from ..errors import BadRequestError, ConfigError, LLMAdapterError, RateLimitError
 from ..fallback import FALLBACK_ON, chain_error
+from ..middleware.base import new_idempotency_key
 from ..middleware.retry import rate_limit_retryable
 from ..spend import Budget, BudgetReached
 from ..streaming import ChatCompletionStream
@@ -368,7 +369,7 @@ class BatchRun:
             parts = chunked(request, size) if size else [request]
             if len(parts) > 1:
                 while len(line.parts) < len(parts):
-                    reply = await self._send_one(route, line, parts[len(line.parts)])
+                    reply = await self._send_one(line, parts[len(line.parts)])
                     assert isinstance(reply, CreateEmbeddingResponse)
                     line.parts.append(reply)
                     line.key = None  # the next chunk is another call
@@ -376,19 +377,20 @@ class BatchRun:
                         line.attempts -= 1  # its chunks count as one call: their retries count
                 replies, line.parts = line.parts, []
                 return joined(replies)
-        return await self._send_one(route, line, request)
+        return await self._send_one(line, request)
 
-    async def _send_one(self, route: Route, line: _Line, request: Request) -> Reply:
-        """One call of ``request``, with the line's Idempotency-Key when it was sent before."""
-        call = route.call(request, defer_rate_limits=True)
+    async def _send_one(self, line: _Line, request: Request) -> Reply:
+        """One call of ``request``, with the line's Idempotency-Key (the same when it is
+        sent again), its attempts counted on the line."""
         if line.key is None:
-            line.key = call.idempotency_key
-        else:
-            call.idempotency_key = line.key
+            line.key = new_idempotency_key()
         try:
-            return await route.handle(call)
-        finally:
-            line.attempts += call.attempts
+            reply = await self._client.call(request, idempotency_key=line.key, defer_rate_limits=True)
+        except LLMAdapterError as exc:
+            line.attempts += exc.attempts
+            raise
+        line.attempts += reply.http.attempts if reply.http is not None else 1
+        return reply
 
 
 # Latencies are counted in buckets 1% wide (on a log scale), not kept one by one: the

@@ -59,7 +59,7 @@ class _KeySource:
         return f"{self._prefix}{next(self._count)}"
 
 
-_new_key = _KeySource()
+new_idempotency_key = _KeySource()
 
 
 @attrs.define(kw_only=True)
@@ -98,7 +98,7 @@ class Call:
     headers: dict[str, str] = attrs.field(factory=dict)
     attempt: int = 1
     deadline: float | None = None
-    idempotency_key: str = attrs.field(factory=_new_key)
+    idempotency_key: str = attrs.field(factory=new_idempotency_key)
     keys: KeyRing | None = None
     key: str | None = None
     defer_rate_limits: bool = False

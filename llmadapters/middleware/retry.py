@@ -27,6 +27,8 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
+import attrs
+
 from ..errors import (
     APIStatusError,
     LLMAdapterError,
@@ -37,6 +39,7 @@ from ..errors import (
 )
 from ..errors import parse_retry_after as _parse_retry_after
 from ..policies import RetryPolicy
+from ..streaming import ChatCompletionStream
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -103,7 +106,7 @@ class RetryMiddleware:
             try:
                 reply = await call_next(call.attempt_of(attempt, deadline, headers))
             except LLMAdapterError as exc:
-                call.attempts = attempt
+                call.attempts = exc.attempts = attempt
                 if call.defer_rate_limits and isinstance(exc, RateLimitError):
                     raise
                 wait = self.delay(call, exc, attempt) if attempt < self.policy.max_attempts else None
@@ -113,7 +116,18 @@ class RetryMiddleware:
                 attempt += 1
             else:
                 call.attempts = attempt
-                return reply
+                return reply if attempt == 1 else _with_attempts(reply, attempt)
+
+
+def _with_attempts(reply: Reply, attempts: int) -> Reply:
+    """``reply``, its ``http.attempts`` set to ``attempts``."""
+    if reply.http is None:
+        return reply
+    http = attrs.evolve(reply.http, attempts=attempts)
+    if isinstance(reply, ChatCompletionStream):
+        reply.http = http
+        return reply
+    return attrs.evolve(reply, http=http)
 
 
 def provider_verdict(spec: ProviderSpec, exc: LLMAdapterError) -> bool | None:
