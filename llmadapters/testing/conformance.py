@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pytest
 
 from ..client import AsyncClient
-from ..errors import APITimeoutError, ConnectError, LLMAdapterError
+from ..errors import APITimeoutError, ConnectError, LLMAdapterError, TransportError
 from ..plugins import Registry
 from .fake_server import FakeServer, FakeServerOptions
 from .providers import environment
@@ -97,8 +97,8 @@ class TransportConformance:
     (called with a `llmadapters.plugin.NetworkOptions`), and ``supports``: the
     `llmadapters.plugin.FEATURES` it registers. Each claimed feature with a check is
     exercised (``max_connections``, ``keepalive_expiry``, ``pool_timeout``,
-    ``write_timeout``, ``proxy``, ``https_proxy``, ``socks_proxy``, ``tls``; not yet
-    ``http2``); the check of a feature not claimed is skipped, saying so.
+    ``write_timeout``, ``proxy``, ``https_proxy``, ``socks_proxy``, ``tls``, ``http2``);
+    the check of a feature not claimed is skipped, saying so.
 
     One test per behaviour of the fake server and mode (unary, stream): the values of
     `VALUES` and the errors of `FAULTS` (and, streamed, `STREAM_FAULTS`) must equal the
@@ -326,6 +326,30 @@ class TransportConformance:
         trusted = asyncio.run(run(ca_file))
         assert not isinstance(trusted, type), trusted
         assert asyncio.run(run(None)) is ConnectError  # the system's CAs do not know this one
+
+    def test_http2_is_asked_for_when_set(self, tmp_path: Any) -> None:
+        """With ``http2 = true``, the TLS handshake offers ``h2`` (ALPN); without it, only
+        HTTP/1.1. The fake server speaks HTTP/1.1 alone, so the call that agreed on h2
+        fails as a `TransportError`: what is checked is what the transport asked for."""
+        self._claims("http2")
+        self._claims("tls")
+        ca_file, server_context = _test_ca(tmp_path)
+        server_context.set_alpn_protocols(["h2", "http/1.1"])
+
+        async def run() -> tuple[object, object, list[str | None]]:
+            async with FakeServer(_FIXED_CLOCK, ssl=server_context) as server:
+                async with self._client("subject", server.base_url, verify=ca_file) as client:
+                    plain = await _ask(client, "subject/echo", False)
+                async with self._client("subject", server.base_url, verify=ca_file, http2=True) as client:
+                    asked = await _ask(client, "subject/echo", False)
+                return plain, asked, server.alpn_protocols
+
+        plain, asked, chosen = asyncio.run(run())
+        assert not isinstance(plain, type), plain
+        assert isinstance(asked, type), asked
+        assert issubclass(asked, TransportError), asked
+        assert chosen[0] in ("http/1.1", None), chosen  # (no ALPN offered at all is HTTP/1.1 too)
+        assert chosen[-1] == "h2", chosen
 
 
 def _test_ca(directory: Any) -> tuple[str, ssl.SSLContext]:
