@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pytest
 
 from ..client import AsyncClient
-from ..errors import APITimeoutError, ConnectError, LLMAdapterError, TransportError
+from ..errors import APITimeoutError, ConfigError, ConnectError, LLMAdapterError, TransportError
 from ..plugins import Registry
 from .fake_server import FakeServer, FakeServerOptions
 from .providers import environment
@@ -330,8 +330,12 @@ class TransportConformance:
     def test_http2_is_asked_for_when_set(self, tmp_path: Any) -> None:
         """With ``http2 = true``, the TLS handshake offers ``h2`` (ALPN); without it, only
         HTTP/1.1. The fake server speaks HTTP/1.1 alone, so the call that agreed on h2
-        fails as a `TransportError`: what is checked is what the transport asked for."""
-        self._claims("http2")
+        fails as a `TransportError`: what is checked is what the transport asked for.
+        A transport that does not claim ``http2`` is refused the setting instead."""
+        if "http2" not in self.supports:
+            with pytest.raises(ConfigError, match="cannot honour http2 = true"):
+                self._client("subject", "https://127.0.0.1:9/v1", http2=True)
+            return
         self._claims("tls")
         ca_file, server_context = _test_ca(tmp_path)
         server_context.set_alpn_protocols(["h2", "http/1.1"])
