@@ -25,7 +25,7 @@ from .errors import (
     unknown_name,
 )
 from .middleware.auth import AuthMiddleware, KeyRing
-from .middleware.base import Call, CallNext, Middleware, Reply, compose
+from .middleware.base import Call, CallNext, Middleware, Reply, compose, new_idempotency_key
 from .pricing import PriceList
 from .providers.base import embeddings_payload
 from .providers.builtin import openai_compatible
@@ -102,17 +102,15 @@ class Route:
                 query={**endpoint.query, **request.extra_query},
                 timeouts=attrs.evolve(endpoint.timeouts, **request.timeout or {}),
             )
-        call = Call(
+        return Call(
             request=request,
             spec=self.spec,
             endpoint=endpoint,
             headers=dict(request.extra_headers),
+            idempotency_key=new_idempotency_key() if idempotency_key is None else idempotency_key,
             keys=self.keys,
             defer_rate_limits=defer_rate_limits,
         )
-        if idempotency_key is not None:
-            call.idempotency_key = idempotency_key
-        return call
 
     async def aclose(self) -> None:
         """Close the transport, the middleware that hold resources (an ``aclose``
