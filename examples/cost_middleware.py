@@ -18,14 +18,12 @@ async def cost_tracker(call: Call, call_next: CallNext) -> Reply:
         spent[call.provider] += (reply.usage.total_tokens or 0) * price / 1000 if reply.usage else 0
         return reply
 
-    async def chunks():  # a stream's usage comes with its last chunk
-        async with reply:
-            async for chunk in reply:
-                if chunk.usage:
-                    spent[call.provider] += (chunk.usage.total_tokens or 0) * price / 1000
-                yield chunk
+    def count(end: la.StreamEnd) -> None:  # a stream's usage comes with its last chunk
+        if end.usage:
+            spent[call.provider] += (end.usage.total_tokens or 0) * price / 1000
 
-    return reply.with_chunks(chunks())
+    reply.on_end(count)
+    return reply
 
 
 async def main() -> None:

@@ -49,6 +49,7 @@ _MODULE_OF = {
     "RateLimitError": "errors",
     "ResponseInfo": "types",
     "ServerError": "errors",
+    "StreamEnd": "streaming",
     "StreamError": "errors",
     "StructuredOutputError": "errors",
     "SyncChatCompletionStream": "sync",
@@ -80,6 +81,7 @@ if TYPE_CHECKING:
     from .errors import TransportError as TransportError
     from .hookspecs import hookimpl as hookimpl
     from .streaming import ChatCompletionStream as ChatCompletionStream
+    from .streaming import StreamEnd as StreamEnd
     from .structured import parse_json as parse_json
     from .sync import Client as Client
     from .sync import SyncChatCompletionStream as SyncChatCompletionStream

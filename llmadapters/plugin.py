@@ -40,7 +40,7 @@ from .providers.base import (
     thinking_toggle_payload,
     verdict_by_error_field,
 )
-from .streaming import ChatCompletionStream
+from .streaming import ChatCompletionStream, StreamEnd
 from .transports._errors import (
     AIOHTTP_ERRORS,
     BUILTIN_ERRORS,
@@ -97,6 +97,7 @@ __all__ = [
     "Middleware",
     "MiddlewareFactory",
     "Reply",
+    "StreamEnd",
     # Transports: the protocol, what it is handed, and what `register_transports` registers.
     "FEATURES",
     "Endpoint",

@@ -4,14 +4,35 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import attrs
+
 from .accumulation import accumulate
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable
+    from collections.abc import AsyncGenerator, Awaitable, Callable
 
-    from .types import ChatCompletion, ChatCompletionChunk, ResponseInfo
+    from .types import ChatCompletion, ChatCompletionChunk, Cost, ResponseInfo, Usage
 
-__all__ = ["ChatCompletionStream"]
+__all__ = ["ChatCompletionStream", "StreamEnd"]
+
+
+@attrs.frozen
+class StreamEnd:
+    """How a stream ended, as `ChatCompletionStream.on_end` tells it.
+
+    Attributes:
+        complete: whether it was read to its end.
+        error: what it raised, when it broke (then ``complete`` is False); None when it
+            was read to its end, or closed (or dropped) before it.
+        usage: the last usage a chunk carried (ask for it with
+            ``stream_options={"include_usage": True}``), or None.
+        cost: the cost that came with that usage, or None.
+    """
+
+    complete: bool
+    error: BaseException | None = None
+    usage: Usage | None = None
+    cost: Cost | None = None
 
 
 class ChatCompletionStream:
@@ -22,8 +43,10 @@ class ChatCompletionStream:
     response's status and headers (`ResponseInfo`), known before the first chunk.
     ``await stream.get_final_completion()`` reads the rest and gives the whole reply.
 
-    A middleware that observes or rewrites chunks wraps one stream in another, with
-    `with_chunks` so that the new stream keeps the response's ``http``::
+    A middleware that needs to know how a stream ended (its usage, whether it was read to
+    its end) registers a callback with `on_end`, at no cost per chunk. One that rewrites
+    chunks wraps one stream in another, with `with_chunks` so that the new stream keeps
+    the response's ``http``::
 
         async def upper(call, call_next):
             reply = await call_next(call)
@@ -38,7 +61,7 @@ class ChatCompletionStream:
             return reply.with_chunks(chunks())
     """
 
-    __slots__ = ("_chunks", "_first", "_given", "http")
+    __slots__ = ("_chunks", "_cost", "_end", "_ends", "_first", "_given", "_usage", "http")
 
     def __init__(
         self,
@@ -52,6 +75,10 @@ class ChatCompletionStream:
         self._chunks = chunks
         self._first = first
         self._given: list[ChatCompletionChunk] | None = None
+        self._ends: list[Callable[[StreamEnd], object]] | None = None
+        self._end: StreamEnd | None = None
+        self._usage: Usage | None = None
+        self._cost: Cost | None = None
         self.http = http
 
     def keep_chunks(self) -> ChatCompletionStream:
@@ -61,6 +88,36 @@ class ChatCompletionStream:
         if self._given is None:
             self._given = []
         return self
+
+    def on_end(self, callback: Callable[[StreamEnd], object]) -> None:
+        """Call ``callback(end)`` once, when this stream ends: read to its end, broken
+        by an error, or closed (or dropped) before its end; ``end`` is a `StreamEnd`. The
+        callbacks run in the order they were added, after the response is released
+        (except for a stream dropped unread, which tells them as it is collected); a
+        callback added to a stream that has ended runs at once. Unlike a stream made
+        with `with_chunks`, this adds nothing to the work done per chunk."""
+        if self._end is not None:
+            callback(self._end)
+            return
+        if self._ends is None:
+            self._ends = []
+        self._ends.append(callback)
+
+    def _ended(self, complete: bool = False, error: BaseException | None = None) -> None:
+        """Tell the `on_end` callbacks, the first time the stream ends; each runs, and
+        then the first error one of them raised is raised."""
+        if self._end is not None:
+            return
+        self._end = end = StreamEnd(complete, error, self._usage, self._cost)
+        failed: Exception | None = None
+        for callback in self._ends or ():
+            try:
+                callback(end)
+            except Exception as exc:
+                failed = failed or exc
+        self._ends = None
+        if failed is not None:
+            raise failed
 
     async def get_final_completion(self) -> ChatCompletion:
         """Read the rest of the stream and return the whole reply as one
@@ -86,20 +143,39 @@ class ChatCompletionStream:
         # middleware that wraps a stream iterates it, so this runs several times a chunk.
         first = self._first
         if first is None:
-            return self._chunks.__anext__() if self._given is None else self._kept()
+            return self._chunks.__anext__() if self._given is None and self._ends is None else self._watched()
         self._first = None
-        if self._given is not None:
-            self._given.append(first)
+        self._seen(first)
         return _now(first)
 
-    async def _kept(self) -> ChatCompletionChunk:
-        chunk = await self._chunks.__anext__()
-        assert self._given is not None
-        self._given.append(chunk)
+    def _seen(self, chunk: ChatCompletionChunk) -> None:
+        if self._given is not None:
+            self._given.append(chunk)
+        if chunk.usage is not None:
+            self._usage, self._cost = chunk.usage, chunk.cost
+
+    async def _watched(self) -> ChatCompletionChunk:
+        """The next chunk, kept (`keep_chunks`) and watched for the stream's end (`on_end`)."""
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._ended(complete=True)
+            raise
+        except BaseException as exc:
+            self._ended(error=exc)
+            raise
+        self._seen(chunk)
         return chunk
 
     async def aclose(self) -> None:
-        await self._chunks.aclose()
+        try:
+            await self._chunks.aclose()
+        finally:
+            self._ended()
+
+    def __del__(self) -> None:
+        if self._ends:  # dropped before its end, unread or half read
+            self._ended()
 
     async def __aenter__(self) -> ChatCompletionStream:
         return self

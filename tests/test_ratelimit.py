@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import time
 from collections.abc import Callable
@@ -262,12 +263,17 @@ async def test_providers_that_share_an_account_share_one_budget() -> None:
         la.AsyncClient({"providers": {"x": {"base_url": "http://127.0.0.1:9/v1", "limits": {"account": 5}}}})
 
 
-async def test_a_stream_closed_unread_gives_its_slot_back(make_client: MakeClient) -> None:
+async def test_a_stream_closed_or_dropped_unread_gives_its_slot_back(make_client: MakeClient) -> None:
     limiter = RateLimitMiddleware(Limits(max_concurrency=1, adaptive=False))
     client = make_client(middleware=[limiter])
     for _ in range(3):
         stream = await client.chat.completions.create(model="local/echo", messages=MESSAGES, stream=True)
         await stream.aclose()  # not one chunk read
+    assert limiter.budget().in_flight == 0
+    stream = await client.chat.completions.create(model="local/echo", messages=MESSAGES, stream=True)
+    assert limiter.budget().in_flight == 1
+    del stream  # neither read nor closed: given back as it is collected
+    gc.collect()
     assert limiter.budget().in_flight == 0
     reply = await asyncio.wait_for(client.chat.completions.create(model="local/echo", messages=MESSAGES), 60)
     assert reply.choices[0].message.content == "count me"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import re
 import socket
@@ -21,6 +22,7 @@ from llmadapters.providers.base import ProviderSpec
 from tests.conftest import test_registry
 
 if TYPE_CHECKING:
+    from llmadapters.middleware import Call, CallNext, Reply
     from llmadapters.testing import FakeServer
 
 MakeClient = Callable[..., la.AsyncClient]
@@ -161,3 +163,78 @@ with la.Client({}) as client:
 def test_sync_streams_left_early_close_without_noise() -> None:
     done = subprocess.run([sys.executable, "-c", _ABANDONED], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout, done.stderr) == (0, "one two three four\n", "")
+
+
+async def test_on_end_tells_each_observer_how_its_stream_ended(make_client: MakeClient) -> None:
+    """Read to its end (with its usage and cost), closed early, dropped unread, observed
+    after its end, and a failing observer, which does not keep the others from theirs."""
+    ends: list[la.StreamEnd] = []
+
+    async def observe(call: Call, call_next: CallNext) -> Reply:
+        reply = await call_next(call)
+        if isinstance(reply, la.ChatCompletionStream):
+            reply.on_end(ends.append)
+        return reply
+
+    prices = {"echo": {"input": 1.0, "output": 2.0}}
+    client = make_client(middleware=[observe, observe], prices=prices)  # two observers of one stream
+    messages = [{"role": "user", "content": "one two"}]
+
+    async def stream() -> la.ChatCompletionStream:
+        return await client.chat.completions.create(model="local/echo", messages=messages, stream=True, **USAGE)
+
+    read = await stream()
+    assert ends == []
+    last = [chunk async for chunk in read][-1]
+    assert len(ends) == 2
+    assert ends[0] is ends[1]
+    assert ends[0] == la.StreamEnd(complete=True, error=None, usage=last.usage, cost=last.cost)
+    assert last.usage is not None
+    assert last.usage.total_tokens
+    assert last.cost is not None
+    assert last.cost.amount > 0
+    late: list[la.StreamEnd] = []
+    read.on_end(late.append)  # after its end: at once
+    assert late == [ends[0]]
+
+    ends.clear()
+    closed = await stream()
+    await closed.__anext__()
+    await closed.aclose()
+    assert ends == [la.StreamEnd(complete=False)] * 2
+
+    ends.clear()
+    dropped = await stream()
+    del dropped  # never read nor closed: told as it is collected
+    gc.collect()
+    assert ends == [la.StreamEnd(complete=False)] * 2
+
+    failing = await stream()
+    told: list[la.StreamEnd] = []
+
+    def fail(end: la.StreamEnd) -> None:
+        raise ValueError("observer bug")
+
+    failing.on_end(fail)
+    failing.on_end(told.append)
+    with pytest.raises(ValueError, match="observer bug"):
+        await _text(failing)
+    assert len(told) == 1
+    assert told[0].complete
+
+
+async def test_on_end_tells_the_error_of_a_stream_that_broke(make_client: MakeClient) -> None:
+    ends: list[la.StreamEnd] = []
+    release = asyncio.Event()
+    async with _breaking_server("reset", release) as base_url:
+        client = make_client(base_url=base_url)
+        stream = await client.chat.completions.create(
+            model="local/m", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        stream.on_end(ends.append)
+        await stream.__anext__()
+        release.set()
+        with pytest.raises(la.StreamError) as caught:
+            await stream.__anext__()
+        await stream.aclose()
+    assert ends == [la.StreamEnd(complete=False, error=caught.value)]

@@ -17,9 +17,10 @@ from ..errors import APIStatusError, LLMAdapterError
 from ..streaming import ChatCompletionStream
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable
+    from collections.abc import Callable
 
-    from ..types import ChatCompletionChunk, Cost, Usage
+    from ..streaming import StreamEnd
+    from ..types import Cost, Usage
     from .base import Call, CallNext, Reply
 
 __all__ = ["LoggingMiddleware"]
@@ -79,24 +80,13 @@ class LoggingMiddleware:
             self._emit(call, start, type(exc).__name__, status, None, None)
             raise
         if isinstance(reply, ChatCompletionStream):
-            return reply.with_chunks(self._observed(reply, call, start))
+
+            def emit(end: StreamEnd) -> None:
+                error = end.error
+                outcome = "ok" if end.complete else type(error).__name__ if isinstance(error, LLMAdapterError) else None
+                self._emit(call, start, outcome or "closed early", 200, end.usage, end.cost)
+
+            reply.on_end(emit)
+            return reply
         self._emit(call, start, "ok", 200, reply.usage, reply.cost)
         return reply
-
-    async def _observed(
-        self, stream: ChatCompletionStream, call: Call, start: float
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        usage = cost = None
-        outcome = "closed early"
-        try:
-            async with stream:
-                async for chunk in stream:
-                    usage = chunk.usage or usage
-                    cost = chunk.cost or cost
-                    yield chunk
-            outcome = "ok"
-        except LLMAdapterError as exc:
-            outcome = type(exc).__name__
-            raise
-        finally:
-            self._emit(call, start, outcome, 200, usage, cost)

@@ -68,7 +68,7 @@ import json
 import math
 import re
 import weakref
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import RateLimitError, parse_retry_after
 from ..policies import Limits
@@ -76,12 +76,13 @@ from ..streaming import ChatCompletionStream
 from ..types import EmbeddingRequest
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Mapping
+    from collections.abc import Mapping
 
-    from ..types import ChatCompletionChunk, ChatRequest, Request, ResponseInfo, Usage
+    from ..streaming import StreamEnd
+    from ..types import ChatRequest, Request, ResponseInfo, Usage
     from .base import Call, CallNext, Reply
 
-__all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "held_until_done", "stated_rate"]
+__all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "stated_rate"]
 
 _INITIAL = 32  # calls in flight a lane starts at, when no cap is configured
 _STEP = 16  # its first increase
@@ -706,44 +707,20 @@ class RateLimitMiddleware:
             budget.release(ticket)
             raise
         if isinstance(reply, ChatCompletionStream):
+            # The slot is held until the stream ends, or is closed, even unread.
             http = reply.http
 
-            def finish(usage: Usage | None, ok: bool) -> None:
+            def finish(end: StreamEnd) -> None:
                 try:
-                    if ok:
-                        budget.succeeded(ticket, http, usage)
+                    if end.complete:
+                        budget.succeeded(ticket, http, end.usage)
                 finally:
                     budget.release(ticket)
 
-            return reply.with_chunks(await held_until_done(reply, finish))
+            reply.on_end(finish)
+            return reply
         try:
             budget.succeeded(ticket, reply.http, reply.usage)
         finally:
             budget.release(ticket)
         return reply
-
-
-async def held_until_done(
-    stream: ChatCompletionStream, finish: Callable[[Usage | None, bool], object]
-) -> AsyncGenerator[ChatCompletionChunk, None]:
-    """``stream``'s chunks, then ``finish(usage, ok)`` (ok: it ran to its end), so
-    that a stream keeps its permit until it ends, or until it is closed, even unread."""
-    held = _held(stream, finish)
-    await held.__anext__()  # into its try: from here on, closing it calls finish
-    return cast("AsyncGenerator[ChatCompletionChunk, None]", held)
-
-
-async def _held(
-    stream: ChatCompletionStream, finish: Callable[[Usage | None, bool], object]
-) -> AsyncGenerator[ChatCompletionChunk | None, None]:
-    usage = None
-    ok = False
-    try:
-        yield None
-        async with stream:
-            async for chunk in stream:
-                usage = chunk.usage or usage
-                yield chunk
-        ok = True
-    finally:
-        finish(usage, ok)

@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from llmadapters.errors import ConfigError, ConnectError, RateLimitError, parse_retry_after
-from llmadapters.middleware.ratelimit import RateLimitMiddleware, estimate_tokens, held_until_done, stated_rate
+from llmadapters.middleware.ratelimit import RateLimitMiddleware, estimate_tokens, stated_rate
 from llmadapters.streaming import ChatCompletionStream
 from llmadapters.transports.network import redact_url
 from llmadapters.types import Usage
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
     from llmadapters.middleware.base import Call, CallNext, Reply
     from llmadapters.middleware.ratelimit import Limits
+    from llmadapters.streaming import StreamEnd
 
 __all__ = ["RedisRateLimit"]
 
@@ -297,10 +298,11 @@ class RedisRateLimit:
         headers = reply.http.headers if reply.http is not None else None
         if isinstance(reply, ChatCompletionStream):
 
-            def finish(usage: Usage | None, ok: bool) -> None:
-                self._finish(keys, lease, estimate, usage, success=ok, headers=headers)
+            def finish(end: StreamEnd) -> None:
+                self._finish(keys, lease, estimate, end.usage, success=end.complete, headers=headers)
 
-            return reply.with_chunks(await held_until_done(reply, finish))
+            reply.on_end(finish)  # the lease is held until the stream ends, or is closed
+            return reply
         self._finish(keys, lease, estimate, reply.usage, success=True, headers=headers)
         return reply
 
