@@ -162,15 +162,16 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
     async def chunks(
         events: AsyncGenerator[ResponseInfo | dict[str, Any], None], wants_usage: bool, model: str, sent: float
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        from_dict = ChatCompletionChunk.from_dict
         unfinished: set[int] = set()  # the choices seen whose last chunk had no finish_reason
         began = finished = usage = False
         try:
             with in_transport:
                 try:
                     async for data in events:
-                        if isinstance(data, ResponseInfo):
+                        if type(data) is not dict and isinstance(data, ResponseInfo):
                             raise TypeError("a stream yielded its ResponseInfo twice")
-                        chunk = ChatCompletionChunk.from_dict(value(data), provider=name)
+                        chunk = from_dict(data if normalize is None else value(data), provider=name)
                         for choice in chunk.choices:
                             if choice.finish_reason is None:
                                 unfinished.add(choice.index)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import array
 import base64
-import functools
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
@@ -137,11 +136,19 @@ def _new_builder(cls: type[_T]) -> Callable[..., _T]:
     return build
 
 
-# One builder per class, made on first use (functools.cache types its result as Any).
+class _Builders(dict):  # type: ignore[type-arg]
+    """One builder per class, made on first use; looked up as a dict's item, at half
+    the cost of a ``functools.cache`` call."""
+
+    def __missing__(self, cls: type[Any]) -> Callable[..., Any]:
+        build = self[cls] = _new_builder(cls)
+        return build
+
+
 if TYPE_CHECKING:
     _builder = _new_builder
 else:
-    _builder = functools.cache(_new_builder)
+    _builder = _Builders().__getitem__
 
 
 @attrs.frozen(kw_only=True)
@@ -234,6 +241,9 @@ class Delta(_MessageFields):
     """The change a stream chunk carries for one choice; the fields are those of `Message`."""
 
 
+_delta = Delta.from_dict  # (bound once: each chunk makes one)
+
+
 @attrs.frozen(kw_only=True)
 class Usage(_Wire):
     """Token counts; ``None`` where the provider did not report one. ``raw`` keeps the
@@ -321,11 +331,14 @@ class ChunkChoice(_Wire):
         get = data.get
         index, delta, finish_reason = get("index"), get("delta"), get("finish_reason")
         return _builder(cls)(
-            index=_opt_int(index) or 0,
-            delta=Delta.from_dict(delta) if _is_mapping(delta) else Delta(),
+            index=index if type(index) is int else _opt_int(index) or 0,
+            delta=_delta(delta) if _is_mapping(delta) else Delta(),
             finish_reason=finish_reason if isinstance(finish_reason, str) else None,
             raw=data if type(data) is dict else dict(data),
         )
+
+
+_chunk_choice = ChunkChoice.from_dict
 
 
 @attrs.frozen
@@ -415,8 +428,8 @@ class ChatCompletionChunk(_Wire):
         return _builder(cls)(
             id=id_ if isinstance(id_, str) else None,
             model=model if isinstance(model, str) else None,
-            created=_opt_int(created),
-            choices=tuple([ChunkChoice.from_dict(c) for c in _dicts(get("choices"))]),
+            created=created if type(created) is int else _opt_int(created),
+            choices=tuple([_chunk_choice(c) for c in _dicts(get("choices"))]),
             usage=None if usage is None else _usage(usage),
             provider=provider,
             raw=data,
