@@ -206,9 +206,15 @@ class _MessageFields(_Wire):
 
     @classmethod
     def from_dict(cls: type[_M], data: Mapping[str, Any]) -> _M:
-        # Once per chunk of every stream: the checks of _opt_str written out.
+        # Once per chunk of every stream: the checks of _opt_str written out, and first
+        # the delta of most chunks, a piece of text alone.
         get = data.get
-        role, content, reasoning, refusal = get("role"), get("content"), get("reasoning_content"), get("refusal")
+        content = get("content")
+        if type(content) is str and len(data) == 1 and type(data) is dict:
+            return _builder(cls)(
+                role=None, content=content, reasoning_content=None, tool_calls=None, refusal=None, raw=data
+            )
+        role, reasoning, refusal = get("role"), get("reasoning_content"), get("refusal")
         tool_calls = get("tool_calls")
         return _builder(cls)(
             role=role if isinstance(role, str) else None,
@@ -425,11 +431,14 @@ class ChatCompletionChunk(_Wire):
     def from_dict(cls, data: JSON, *, provider: str | None = None) -> ChatCompletionChunk:
         get = data.get
         id_, model, created, usage = get("id"), get("model"), get("created"), get("usage")
+        choices = get("choices")
         return _builder(cls)(
             id=id_ if isinstance(id_, str) else None,
             model=model if isinstance(model, str) else None,
             created=created if type(created) is int else _opt_int(created),
-            choices=tuple([_chunk_choice(c) for c in _dicts(get("choices"))]),
+            choices=(_chunk_choice(choices[0]),)
+            if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict  # most chunks
+            else tuple([_chunk_choice(c) for c in _dicts(choices)]),
             usage=None if usage is None else _usage(usage),
             provider=provider,
             raw=data,

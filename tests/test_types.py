@@ -122,3 +122,16 @@ def test_a_value_from_json_is_the_one_its_constructor_makes_and_is_frozen() -> N
         chunk.id = "c3"  # type: ignore[misc]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         reply.choices[0].message.content = "changed"  # type: ignore[misc]
+
+
+def test_the_usual_chunk_a_piece_of_text_is_the_value_its_constructor_makes() -> None:
+    # from_dict takes a shorter way for a chunk of one choice whose delta is text alone.
+    data = {"choices": [{"index": 0, "delta": {"content": "w1 "}}]}
+    chunk = ChatCompletionChunk.from_dict(data, provider="p")
+    assert chunk == ChatCompletionChunk(
+        choices=(ChunkChoice(index=0, delta=Delta(content="w1 ")),), provider="p", raw=data
+    )
+    assert chunk.choices[0].delta.raw is data["choices"][0]["delta"]
+    assert ChatCompletionChunk.from_dict({"choices": [{"delta": {"content": 5}}]}).choices[0].delta.content is None
+    two = ChatCompletionChunk.from_dict({"choices": [{"delta": {"content": "a"}}, {"index": 1, "delta": {}}]})
+    assert [(c.index, c.delta.content) for c in two.choices] == [(0, "a"), (1, None)]
