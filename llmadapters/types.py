@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
+_T = TypeVar("_T")
 
 
 # These run on every reply and chunk: each tests for the types that ``json.loads`` makes
@@ -75,6 +76,14 @@ def _dicts(value: object) -> Sequence[Mapping[str, Any]]:
     if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
         return []
     return [item for item in value if _is_mapping(item)]
+
+
+def _each(value: object, parse: Callable[[Mapping[str, Any]], _T]) -> tuple[_T, ...]:
+    """``parse`` of each object in the list ``value`` (`_dicts`): at once for the usual
+    list of one dict (a reply's or a chunk's choices)."""
+    if type(value) is list and len(value) == 1 and type(value[0]) is dict:
+        return (parse(value[0]),)
+    return tuple([parse(item) for item in _dicts(value)])
 
 
 # Fields that are not part of the provider's JSON.
@@ -111,9 +120,6 @@ class _Wire:
 
 def _raw(data: Mapping[str, Any]) -> JSON:
     return data if type(data) is dict else dict(data)
-
-
-_T = TypeVar("_T")
 
 
 def _new_builder(cls: type[_T]) -> Callable[..., _T]:
@@ -247,7 +253,9 @@ class Delta(_MessageFields):
     """The change a stream chunk carries for one choice; the fields are those of `Message`."""
 
 
-_delta = Delta.from_dict  # (bound once: each chunk makes one)
+# The parsers of nested values, bound once: each reply or chunk calls them.
+_message = Message.from_dict
+_delta = Delta.from_dict
 
 
 @attrs.frozen(kw_only=True)
@@ -280,10 +288,12 @@ class Usage(_Wire):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
+        get = data.get
+        prompt, completion, total = get("prompt_tokens"), get("completion_tokens"), get("total_tokens")
         return _builder(cls)(
-            prompt_tokens=_opt_int(data.get("prompt_tokens")),
-            completion_tokens=_opt_int(data.get("completion_tokens")),
-            total_tokens=_opt_int(data.get("total_tokens")),
+            prompt_tokens=prompt if type(prompt) is int else _opt_int(prompt),
+            completion_tokens=completion if type(completion) is int else _opt_int(completion),
+            total_tokens=total if type(total) is int else _opt_int(total),
             raw=_raw(data),
         )
 
@@ -316,13 +326,17 @@ class Choice(_Wire):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Choice:
-        message = data.get("message")
+        get = data.get
+        index, message, finish_reason = get("index"), get("message"), get("finish_reason")
         return _builder(cls)(
-            index=_opt_int(data.get("index")) or 0,
-            message=Message.from_dict(message) if _is_mapping(message) else Message(),
-            finish_reason=_opt_str(data.get("finish_reason")),
+            index=index if type(index) is int else _opt_int(index) or 0,
+            message=_message(message) if _is_mapping(message) else Message(),
+            finish_reason=finish_reason if isinstance(finish_reason, str) else None,
             raw=_raw(data),
         )
+
+
+_choice = Choice.from_dict
 
 
 @attrs.frozen(kw_only=True)
@@ -399,12 +413,14 @@ class ChatCompletion(_Wire):
 
     @classmethod
     def from_dict(cls, data: JSON, *, provider: str | None = None, http: ResponseInfo | None = None) -> ChatCompletion:
+        get = data.get
+        id_, model, created, usage = get("id"), get("model"), get("created"), get("usage")
         return _builder(cls)(
-            id=_opt_str(data.get("id")),
-            model=_opt_str(data.get("model")),
-            created=_opt_int(data.get("created")),
-            choices=tuple([Choice.from_dict(c) for c in _dicts(data.get("choices"))]),
-            usage=_usage(data.get("usage")),
+            id=id_ if isinstance(id_, str) else None,
+            model=model if isinstance(model, str) else None,
+            created=created if type(created) is int else _opt_int(created),
+            choices=_each(get("choices"), _choice),
+            usage=None if usage is None else _usage(usage),
             provider=provider,
             raw=data,
             http=http,
@@ -431,14 +447,11 @@ class ChatCompletionChunk(_Wire):
     def from_dict(cls, data: JSON, *, provider: str | None = None) -> ChatCompletionChunk:
         get = data.get
         id_, model, created, usage = get("id"), get("model"), get("created"), get("usage")
-        choices = get("choices")
         return _builder(cls)(
             id=id_ if isinstance(id_, str) else None,
             model=model if isinstance(model, str) else None,
             created=created if type(created) is int else _opt_int(created),
-            choices=(_chunk_choice(choices[0]),)
-            if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict  # most chunks
-            else tuple([_chunk_choice(c) for c in _dicts(choices)]),
+            choices=_each(get("choices"), _chunk_choice),
             usage=None if usage is None else _usage(usage),
             provider=provider,
             raw=data,
