@@ -141,30 +141,29 @@ class ChatCompletionStream:
     def __anext__(self) -> Awaitable[ChatCompletionChunk]:
         # The generator's own awaitable, with no coroutine of this class around it: each
         # middleware that wraps a stream iterates it, so this runs several times a chunk.
-        first = self._first
-        if first is None:
-            return self._chunks.__anext__() if self._given is None and self._ends is None else self._watched()
-        self._first = None
-        self._seen(first)
-        return _now(first)
+        if self._first is None and self._given is None and self._ends is None:
+            return self._chunks.__anext__()
+        return self._watched()
 
-    def _seen(self, chunk: ChatCompletionChunk) -> None:
+    async def _watched(self) -> ChatCompletionChunk:
+        """The next chunk (the one received before the stream was made, first), kept
+        (`keep_chunks`) and watched for the stream's end (`on_end`)."""
+        chunk = self._first
+        if chunk is not None:
+            self._first = None
+        else:
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._ended(complete=True)
+                raise
+            except BaseException as exc:
+                self._ended(error=exc)
+                raise
         if self._given is not None:
             self._given.append(chunk)
         if chunk.usage is not None:
             self._usage, self._cost = chunk.usage, chunk.cost
-
-    async def _watched(self) -> ChatCompletionChunk:
-        """The next chunk, kept (`keep_chunks`) and watched for the stream's end (`on_end`)."""
-        try:
-            chunk = await self._chunks.__anext__()
-        except StopAsyncIteration:
-            self._ended(complete=True)
-            raise
-        except BaseException as exc:
-            self._ended(error=exc)
-            raise
-        self._seen(chunk)
         return chunk
 
     async def aclose(self) -> None:
@@ -182,7 +181,3 @@ class ChatCompletionStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-async def _now(chunk: ChatCompletionChunk) -> ChatCompletionChunk:
-    return chunk
