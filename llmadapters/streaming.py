@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 import attrs
@@ -14,6 +17,8 @@ if TYPE_CHECKING:
     from .types import ChatCompletion, ChatCompletionChunk, Cost, ResponseInfo, Usage
 
 __all__ = ["ChatCompletionStream", "StreamEnd"]
+
+logger = logging.getLogger("llmadapters")
 
 
 @attrs.frozen
@@ -61,7 +66,7 @@ class ChatCompletionStream:
             return reply.with_chunks(chunks())
     """
 
-    __slots__ = ("_chunks", "_cost", "_end", "_ends", "_first", "_given", "_usage", "http")
+    __slots__ = ("_chunks", "_cost", "_end", "_ends", "_first", "_given", "_loop", "_usage", "http")
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class ChatCompletionStream:
         self._given: list[ChatCompletionChunk] | None = None
         self._ends: list[Callable[[StreamEnd], object]] | None = None
         self._end: StreamEnd | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first on_end
         self._usage: Usage | None = None
         self._cost: Cost | None = None
         self.http = http
@@ -91,33 +97,37 @@ class ChatCompletionStream:
 
     def on_end(self, callback: Callable[[StreamEnd], object]) -> None:
         """Call ``callback(end)`` once, when this stream ends: read to its end, broken
-        by an error, or closed (or dropped) before its end; ``end`` is a `StreamEnd`. The
-        callbacks run in the order they were added, after the response is released
-        (except for a stream dropped unread, which tells them as it is collected); a
-        callback added to a stream that has ended runs at once. Unlike a stream made
-        with `with_chunks`, this adds nothing to the work done per chunk."""
+        by an error, or closed before its end; ``end`` is a `StreamEnd`. Add it before
+        reading the stream (a middleware does, as soon as ``call_next`` returns): the
+        stream is watched from then on. The callbacks run in the order they were added,
+        once the response is released. A stream dropped before its end is closed on its
+        event loop, and then its callbacks run, as if it had been closed. A callback
+        added after the end runs at once, given the end without its ``error`` (which
+        the stream does not keep: the error's traceback would keep the stream, and all
+        it holds, alive). Unlike a stream made with `with_chunks`, this adds nothing to
+        the work done per chunk."""
         if self._end is not None:
             callback(self._end)
             return
         if self._ends is None:
             self._ends = []
+            self._loop = _running_loop()
         self._ends.append(callback)
 
     def _ended(self, complete: bool = False, error: BaseException | None = None) -> None:
-        """Tell the `on_end` callbacks, the first time the stream ends; each runs, and
-        then the first error one of them raised is raised."""
+        """Tell the `on_end` callbacks, the first time the stream ends. Each runs; the
+        first error one of them raised is then raised, unless the stream itself broke
+        (its own error goes on, and the callback's is logged)."""
         if self._end is not None:
             return
-        self._end = end = StreamEnd(complete, error, self._usage, self._cost)
-        failed: Exception | None = None
-        for callback in self._ends or ():
-            try:
-                callback(end)
-            except Exception as exc:
-                failed = failed or exc
-        self._ends = None
-        if failed is not None:
+        end = StreamEnd(complete, error, self._usage, self._cost)
+        self._end = end if error is None else attrs.evolve(end, error=None)
+        callbacks, self._ends = self._ends or [], None
+        failed = _tell(callbacks, end)
+        if failed is not None and error is None:
             raise failed
+        if failed is not None:
+            logger.error("an on_end callback raised as the stream broke", exc_info=failed)
 
     async def get_final_completion(self) -> ChatCompletion:
         """Read the rest of the stream and return the whole reply as one
@@ -167,17 +177,82 @@ class ChatCompletionStream:
         return chunk
 
     async def aclose(self) -> None:
+        chunks = self._chunks
+        if getattr(chunks, "ag_running", False):
+            # Another task is reading it: aclose raises, as it would without callbacks,
+            # and the stream's end is that task's to tell.
+            await chunks.aclose()
         try:
-            await self._chunks.aclose()
+            await chunks.aclose()
         finally:
             self._ended()
 
     def __del__(self) -> None:
-        if self._ends:  # dropped before its end, unread or half read
-            self._ended()
+        if not self._ends:
+            return
+        # Dropped before its end, unread or half read: closed on its loop, and then its
+        # end told, as closing it does (never here, in whatever code or thread let the
+        # last reference go, before the response is released).
+        callbacks, end, loop = self._ends, StreamEnd(complete=False, usage=self._usage, cost=self._cost), self._loop
+        if loop is None:
+            _tell_or_log(callbacks, end)
+        elif not loop.is_closed():  # (else the budgets the callbacks would free ended with it)
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                schedule = loop.call_soon if _running_loop() is loop else loop.call_soon_threadsafe
+                schedule(_close_dropped, loop, self._chunks, callbacks, end)
 
     async def __aenter__(self) -> ChatCompletionStream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _tell(callbacks: list[Callable[[StreamEnd], object]], end: StreamEnd) -> Exception | None:
+    """Call each of ``callbacks`` with ``end``; the first error one of them raised."""
+    failed: Exception | None = None
+    for callback in callbacks:
+        try:
+            callback(end)
+        except Exception as exc:
+            failed = failed or exc
+    return failed
+
+
+def _tell_or_log(callbacks: list[Callable[[StreamEnd], object]], end: StreamEnd) -> None:
+    failed = _tell(callbacks, end)
+    if failed is not None:
+        logger.error("an on_end callback raised as a dropped stream was closed", exc_info=failed)
+
+
+# The tasks closing dropped streams (an event loop keeps only weak references to tasks).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_dropped(
+    loop: asyncio.AbstractEventLoop,
+    chunks: AsyncGenerator[ChatCompletionChunk, None],
+    callbacks: list[Callable[[StreamEnd], object]],
+    end: StreamEnd,
+) -> None:
+    task = loop.create_task(_closed_then_told(chunks, callbacks, end))
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+async def _closed_then_told(
+    chunks: AsyncGenerator[ChatCompletionChunk, None], callbacks: list[Callable[[StreamEnd], object]], end: StreamEnd
+) -> None:
+    try:
+        # An error closing a stream that nobody holds any more has nobody to go to.
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
+    finally:
+        _tell_or_log(callbacks, end)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,16 @@ def test_registry() -> Registry:
 
 
 test_registry.__test__ = False  # type: ignore[attr-defined]
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    """Let the event loop run until ``condition()`` holds (e.g. a dropped stream, closed
+    by a task of its own), for at most a minute: a bound no loaded machine reaches."""
+    for _ in range(6000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"still not {what} after a minute")
 
 
 @pytest.fixture(autouse=True)

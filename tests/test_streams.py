@@ -19,7 +19,7 @@ import pytest
 
 import llmadapters as la
 from llmadapters.providers.base import ProviderSpec
-from tests.conftest import test_registry
+from tests.conftest import eventually, test_registry
 
 if TYPE_CHECKING:
     from llmadapters.middleware import Call, CallNext, Reply
@@ -205,8 +205,9 @@ async def test_on_end_tells_each_observer_how_its_stream_ended(make_client: Make
 
     ends.clear()
     dropped = await stream()
-    del dropped  # never read nor closed: told as it is collected
+    del dropped  # never read nor closed: closed on the loop once it is collected, then told
     gc.collect()
+    await eventually(lambda: len(ends) == 2, "told")
     assert ends == [la.StreamEnd(complete=False)] * 2
 
     failing = await stream()
@@ -223,18 +224,36 @@ async def test_on_end_tells_each_observer_how_its_stream_ended(make_client: Make
     assert told[0].complete
 
 
-async def test_on_end_tells_the_error_of_a_stream_that_broke(make_client: MakeClient) -> None:
+async def test_on_end_tells_the_error_of_a_stream_that_broke(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stream's own error goes on when an observer fails as it breaks; an aclose
+    from another task while one reads it raises and does not end it early."""
     ends: list[la.StreamEnd] = []
+
+    def fail(end: la.StreamEnd) -> None:
+        raise ValueError("observer bug")
+
     release = asyncio.Event()
     async with _breaking_server("reset", release) as base_url:
         client = make_client(base_url=base_url)
         stream = await client.chat.completions.create(
             model="local/m", messages=[{"role": "user", "content": "x"}], stream=True
         )
+        stream.on_end(fail)
         stream.on_end(ends.append)
         await stream.__anext__()
+        reading = asyncio.ensure_future(stream.__anext__())
+        await eventually(lambda: getattr(stream._chunks, "ag_running", False), "reading")
+        with pytest.raises(RuntimeError, match="already running"):
+            await stream.aclose()
+        assert ends == []  # still being read
         release.set()
         with pytest.raises(la.StreamError) as caught:
-            await stream.__anext__()
+            await reading
         await stream.aclose()
     assert ends == [la.StreamEnd(complete=False, error=caught.value)]
+    assert "an on_end callback raised as the stream broke" in caplog.text
+    late: list[la.StreamEnd] = []
+    stream.on_end(late.append)  # the stream keeps its end, not its error
+    assert late == [la.StreamEnd(complete=False)]
