@@ -110,7 +110,9 @@ async def test_2000_rows_over_two_providers_keep_to_each_ones_shared_rate_across
         },
     }
     rows = [{"id": i, "prompt": f"p{i}", "model": f"{('alpha', 'beta')[i % 2]}/echo"} for i in range(2000)]
-    redis = aioredis.from_url(redis_url)
+    # No read timeout (redis-py's connections have 5 s): MONITOR waits for commands,
+    # and none come while the actors start.
+    redis = aioredis.from_url(redis_url, socket_timeout=None)
     async with redis.monitor() as monitor:
         noting = asyncio.ensure_future(note_grants(monitor))
         out = await asyncio.to_thread(

@@ -240,7 +240,7 @@ async def test_four_processes_stay_within_one_shared_request_rate(
     with source.open("w") as f:
         for i in range(2000):
             f.write(json.dumps({"custom_id": f"q{i}", "model": "local/echo", "messages": MESSAGES}) + "\n")
-    redis_client = aioredis.from_url(redis_server.url)
+    redis_client = aioredis.from_url(redis_server.url, socket_timeout=None)  # MONITOR waits: no read timeout
     async with redis_client.monitor() as monitor:
         noting = asyncio.ensure_future(note_grants(monitor))
         workers = [_batch(config, source, tmp_path / f"out.{i}.jsonl", "--shard", f"{i}/4") for i in range(1, 5)]
