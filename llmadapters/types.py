@@ -195,7 +195,7 @@ class ToolCall(_Wire):
 def _tool_calls(value: object) -> tuple[ToolCall, ...] | None:
     if value is None:
         return None
-    return tuple([ToolCall.from_dict(item) for item in _dicts(value)])
+    return _each(value, ToolCall.from_dict)
 
 
 _M = TypeVar("_M", bound="_MessageFields")
@@ -288,12 +288,10 @@ class Usage(_Wire):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
-        get = data.get
-        prompt, completion, total = get("prompt_tokens"), get("completion_tokens"), get("total_tokens")
         return _builder(cls)(
-            prompt_tokens=prompt if type(prompt) is int else _opt_int(prompt),
-            completion_tokens=completion if type(completion) is int else _opt_int(completion),
-            total_tokens=total if type(total) is int else _opt_int(total),
+            prompt_tokens=_opt_int(data.get("prompt_tokens")),
+            completion_tokens=_opt_int(data.get("completion_tokens")),
+            total_tokens=_opt_int(data.get("total_tokens")),
             raw=_raw(data),
         )
 
@@ -326,12 +324,11 @@ class Choice(_Wire):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Choice:
-        get = data.get
-        index, message, finish_reason = get("index"), get("message"), get("finish_reason")
+        message = data.get("message")
         return _builder(cls)(
-            index=index if type(index) is int else _opt_int(index) or 0,
+            index=_opt_int(data.get("index")) or 0,
             message=_message(message) if _is_mapping(message) else Message(),
-            finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+            finish_reason=_opt_str(data.get("finish_reason")),
             raw=_raw(data),
         )
 
@@ -351,7 +348,7 @@ class ChunkChoice(_Wire):
         get = data.get
         index, delta, finish_reason = get("index"), get("delta"), get("finish_reason")
         return _builder(cls)(
-            index=index if type(index) is int else _opt_int(index) or 0,
+            index=_opt_int(index) or 0,
             delta=_delta(delta) if _is_mapping(delta) else Delta(),
             finish_reason=finish_reason if isinstance(finish_reason, str) else None,
             raw=data if type(data) is dict else dict(data),
@@ -413,14 +410,12 @@ class ChatCompletion(_Wire):
 
     @classmethod
     def from_dict(cls, data: JSON, *, provider: str | None = None, http: ResponseInfo | None = None) -> ChatCompletion:
-        get = data.get
-        id_, model, created, usage = get("id"), get("model"), get("created"), get("usage")
         return _builder(cls)(
-            id=id_ if isinstance(id_, str) else None,
-            model=model if isinstance(model, str) else None,
-            created=created if type(created) is int else _opt_int(created),
-            choices=_each(get("choices"), _choice),
-            usage=None if usage is None else _usage(usage),
+            id=_opt_str(data.get("id")),
+            model=_opt_str(data.get("model")),
+            created=_opt_int(data.get("created")),
+            choices=_each(data.get("choices"), _choice),
+            usage=_usage(data.get("usage")),
             provider=provider,
             raw=data,
             http=http,
@@ -450,7 +445,7 @@ class ChatCompletionChunk(_Wire):
         return _builder(cls)(
             id=id_ if isinstance(id_, str) else None,
             model=model if isinstance(model, str) else None,
-            created=created if type(created) is int else _opt_int(created),
+            created=_opt_int(created),
             choices=_each(get("choices"), _chunk_choice),
             usage=None if usage is None else _usage(usage),
             provider=provider,
