@@ -3,6 +3,7 @@ of the wrong type into None (never an exception), whatever the JSON holds."""
 
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict
 from types import MappingProxyType
 from typing import Any
@@ -22,6 +23,7 @@ from llmadapters.types import (
     Message,
     ToolCall,
     Usage,
+    _new_builder,
 )
 
 JSON_VALUES = st.recursive(
@@ -122,6 +124,32 @@ def test_a_value_from_json_is_the_one_its_constructor_makes_and_is_frozen() -> N
         chunk.id = "c3"  # type: ignore[misc]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         reply.choices[0].message.content = "changed"  # type: ignore[misc]
+
+
+def test_from_dict_makes_values_of_the_public_classes_that_pickle_and_stay_frozen() -> None:
+    # from_dict fills a plain class with the same slots and then makes it the public one.
+    data = {"id": "c1", "choices": [{"message": {"content": "hi", "tool_calls": [{"function": {"name": "f"}}]}}]}
+    reply = ChatCompletion.from_dict({**data, "usage": {"total_tokens": 3}}, provider="p")
+    message = reply.choices[0].message
+    assert tuple(map(type, (reply, reply.choices[0], message, reply.usage))) == (ChatCompletion, Choice, Message, Usage)
+    assert message.tool_calls is not None
+    assert (type(message.tool_calls[0]), type(message.tool_calls[0].function)) == (ToolCall, FunctionCall)
+    assert type(ChatCompletionChunk.from_dict({"choices": [{"delta": {"content": "x"}}]}).choices[0].delta) is Delta
+    again = pickle.loads(pickle.dumps(reply))
+    assert again == reply
+    assert type(again.choices[0].message) is Message
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        reply.usage.total_tokens = 4  # type: ignore[misc, union-attr]
+    assert not hasattr(message, "__dict__")
+
+
+def test_a_builder_refuses_a_class_whose_slots_python_cannot_match() -> None:
+    @attrs.frozen
+    class Weak:
+        x: int = 0
+
+    with pytest.raises(TypeError, match="weakref_slot=False"):
+        _new_builder(Weak)
 
 
 def test_the_usual_chunk_a_piece_of_text_is_the_value_its_constructor_makes() -> None:
