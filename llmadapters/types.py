@@ -143,14 +143,13 @@ def _new_builder(cls: type[_T]) -> Callable[..., _T]:
 def _slots_of(cls: type[Any]) -> type[Any]:
     """A class with the slots of ``cls`` (those of the class in its MRO that declares
     them) on the same base, without attrs' frozen ``__setattr__``: Python lets an
-    instance of it become a ``cls``, since the two lay out their slots alike. Not with
-    a ``__weakref__`` slot, which Python cannot match: the reply types have none
-    (``weakref_slot=False``)."""
+    instance of it become a ``cls``, since the two lay out their slots alike. Python
+    cannot match a ``__weakref__`` slot or a ``__dict__`` that way: the reply types have
+    neither (``weakref_slot=False``), nor may a subclass of one."""
+    if cls.__weakrefoffset__ or cls.__dictoffset__:
+        raise TypeError(f"{cls.__name__} has a __weakref__ or a __dict__: declare it attrs.frozen(weakref_slot=False)")
     owner = next(klass for klass in cls.__mro__ if vars(klass).get("__slots__"))
-    slots = tuple(vars(owner)["__slots__"])
-    if "__weakref__" in slots:
-        raise TypeError(f"{cls.__name__} has a __weakref__ slot: declare it with weakref_slot=False")
-    return type(f"_{owner.__name__}Slots", owner.__bases__, {"__slots__": slots})
+    return type(f"_{owner.__name__}Slots", owner.__bases__, {"__slots__": tuple(vars(owner)["__slots__"])})
 
 
 class _Builders(dict):  # type: ignore[type-arg]

@@ -23,7 +23,6 @@ from llmadapters.types import (
     Message,
     ToolCall,
     Usage,
-    _new_builder,
 )
 
 JSON_VALUES = st.recursive(
@@ -143,13 +142,17 @@ def test_from_dict_makes_values_of_the_public_classes_that_pickle_and_stay_froze
     assert not hasattr(message, "__dict__")
 
 
-def test_a_builder_refuses_a_class_whose_slots_python_cannot_match() -> None:
-    @attrs.frozen
-    class Weak:
-        x: int = 0
+def test_from_dict_refuses_a_class_whose_slots_python_cannot_match() -> None:
+    class Loose(Usage):  # a __dict__ and a __weakref__
+        pass
+
+    @attrs.frozen(kw_only=True, weakref_slot=False)
+    class Counted(Usage):
+        pass
 
     with pytest.raises(TypeError, match="weakref_slot=False"):
-        _new_builder(Weak)
+        Loose.from_dict({"total_tokens": 3})
+    assert type(Counted.from_dict({"total_tokens": 3})) is Counted
 
 
 def test_the_usual_chunk_a_piece_of_text_is_the_value_its_constructor_makes() -> None:
