@@ -123,11 +123,12 @@ class ChatCompletionStream:
         end = StreamEnd(complete, error, self._usage, self._cost)
         self._end = end if error is None else attrs.evolve(end, error=None)
         callbacks, self._ends = self._ends or [], None
+        if error is not None:
+            _tell_or_log(callbacks, end, "as the stream broke")
+            return
         failed = _tell(callbacks, end)
-        if failed is not None and error is None:
-            raise failed
         if failed is not None:
-            logger.error("an on_end callback raised as the stream broke", exc_info=failed)
+            raise failed
 
     async def get_final_completion(self) -> ChatCompletion:
         """Read the rest of the stream and return the whole reply as one
@@ -195,7 +196,7 @@ class ChatCompletionStream:
         # last reference go, before the response is released).
         callbacks, end, loop = self._ends, StreamEnd(complete=False, usage=self._usage, cost=self._cost), self._loop
         if loop is None:
-            _tell_or_log(callbacks, end)
+            _tell_or_log(callbacks, end, "as a dropped stream was closed")
         elif not loop.is_closed():  # (else the budgets the callbacks would free ended with it)
             with contextlib.suppress(RuntimeError):  # closed meanwhile
                 schedule = loop.call_soon if _running_loop() is loop else loop.call_soon_threadsafe
@@ -226,10 +227,11 @@ def _tell(callbacks: list[Callable[[StreamEnd], object]], end: StreamEnd) -> Exc
     return failed
 
 
-def _tell_or_log(callbacks: list[Callable[[StreamEnd], object]], end: StreamEnd) -> None:
+def _tell_or_log(callbacks: list[Callable[[StreamEnd], object]], end: StreamEnd, when: str) -> None:
+    """`_tell`, the error logged, for an end that has no one to raise it to."""
     failed = _tell(callbacks, end)
     if failed is not None:
-        logger.error("an on_end callback raised as a dropped stream was closed", exc_info=failed)
+        logger.error("an on_end callback raised %s", when, exc_info=failed)
 
 
 # The tasks closing dropped streams (an event loop keeps only weak references to tasks).
@@ -255,4 +257,4 @@ async def _closed_then_told(
         with contextlib.suppress(Exception):
             await chunks.aclose()
     finally:
-        _tell_or_log(callbacks, end)
+        _tell_or_log(callbacks, end, "as a dropped stream was closed")
