@@ -114,15 +114,17 @@ class _Completions:
         last one's error is raised, its message naming each model's failure (see
         `llmadapters.fallback`). Configuration errors are raised at once.
         """
-        send = self._client.send
+        client = self._client  # (not a bound method: that would be one more object held per call)
         chain = models_of(model)
         if len(chain) == 1:
-            reply = await send(messages=messages, model=chain[0], provider=provider, stream=stream, **params)
+            reply = await client.send(messages=messages, model=chain[0], provider=provider, stream=stream, **params)
             return _chat_reply(reply)
         failures: list[tuple[str | None, LLMAdapterError]] = []
         for candidate in chain:
             try:
-                reply = await send(messages=messages, model=candidate, provider=provider, stream=stream, **params)
+                reply = await client.send(
+                    messages=messages, model=candidate, provider=provider, stream=stream, **params
+                )
             except FALLBACK_ON as exc:
                 failures.append((candidate, exc))
             else:

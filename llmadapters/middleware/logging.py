@@ -80,13 +80,17 @@ class LoggingMiddleware:
             self._emit(call, start, type(exc).__name__, status, None, None)
             raise
         if isinstance(reply, ChatCompletionStream):
-
-            def emit(end: StreamEnd) -> None:
-                error = end.error
-                outcome = "ok" if end.complete else type(error).__name__ if isinstance(error, LLMAdapterError) else None
-                self._emit(call, start, outcome or "closed early", 200, end.usage, end.cost)
-
-            reply.on_end(emit)
+            reply.on_end(self._at_end(call, start))
             return reply
         self._emit(call, start, "ok", 200, reply.usage, reply.cost)
         return reply
+
+    def _at_end(self, call: Call, start: float) -> Callable[[StreamEnd], None]:
+        # A closure made here, not in __call__: there its variables would be cells
+        # made on every call, and held while it waits.
+        def emit(end: StreamEnd) -> None:
+            error = end.error
+            outcome = "ok" if end.complete else type(error).__name__ if isinstance(error, LLMAdapterError) else None
+            self._emit(call, start, outcome or "closed early", 200, end.usage, end.cost)
+
+        return emit

@@ -76,7 +76,7 @@ from ..streaming import ChatCompletionStream
 from ..types import EmbeddingRequest
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from ..streaming import StreamEnd
     from ..types import ChatRequest, Request, ResponseInfo, Usage
@@ -708,19 +708,24 @@ class RateLimitMiddleware:
             raise
         if isinstance(reply, ChatCompletionStream):
             # The slot is held until the stream ends, or is closed, even unread.
-            http = reply.http
-
-            def finish(end: StreamEnd) -> None:
-                try:
-                    if end.complete:
-                        budget.succeeded(ticket, http, end.usage)
-                finally:
-                    budget.release(ticket)
-
-            reply.on_end(finish)
+            reply.on_end(_settle_at_end(budget, ticket, reply.http))
             return reply
         try:
             budget.succeeded(ticket, reply.http, reply.usage)
         finally:
             budget.release(ticket)
         return reply
+
+
+def _settle_at_end(budget: _Budget, ticket: _Ticket, http: ResponseInfo | None) -> Callable[[StreamEnd], None]:
+    """What a stream's end tells ``budget``. (A closure made here, not in ``__call__``:
+    there its variables would be cells made on every call, and held while it waits.)"""
+
+    def finish(end: StreamEnd) -> None:
+        try:
+            if end.complete:
+                budget.succeeded(ticket, http, end.usage)
+        finally:
+            budget.release(ticket)
+
+    return finish
