@@ -33,8 +33,10 @@ from llmadapters.plugin import (
     timeout_error,
 )
 
+from .protocol import use_lazy_read_timer
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 
     from llmadapters.plugin import APITimeoutError, Endpoint, ResponseInfo, Timeouts
 
@@ -133,6 +135,7 @@ class AiohttpTransport:
                 connector = ProxyConnector.from_url(url, rdns=True, **settings)
             else:
                 connector = aiohttp.TCPConnector(**settings)
+            use_lazy_read_timer(connector)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
@@ -146,9 +149,9 @@ class AiohttpTransport:
         except asyncio.TimeoutError:
             raise timeout_error("pool", endpoint.url, pool) from None
 
-    async def _post(self, endpoint: Endpoint, body: bytes, upload: _Upload | None) -> aiohttp.ClientResponse:
+    def _post(self, endpoint: Endpoint, body: bytes, upload: _Upload | None) -> Awaitable[aiohttp.ClientResponse]:
         headers = {**endpoint.headers, "content-type": "application/json", "content-length": str(len(body))}
-        return await self._client().post(
+        return self._client().post(
             endpoint.url,
             data=body if upload is None else upload.chunks(),
             headers=headers,
@@ -207,12 +210,16 @@ class _Exchange:
     async def __aenter__(self) -> aiohttp.ClientResponse:
         await self._transport._slot(self._endpoint)
         try:
-            transport, endpoint, body, upload = self._transport, self._endpoint, self._body, self._upload
-            self._response = await resend_if_closed(lambda: transport._post(endpoint, body, upload))
+            self._response = await resend_if_closed(self._post)
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)  # raises ours, when it maps
             raise
         return self._response
+
+    def _post(self) -> Awaitable[aiohttp.ClientResponse]:
+        # A method, not a closure in __aenter__: its variables would be cells made on
+        # every call, and held while it waits.
+        return self._transport._post(self._endpoint, self._body, self._upload)
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
