@@ -33,7 +33,7 @@ from llmadapters.plugin import (
     timeout_error,
 )
 
-from .protocol import use_lazy_read_timer
+from .protocol import use_lean_protocol
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
@@ -135,7 +135,7 @@ class AiohttpTransport:
                 connector = ProxyConnector.from_url(url, rdns=True, **settings)
             else:
                 connector = aiohttp.TCPConnector(**settings)
-            use_lazy_read_timer(connector)
+            use_lean_protocol(connector)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 

@@ -1,7 +1,9 @@
-"""The read timeout, kept by one timer per connection (`llmadapters_aiohttp.protocol`):
-it bounds each read, not the whole response; a connection's timer left from its last
-response times nothing out; a later call's shorter timeout applies; a closed connection
-leaves no timer behind. Each against the fake server on loopback."""
+"""The transport's connection protocol (`llmadapters_aiohttp.protocol`). Its reads, into
+one buffer: a reply many times the buffer's size arrives whole, streamed or not. Its
+read timeout, kept by one timer per connection: it bounds each read, not the whole
+response; a connection's timer left from its last response times nothing out; a later
+call's shorter timeout applies; a closed connection leaves no timer behind. Each
+against the fake server on loopback."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp.client_proto import ResponseHandler
 from llmadapters_aiohttp import FEATURES, aiohttp_transport
-from llmadapters_aiohttp.protocol import LazyReadTimer, use_lazy_read_timer
+from llmadapters_aiohttp.protocol import READ_SIZE, LeanResponseHandler, use_lean_protocol
 
 import llmadapters as la
 from llmadapters.plugins import Registry
@@ -30,9 +32,9 @@ def _client(server: FakeServer, **provider: Any) -> la.AsyncClient:
     return la.AsyncClient({}, transport="aiohttp", providers=providers, registry=registry, middleware=[])
 
 
-def _protocols() -> list[LazyReadTimer]:
+def _protocols() -> list[LeanResponseHandler]:
     gc.collect()
-    return [o for o in gc.get_objects() if isinstance(o, LazyReadTimer)]
+    return [o for o in gc.get_objects() if isinstance(o, LeanResponseHandler)]
 
 
 async def test_the_installed_aiohttp_builds_the_lazy_protocol() -> None:
@@ -40,8 +42,8 @@ async def test_the_installed_aiohttp_builds_the_lazy_protocol() -> None:
     # keeps aiohttp's own timer: correct, slower), so that it is seen.
     connector = aiohttp.TCPConnector()
     try:
-        assert use_lazy_read_timer(connector)
-        assert type(connector._factory()) is LazyReadTimer
+        assert use_lean_protocol(connector)
+        assert type(connector._factory()) is LeanResponseHandler
     finally:
         await connector.close()
 
@@ -51,10 +53,24 @@ async def test_a_connector_that_builds_another_protocol_is_left_alone() -> None:
     other = functools.partial(lambda: ResponseHandler(asyncio.get_running_loop()))
     connector._factory = other
     try:
-        assert not use_lazy_read_timer(connector)
+        assert not use_lean_protocol(connector)
         assert connector._factory is other
     finally:
         await connector.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_a_reply_many_times_the_read_buffer_arrives_whole(stream: bool) -> None:
+    words = " ".join(f"w{i:06d}" for i in range(5 * READ_SIZE // 8))  # 5 buffers' worth
+    async with FakeServer() as server, _client(server, timeout={"read": 10}) as client:  # (a lost read fails)
+        reply = await client.chat.completions.create(
+            model="local/echo", messages=[{"role": "user", "content": words}], stream=stream
+        )
+        if isinstance(reply, la.ChatCompletionStream):
+            text = "".join([chunk.choices[0].delta.content or "" async for chunk in reply])
+        else:
+            text = reply.choices[0].message.content or ""
+    assert text == words
 
 
 async def test_a_stream_longer_than_the_read_timeout_completes_when_each_read_is_quick() -> None:
