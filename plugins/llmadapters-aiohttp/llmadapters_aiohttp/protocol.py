@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LeanResponseHandler", "use_lean_protocol"]
 
-# The most one read takes: aiohttp's own read buffer size.
+# The most one read takes: aiohttp's read_bufsize (it pauses reading once that much
+# waits unread), and under malloc's mmap threshold, so a full read's copy is no mmap.
 READ_SIZE = 64 * 1024
 
 _thread = threading.local()
