@@ -23,5 +23,8 @@ async def test_short_soak(fake_server: FakeServer) -> None:
     assert report.outcomes["ok"] > 0.9 * report.read
     warm, last = report.samples[1], report.samples[-2]  # after the ramp-up, before closing
     assert last.open_fds <= warm.open_fds + 8, report.samples
-    assert last.tasks <= warm.tasks + 8, report.samples
+    # Tasks in flight move with the lines put aside after a 429 at the moment of the
+    # sample (up to one per worker: a fresh clone once read 130, then 141); a leak
+    # grows with the calls, hundreds between these samples.
+    assert last.tasks <= warm.tasks + 64, report.samples
     assert last.rss_mib <= warm.rss_mib * 1.25, report.samples
