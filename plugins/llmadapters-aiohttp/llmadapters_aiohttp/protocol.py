@@ -17,8 +17,10 @@ protocol has the loop read into one buffer per thread, and hands aiohttp a copy 
 just what came, as before.
 
 `use_lean_protocol` puts this protocol on a connector. It is aiohttp's own class with
-three of its private methods replaced, so a connector whose aiohttp builds its
-protocols otherwise is left as it is: correct, at aiohttp's cost.
+two of its private methods replaced (``_reschedule_timeout``, ``_drop_timeout``), using
+its private timer state (``_read_timeout``, ``_read_timeout_handle``,
+``_on_read_timeout``), so a connector whose aiohttp builds its protocols otherwise is
+left as it is: correct, at aiohttp's cost.
 """
 
 from __future__ import annotations

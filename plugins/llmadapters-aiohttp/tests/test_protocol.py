@@ -37,9 +37,9 @@ def _protocols() -> list[LeanResponseHandler]:
     return [o for o in gc.get_objects() if isinstance(o, LeanResponseHandler)]
 
 
-async def test_the_installed_aiohttp_builds_the_lazy_protocol() -> None:
+async def test_the_installed_aiohttp_builds_the_lean_protocol() -> None:
     # Fails when an aiohttp upgrade builds its protocols otherwise (the transport then
-    # keeps aiohttp's own timer: correct, slower), so that it is seen.
+    # keeps aiohttp's own protocol: correct, slower), so that it is seen.
     connector = aiohttp.TCPConnector()
     try:
         assert use_lean_protocol(connector)
