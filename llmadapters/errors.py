@@ -31,6 +31,7 @@ import datetime
 import difflib
 import email.utils
 import math
+import re
 import reprlib
 import time
 import warnings
@@ -62,6 +63,10 @@ __all__ = [
 
 # Longest piece of a server's body quoted in an error message.
 _BODY_SNIPPET = 300
+# What a key is made of (OpenAI's ``sk-proj-...``, Zhipu's ``id.secret``, base64): an
+# excerpt never ends inside a run of these, so that a key echoed by a server is either
+# left out or quoted whole, where the auth middleware masks it.
+_KEY_RUN = re.compile(r"[A-Za-z0-9._~+/=-]{1,1024}")
 # The headers whose values are credentials (sent or received), in lower case: hidden in
 # the repr of an endpoint's headers, left out of an `APIStatusError`'s ``headers``.
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "set-cookie"})
@@ -294,7 +299,19 @@ def _message_of(body: object) -> str:
     if isinstance(body, Mapping) and isinstance(body.get("message"), str):
         return str(body["message"])
     text = body if isinstance(body, str) else repr(body)
-    return " ".join(text.split())[:_BODY_SNIPPET]
+    return excerpt(" ".join(text.split()), _BODY_SNIPPET)
+
+
+def excerpt(text: str, limit: int) -> str:
+    """The first ``limit`` characters of ``text``, and the rest of a word cut at the limit
+    (up to 1 KiB more): a key the server echoed is never cut in two, which would leave
+    its first part where the auth middleware, matching whole keys, cannot mask it."""
+    if len(text) <= limit:
+        return text
+    run = _KEY_RUN.match(text, limit)  # the word the limit falls in, if it falls in one
+    if run is None or limit == 0 or _KEY_RUN.match(text, limit - 1) is None:
+        return text[:limit]
+    return text[: run.end()]
 
 
 def status_error(

@@ -27,8 +27,7 @@ class ProviderHTTP:
 
     def __init__(self, route: Route) -> None:
         auth = next(iter(route.auth.values()), {})
-        secrets = [value for value in auth.values()] + [v.split(" ", 1)[1] for v in auth.values() if " " in v]
-        self.scrub = Scrubber(secrets)
+        self.scrub = Scrubber.of_auth(auth.values())
         endpoint = route.endpoint
         self._http = httpx2.AsyncClient(
             base_url=endpoint.base_url.rstrip("/") + "/",
@@ -44,10 +43,11 @@ class ProviderHTTP:
         path = path.lstrip("/")
         try:
             response = await self._http.request(method, path, **kwargs)
-        except httpx2.ConnectError as exc:
-            raise ConnectError(f"{method} {path} of {self._provider}: cannot connect ({exc})") from None
         except httpx2.HTTPError as exc:
-            raise TransportError(f"{method} {path} of {self._provider}: {type(exc).__name__} {exc}") from None
+            # httpx2 may quote what it sent (a header value it refused: the key).
+            kind = ConnectError if isinstance(exc, httpx2.ConnectError) else TransportError
+            what = "cannot connect" if kind is ConnectError else type(exc).__name__
+            raise kind(self.scrub.text(f"{method} {path} of {self._provider}: {what} ({exc})")) from None
         if response.status_code >= 400:
             try:
                 body: object = response.json()

@@ -288,12 +288,15 @@ def price_list(spec: ProviderSpec, settings: Settings) -> PriceList:
 
 def _api_keys(spec: ProviderSpec, settings: Settings) -> dict[str, str]:
     """The provider's keys, by name: the variable each came from, or ``api_key`` (a key
-    given in code; ``api_key[i]`` when there are several)."""
+    given in code; ``api_key[i]`` when there are several). Keys are stripped of the
+    spaces and line ends around them, wherever they come from: a server takes them off
+    the header it receives, and a key that differed from what it echoes could not be
+    masked."""
     own = settings.provider(spec.name)
     if own.api_key:
         if len(own.api_key) == 1:
-            return {"api_key": own.api_key[0].get()}
-        return {f"api_key[{i}]": key.get() for i, key in enumerate(own.api_key)}
+            return {"api_key": own.api_key[0].get().strip()}
+        return {f"api_key[{i}]": key.get().strip() for i, key in enumerate(own.api_key)}
     names = own.api_key_env or ((spec.api_key_env,) if spec.api_key_env else ())
     keys = {env: key for env in names if (key := os.environ.get(env, "").strip())}
     if keys or not spec.key_required:

@@ -3,21 +3,28 @@ everywhere: no key in logs, exception strings, reprs, batch output records or su
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import logging
+import re
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
+import pytest
 from conftest import TRANSPORTS, test_registry
 
 import llmadapters as la
 from llmadapters.batch import BatchSummary, write_record
+from llmadapters.middleware.auth import Scrubber
 from llmadapters.plugins import Registry
+from llmadapters.types import ResponseInfo
 
 if TYPE_CHECKING:
-    import pytest
-
     from llmadapters.testing import FakeServer
+
+MakeClient = Callable[..., la.AsyncClient]
 
 FAILURES = (
     "echo",
@@ -114,3 +121,117 @@ async def test_no_key_anywhere(
         where = text.find(key)
         assert where < 0, (name, text[max(0, where - 600) : where + 100])
         assert key[-12:] not in text, name  # nor a tail of it
+
+
+KEY = "sk-live-SECRETSECRETSECRET0123456789abcdefXYZ"
+
+
+@contextlib.asynccontextmanager
+async def _answering(status: int, content_type: str, body: bytes) -> AsyncIterator[str]:
+    """A loopback server that answers every request with ``body``."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        writer.write(
+            b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (status, content_type.encode(), len(body))
+        )
+        writer.write(b"connection: close\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _straddling(limit: int, before: str = "") -> str:
+    """Text whose excerpt of ``limit`` characters would end inside ``KEY``."""
+    return before + "y" * (limit - 20 - len(before)) + KEY + " and more"
+
+
+# What a server echoes, cut where the error message quotes it: a gateway's HTML page and
+# a FastAPI-style ``detail`` (300 characters of an error body), a 2xx body that is not
+# JSON and a stream event that is not JSON (200 characters).
+_CUT_REPLIES = {
+    "html-502": (502, "text/html", _straddling(300, "<html><body><pre>").encode(), False),
+    "detail-401": (401, "application/json", json.dumps({"detail": _straddling(300 - 12)}).encode(), False),
+    "text-200": (200, "text/html", _straddling(200).encode(), False),
+    "event-200": (200, "text/event-stream", f"data: {_straddling(200)}\n\n".encode(), True),
+}
+
+
+@pytest.mark.parametrize("reply", list(_CUT_REPLIES))
+async def test_an_echoed_key_that_an_excerpt_would_cut_is_masked_whole(
+    make_client: MakeClient, transport: str, reply: str
+) -> None:
+    """The error message quotes the first few hundred characters of what the server sent;
+    a key at the cut is quoted whole, so that it is masked, not cut to a prefix the
+    scrubber cannot know."""
+    status, content_type, body, stream = _CUT_REPLIES[reply]
+    async with _answering(status, content_type, body) as base_url:
+        client = make_client(transport, base_url=base_url, api_key=KEY)
+        with pytest.raises(la.LLMAdapterError) as caught:
+            await client.chat.completions.create(
+                model="local/m", messages=[{"role": "user", "content": "x"}], stream=stream
+            )
+    shown = f"{caught.value} {caught.value!r} {getattr(caught.value, 'body', '')!r}"
+    assert "****fXYZ" in str(caught.value)
+    assert KEY[:12] not in shown
+
+
+async def test_a_key_given_in_code_is_sent_and_masked_without_the_spaces_around_it(
+    fake_server: FakeServer, make_client: MakeClient, transport: str
+) -> None:
+    """A server takes the spaces off a header's value; the key it echoes is the stripped
+    one, so that is the one sent and masked."""
+    client = make_client(transport, api_key=f" {KEY} \n")
+    with pytest.raises(la.AuthenticationError) as caught:
+        await client.chat.completions.create(
+            model="local/fail-401+leak-key", messages=[{"role": "user", "content": "x"}]
+        )
+    assert fake_server.seen_headers[-1]["authorization"] == f"Bearer {KEY}"
+    assert KEY[:12] not in f"{caught.value} {caught.value!r} {caught.value.headers!r}"
+    assert "****fXYZ" in str(caught.value)
+
+
+async def test_a_call_with_its_own_key_retires_none_of_the_route_s_keys(
+    fake_server: FakeServer, make_client: MakeClient, transport: str
+) -> None:
+    """``extra_headers`` that replace the auth header send the call's own key: a 401 for
+    it leaves the configured key in use, and the server's echo of it is masked."""
+    own = "sk-tenant-OWNKEY-0123456789-abcd"
+    client = make_client(transport, api_key=KEY)
+    with pytest.raises(la.AuthenticationError) as caught:
+        await client.chat.completions.create(
+            model="local/fail-401+leak-key",
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"authorization": f"Bearer {own}"},
+        )
+    assert fake_server.seen_headers[-1]["authorization"] == f"Bearer {own}"
+    assert own[:12] not in f"{caught.value} {caught.value!r} {caught.value.headers!r} {caught.value.body!r}"
+    assert "****abcd" in str(caught.value)
+    reply = await client.chat.completions.create(model="local/echo", messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content
+    assert fake_server.seen_headers[-1]["authorization"] == f"Bearer {KEY}"
+
+
+def test_a_short_placeholder_key_is_masked_only_as_a_word_of_its_own() -> None:
+    """``api_key="x"`` (a local server's placeholder) leaves ``max_tokens`` alone."""
+    scrubber = Scrubber.of_auth(["Bearer x"])
+    assert scrubber.text("max_tokens is x (Bearer x), not 1x") == "max_tokens is **** (****), not 1x"
+    assert not scrubber.holds("max_tokens")
+
+
+def test_scrubbed_headers_are_still_found_case_insensitively() -> None:
+    """Headers rebuilt to mask a key keep the lookups `ResponseInfo` promises (lower-case
+    names), and the info's other fields."""
+    info = ResponseInfo(200, {"X-Request-Id": KEY, "X-RateLimit-Remaining-Requests": "9"}, attempts=3)
+    scrubbed = Scrubber.of_auth([KEY]).info(info)
+    assert scrubbed.request_id == "****fXYZ"
+    assert scrubbed.headers.get("x-ratelimit-remaining-requests") == "9"
+    assert scrubbed.attempts == 3

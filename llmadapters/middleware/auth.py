@@ -11,12 +11,15 @@ the call is sent again with the next key. A 429 cools only its key: its
 scrubbed from whatever the server sent back (error messages, bodies, headers, stream
 events) before anything above auth sees it, and from every log record made while the
 route lives, whichever library logs it (httpcore logs response headers at DEBUG).
+A call that brings its own auth header (``extra_headers``) is sent with it: that key is
+scrubbed too, and what the server says of it retires or cools none of the provider's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -25,7 +28,6 @@ import attrs
 
 from ..errors import APIStatusError, AuthenticationError, LLMAdapterError, RateLimitError
 from ..streaming import ChatCompletionStream
-from ..types import ResponseInfo
 from .base import EndpointMemo
 from .retry import provider_verdict
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Sequence
 
     from ..transports.base import Endpoint
-    from ..types import ChatCompletionChunk
+    from ..types import ChatCompletionChunk, ResponseInfo
     from .base import Call, CallNext, Reply
 
 __all__ = ["KEY_SPENT_CODES", "AuthMiddleware", "KeyRing", "Scrubber", "key_spent", "scrub_logs"]
@@ -81,22 +83,39 @@ def key_spent(call: Call, exc: APIStatusError) -> bool:
 class Scrubber:
     """Replaces every value of ``secrets`` in what a server sent with ``****`` and its
     last four characters (as providers show keys), so that a key a server or a proxy
-    echoes never reaches an exception, a log line or an output record."""
+    echoes never reaches an exception, a log line or an output record.
 
-    __slots__ = ("__weakref__", "_masks")
+    A value shorter than 8 characters (a placeholder such as ``"x"`` or ``"EMPTY"`` for a
+    local server) is masked only where it stands as a word of its own, not inside
+    others (``max_tokens`` keeps its ``x``)."""
+
+    __slots__ = ("__weakref__", "_masks", "_secrets")
 
     def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = frozenset(s for s in secrets if s)
         # Longest first, so that a key containing another is masked whole.
-        self._masks = [(s, _mask(s)) for s in sorted({s for s in secrets if s}, key=len, reverse=True)]
+        self._masks = [(s, _mask(s), _alone(s)) for s in sorted(self._secrets, key=len, reverse=True)]
+
+    @classmethod
+    def of_auth(cls, values: Iterable[str], *, also: Scrubber | None = None) -> Scrubber:
+        """A scrubber of the values of auth headers and of the key alone in each
+        ``Bearer KEY``, and of ``also``'s secrets."""
+        values = list(values)
+        secrets = [*values, *(value.split(" ", 1)[1] for value in values if " " in value)]
+        return cls(secrets if also is None else also._secrets.union(secrets))
 
     def text(self, text: str) -> str:
-        for secret, mask in self._masks:
-            if secret in text:
+        for secret, mask, alone in self._masks:
+            if secret not in text:
+                continue
+            if alone is None:
                 text = text.replace(secret, mask)
+            elif alone.search(text):
+                text = alone.sub(mask, text)
         return text
 
     def holds(self, text: str) -> bool:
-        return any(secret in text for secret, _ in self._masks)
+        return any(secret in text and (alone is None or alone.search(text)) for secret, _, alone in self._masks)
 
     def value(self, value: Any) -> Any:
         """``value`` (JSON-like: strings, mappings, lists), scrubbed; the same object when
@@ -141,10 +160,11 @@ class Scrubber:
             current = cause
 
     def info(self, info: ResponseInfo) -> ResponseInfo:
-        """``info``, its header values scrubbed (the same object when none holds a key)."""
+        """``info``, its header values scrubbed (the same object when none holds a key;
+        else its headers as a dict with lower-case names, as `ResponseInfo` allows)."""
         if not any(self.holds(value) for value in info.headers.values()):
             return info
-        return ResponseInfo(info.status, {k: self.text(v) for k, v in info.headers.items()})
+        return attrs.evolve(info, headers={k.lower(): self.text(v) for k, v in info.headers.items()})
 
 
 # The scrubbers of the live AuthMiddleware, for log records: what a library logs (httpcore
@@ -185,6 +205,16 @@ def scrub_logs(scrubber: Scrubber) -> None:
 
 def _mask(secret: str) -> str:
     return f"****{secret[-4:]}" if len(secret) >= 16 else "****"
+
+
+_SHORT = 8
+
+
+def _alone(secret: str) -> re.Pattern[str] | None:
+    """For a secret under `_SHORT` characters, the pattern of it as a word of its own."""
+    if len(secret) >= _SHORT:
+        return None
+    return re.compile(rf"(?<!\w){re.escape(secret)}(?!\w)")
 
 
 @attrs.define(eq=False)
@@ -295,7 +325,7 @@ class AuthMiddleware:
         headers: the headers of each key of ``ring``, by its name.
     """
 
-    __slots__ = ("_authed", "_scrub", "ring")
+    __slots__ = ("_authed", "_names", "_scrub", "ring")
 
     def __init__(self, ring: KeyRing, headers: Mapping[str, Mapping[str, str]]) -> None:
         if set(ring.names) != set(headers):
@@ -303,15 +333,16 @@ class AuthMiddleware:
         self.ring = ring
         # Usually the route's own endpoint comes every time: each key's copy is made once.
         self._authed = {name: _memo(own) for name, own in headers.items()}
-        secrets = [value for own in headers.values() for value in own.values()]
-        secrets += [value.split(" ", 1)[1] for value in secrets if " " in value]  # "Bearer KEY" -> KEY
-        self._scrub = Scrubber(secrets)
+        self._names = frozenset(name.lower() for own in headers.values() for name in own)
+        self._scrub = Scrubber.of_auth(value for own in headers.values() for value in own.values())
         scrub_logs(self._scrub)
 
     def __repr__(self) -> str:
         return f"AuthMiddleware(keys={self.ring.names})"
 
     async def __call__(self, call: Call, call_next: CallNext) -> Reply:
+        if call.headers and not self._names.isdisjoint(map(str.lower, call.headers)):
+            return await self._own_key(call, call_next)
         ring = self.ring
         name = call.key if call.key is not None and ring.is_usable(call.key) else ring.pick()
         endpoint = call.endpoint
@@ -335,21 +366,39 @@ class AuthMiddleware:
             except BaseException as exc:
                 self._scrub.error(exc)
                 raise
-            info = self._scrub.info(reply.http) if reply.http is not None else None
-            if isinstance(reply, ChatCompletionStream):
-                return ChatCompletionStream(self._scrubbed(reply), http=info)
-            if info is not reply.http:
-                reply = attrs.evolve(reply, http=info)
-            return reply
+            return _scrubbed_reply(reply, self._scrub)
 
-    async def _scrubbed(self, stream: ChatCompletionStream) -> AsyncGenerator[ChatCompletionChunk, None]:
+    async def _own_key(self, call: Call, call_next: CallNext) -> Reply:
+        """A call whose own headers (``extra_headers``) replace the auth header: sent with
+        its key, which is scrubbed too; what the server says of that key (a 401, a 429)
+        retires or cools none of the route's keys, which the call did not use."""
+        own = [value for name, value in call.headers.items() if name.lower() in self._names]
+        scrub = Scrubber.of_auth(own, also=self._scrub)
         try:
-            async with stream:
-                async for chunk in stream:
-                    yield chunk
+            reply = await call_next(call)
         except BaseException as exc:
-            self._scrub.error(exc)
+            scrub.error(exc)
             raise
+        return _scrubbed_reply(reply, scrub)
+
+
+def _scrubbed_reply(reply: Reply, scrub: Scrubber) -> Reply:
+    info = scrub.info(reply.http) if reply.http is not None else None
+    if isinstance(reply, ChatCompletionStream):
+        return ChatCompletionStream(_scrubbed(reply, scrub), http=info)
+    if info is not reply.http:
+        reply = attrs.evolve(reply, http=info)
+    return reply
+
+
+async def _scrubbed(stream: ChatCompletionStream, scrub: Scrubber) -> AsyncGenerator[ChatCompletionChunk, None]:
+    try:
+        async with stream:
+            async for chunk in stream:
+                yield chunk
+    except BaseException as exc:
+        scrub.error(exc)
+        raise
 
 
 def _memo(headers: Mapping[str, str]) -> EndpointMemo:

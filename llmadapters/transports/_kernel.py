@@ -11,7 +11,7 @@ import json.scanner
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import MalformedResponseError, StreamError, TransportError, status_error
+from ..errors import MalformedResponseError, StreamError, TransportError, excerpt, status_error
 from ..sse import EventTooLarge, SSEDecoder
 from ..types import ResponseInfo
 
@@ -77,8 +77,8 @@ def _loads(text: str | bytes) -> Any:
 
 
 def _snippet(body: bytes) -> str:
-    text = body[:_SNIPPET].decode("utf-8", errors="replace")
-    return " ".join(text.split()) or "<empty>"
+    text = body[: _SNIPPET + 1024].decode("utf-8", errors="replace")
+    return excerpt(" ".join(text.split()), _SNIPPET) or "<empty>"
 
 
 def _error_message(data: Mapping[str, Any]) -> object:
@@ -186,9 +186,9 @@ def _event_object(data: str, where: str) -> dict[str, Any]:
     try:
         obj = _loads(data)
     except ValueError as exc:
-        raise StreamError(f"stream event{where} is not JSON: {data[:_SNIPPET]!r}") from exc
+        raise StreamError(f"stream event{where} is not JSON: {excerpt(data, _SNIPPET)!r}") from exc
     if not isinstance(obj, dict):
-        raise StreamError(f"stream event{where} is not a JSON object: {data[:_SNIPPET]!r}")
+        raise StreamError(f"stream event{where} is not a JSON object: {excerpt(data, _SNIPPET)!r}")
     if obj.get("error"):
         raise StreamError(f"error event in stream{where}: {_error_message(obj)}", body=obj)
     return obj
