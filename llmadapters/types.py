@@ -467,28 +467,35 @@ class ChatCompletionChunk(_Wire):
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
-def _json(value: object, where: str) -> object:
+# Deeper than any request's JSON (tool schemas nest a few dozen levels); deeper input is
+# refused by name here, before Python's recursion limit stops it anywhere.
+_MAX_DEPTH = 200
+
+
+def _json(value: object, where: str, depth: int = 0) -> object:
     """``value`` as JSON can carry it (tuples as lists, the values here as their
     ``to_dict``), or a `TypeError` naming ``where`` it is."""
     kind = type(value)
     if kind is str or kind is int or kind is float or kind is bool or value is None:
         return value
+    if depth >= _MAX_DEPTH:
+        raise TypeError(f"{where}: nested more than {_MAX_DEPTH} levels deep")
     if _is_mapping(value):
         converted: JSON = {}
         for key, item in value.items():
             if not isinstance(key, _JSON_SCALARS):  # JSON writes the scalars as strings
                 raise TypeError(f"{where}: the key {key!r} cannot be a JSON object's key")
-            converted[key] = _json(item, f"{where}[{key!r}]")
+            converted[key] = _json(item, f"{where}[{key!r}]", depth + 1)
         return converted
     if isinstance(value, (list, tuple)):
-        return [_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [_json(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, _JSON_SCALARS):  # subclasses: str enums, IntEnum, ...
         return value
     to_dict = getattr(value, "to_dict", None)  # ours, and the openai SDK's models
     if callable(to_dict):
         data = to_dict()
         if _is_mapping(data):
-            return _json(data, where)
+            return _json(data, where, depth + 1)
     raise TypeError(f"{where}: an object of type {kind.__name__} cannot be sent as JSON")
 
 

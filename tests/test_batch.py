@@ -171,6 +171,28 @@ def test_read_jsonl_numbers_lines_and_keeps_bad_ones() -> None:
     assert items[1].problem.startswith("line 3: not JSON")
 
 
+def test_a_line_nested_too_deep_for_json_is_a_bad_line_not_the_end_of_the_run() -> None:
+    deep = '{"messages": [{"role": "user", "content": ' + "[" * 5000 + "]" * 5000 + "}]}"
+    good = '{"messages": [{"role": "user", "content": "a"}]}'
+    items = list(read_jsonl([good, deep, good]))
+    assert [(i.custom_id, i.problem) for i in items] == [
+        ("line-1", None),
+        ("line-2", "line 2: JSON nested too deep to read"),
+        ("line-3", None),
+    ]
+
+
+async def test_a_message_nested_too_deep_fails_its_line_alone(fake_server: FakeServer) -> None:
+    nested: object = "x"
+    for _ in range(3000):
+        nested = [nested]
+    rows = [{"model": "fake/echo", "messages": [{"role": "user", "content": c}]} for c in ("a", nested, "b")]
+    async with la.AsyncClient({}, providers={"fake": {"base_url": fake_server.base_url}}) as client:
+        results = {r.custom_id: r async for r in client.batch(rows)}
+    assert [results[f"line-{i}"].ok for i in (1, 2, 3)] == [True, False, True]
+    assert "nested more than 200 levels deep" in str(results["line-2"].error)
+
+
 def test_completed_ids_repairs_a_cut_last_line(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text('{"custom_id": "a"}\n{"custom_id": "b"}\n{"custom_id": "c", "resp')

@@ -40,7 +40,9 @@ def test_a_body_decodes_as_json_loads_decodes_it(value: dict[str, Any], before: 
     assert decode_json_body(text.encode("utf-16")) == value
 
 
-@pytest.mark.parametrize("body", [b'{"a": 1} x', b'{"a": ', b"", b"\xff{}", b"[1]"])
+@pytest.mark.parametrize(
+    "body", [b'{"a": 1} x', b'{"a": ', b"", b"\xff{}", b"[1]", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}"]
+)
 def test_a_body_that_is_not_one_json_object_raises(body: bytes) -> None:
     with pytest.raises(MalformedResponseError, match=r"not JSON|not a JSON object"):
         decode_json_body(body)

@@ -114,6 +114,8 @@ def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[BatchItem]:
             item = BatchItem(index=index, custom_id=f"line-{number}", problem=problem)
         except ValueError as exc:
             item = BatchItem(index=index, custom_id=f"line-{number}", problem=f"{where}: not JSON ({exc})")
+        except RecursionError:
+            item = BatchItem(index=index, custom_id=f"line-{number}", problem=f"{where}: JSON nested too deep to read")
         else:
             item = parse_item(index, raw, where=where, default_id=f"line-{number}")
             if item.body is not None and _SURROGATE.search(text) and not _encodable(item.body):

@@ -73,6 +73,8 @@ def _loads(text: str | bytes) -> Any:
             return value
     except (StopIteration, ValueError):  # (UnicodeDecodeError is a ValueError)
         pass
+    except RecursionError:
+        raise ValueError("JSON nested too deep to read") from None
     return json.loads(text)
 
 
@@ -116,7 +118,7 @@ def decode_error_body(body: bytes) -> object:
     """The body of an error response: its JSON when it is JSON, else its text."""
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body.decode("utf-8", errors="replace")
 
 
@@ -174,7 +176,7 @@ async def _sse_json_batches(
     if not events and head.strip():
         try:
             plain = json.loads(head)
-        except ValueError:
+        except (ValueError, RecursionError):
             plain = None
         if isinstance(plain, dict):
             raise StreamError(f"a JSON body{where} instead of a stream: {_error_message(plain)}", body=plain)
