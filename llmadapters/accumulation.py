@@ -91,7 +91,9 @@ class _ToolCalls(list[JSON]):
         call_id = piece.get("id")
         if isinstance(index, int) and not isinstance(index, bool):
             position = self.at_index.get(index)
-            if position is None:
+            # A new id at an index already taken is a new call: Ollama sends parallel
+            # calls whole, every one at index 0 (ollama/ollama#15457, vercel/ai#14277).
+            if position is None or (call_id and _text(self[position].get("id")) not in (None, "", call_id)):
                 position = self.at_index[index] = len(self)
                 self.append({})
         elif call_id:

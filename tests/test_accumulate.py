@@ -32,7 +32,8 @@ def pieces(draw: st.DrawFn, text: str) -> list[str]:
 def transcripts(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A unary reply, and a stream of the same answer: role first, then reasoning,
     content and tool calls in random pieces, then the finish_reason and usage. Tool
-    calls carry an index, or (as Ollama sends them) none."""
+    calls carry their index, or none (as Ollama sent them), or all index 0, each with its
+    own id (as Ollama 0.20 sends parallel calls)."""
     content = draw(st.none() | st.text(max_size=20))
     reasoning = draw(st.none() | st.text(min_size=1, max_size=20))
     calls = [
@@ -41,7 +42,7 @@ def transcripts(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     ]
     if content is None and not calls:
         content = ""
-    indexed = draw(st.booleans())
+    indexing = draw(st.sampled_from(["own", "none", "zero"]))
     finish = "tool_calls" if calls else draw(st.sampled_from(["stop", "length"]))
     usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8, "prompt_cache_hit_tokens": 1}
     message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else content)}
@@ -59,9 +60,10 @@ def transcripts(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     for i, call in enumerate(calls):
         head = {"id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
         rest = draw(pieces(call["function"]["arguments"]))
-        if indexed:
-            deltas.append({"tool_calls": [{"index": i, **head}]})
-            deltas += [{"tool_calls": [{"index": i, "function": {"arguments": p}}]} for p in rest]
+        if indexing != "none":
+            index = i if indexing == "own" else 0
+            deltas.append({"tool_calls": [{"index": index, **head}]})
+            deltas += [{"tool_calls": [{"index": index, "function": {"arguments": p}}]} for p in rest]
         else:  # no index: the first piece has the id, the rest continue it
             deltas.append({"tool_calls": [head]})
             deltas += [{"tool_calls": [{"function": {"arguments": p}}]} for p in rest]
