@@ -173,7 +173,7 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
                             raise TypeError("a stream yielded its ResponseInfo twice")
                         chunk = from_dict(data if normalize is None else value(data), provider=name)
                         for choice in chunk.choices:
-                            if choice.finish_reason is None:
+                            if not choice.finish_reason:  # ("" on every chunk but the last: sglang, GLM)
                                 unfinished.add(choice.index)
                             else:
                                 unfinished.discard(choice.index)

@@ -99,6 +99,52 @@ async def _breaking_server(how: str, release: asyncio.Event) -> AsyncIterator[st
         await server.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def _sse_server(events: list[dict[str, Any]]) -> AsyncIterator[str]:
+    """A loopback server that streams ``events`` and ends the body cleanly, without
+    ``[DONE]``."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        body = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n")
+        writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _chunk(content: str, finish_reason: str | None) -> dict[str, Any]:
+    return {**_CHUNK, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish_reason}]}
+
+
+@pytest.mark.parametrize("ends", ["stop", None], ids=["finished", "cut"])
+async def test_an_empty_finish_reason_is_no_finish(make_client: MakeClient, transport: str, ends: str | None) -> None:
+    """Some servers (sglang, GLM routes) send ``"finish_reason": ""`` on every chunk but
+    the last: a stream that ends without [DONE] after such chunks only was cut."""
+    events = [_chunk("The answer ", ""), _chunk("is ", "")]
+    if ends is not None:
+        events.append(_chunk("42.", ends))
+    async with _sse_server(events) as base_url:
+        client = make_client(transport, base_url=base_url)
+        stream = await client.chat.completions.create(
+            model="local/m", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        if ends is None:
+            with pytest.raises(la.StreamError, match=r"ended before \[DONE\]"):
+                await _text(stream)
+        else:
+            assert (await stream.get_final_completion()).choices[0].message.content == "The answer is 42."
+
+
 @pytest.mark.parametrize("how", ["chunk-cut-short", "reset"])
 async def test_a_stream_that_breaks_after_its_first_chunk_is_a_stream_error(
     make_client: MakeClient, transport: str, how: str
