@@ -22,6 +22,7 @@ from .errors import (
     PluginError,
     StreamError,
     TransportError,
+    excerpt,
     unknown_name,
 )
 from .middleware.auth import AuthMiddleware, KeyRing
@@ -239,6 +240,9 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
                     raise TypeError("send() must return (the reply's JSON, its ResponseInfo)")
             data, info = sent_reply
             reply = ChatCompletion.from_dict(value(data), provider=name, http=info)
+            if not reply.choices:  # MiniMax's error with status 200, {"success": false}, ...
+                shown = excerpt(" ".join(repr(data).split()), 300)
+                raise MalformedResponseError(f"a 2xx reply from {name} without choices: {shown}", body=data)
             cost = prices.cost(call.request.model, reply.usage, sent)
             return reply if cost is None else attrs.evolve(reply, cost=cost)
         # Wait for the response's info and the first chunk, so that errors before it

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,28 @@ def test_registry() -> Registry:
 
 
 test_registry.__test__ = False  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def answering(status: int, content_type: str, body: bytes) -> AsyncIterator[str]:
+    """The base URL of a loopback server that answers every request with ``body`` (whole,
+    then the connection closes): a reply the fake server does not make."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\n" % (status, content_type.encode()))
+        writer.write(b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:

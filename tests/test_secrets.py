@@ -3,17 +3,14 @@ everywhere: no key in logs, exception strings, reprs, batch output records or su
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import json
 import logging
-import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import TRANSPORTS, test_registry
+from conftest import TRANSPORTS, answering, test_registry
 
 import llmadapters as la
 from llmadapters.batch import BatchSummary, write_record
@@ -126,29 +123,6 @@ async def test_no_key_anywhere(
 KEY = "sk-live-SECRETSECRETSECRET0123456789abcdefXYZ"
 
 
-@contextlib.asynccontextmanager
-async def _answering(status: int, content_type: str, body: bytes) -> AsyncIterator[str]:
-    """A loopback server that answers every request with ``body``."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-        await reader.readexactly(int(length.group(1)) if length else 0)
-        writer.write(
-            b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (status, content_type.encode(), len(body))
-        )
-        writer.write(b"connection: close\r\n\r\n" + body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 def _straddling(limit: int, before: str = "") -> str:
     """Text whose excerpt of ``limit`` characters would end inside ``KEY``."""
     return before + "y" * (limit - 20 - len(before)) + KEY + " and more"
@@ -173,7 +147,7 @@ async def test_an_echoed_key_that_an_excerpt_would_cut_is_masked_whole(
     a key at the cut is quoted whole, so that it is masked, not cut to a prefix the
     scrubber cannot know."""
     status, content_type, body, stream = _CUT_REPLIES[reply]
-    async with _answering(status, content_type, body) as base_url:
+    async with answering(status, content_type, body) as base_url:
         client = make_client(transport, base_url=base_url, api_key=KEY)
         with pytest.raises(la.LLMAdapterError) as caught:
             await client.chat.completions.create(

@@ -19,7 +19,7 @@ import pytest
 
 import llmadapters as la
 from llmadapters.providers.base import ProviderSpec
-from tests.conftest import eventually, test_registry
+from tests.conftest import answering, eventually, test_registry
 
 if TYPE_CHECKING:
     from llmadapters.middleware import Call, CallNext, Reply
@@ -99,29 +99,6 @@ async def _breaking_server(how: str, release: asyncio.Event) -> AsyncIterator[st
         await server.wait_closed()
 
 
-@contextlib.asynccontextmanager
-async def _sse_server(events: list[dict[str, Any]]) -> AsyncIterator[str]:
-    """A loopback server that streams ``events`` and ends the body cleanly, without
-    ``[DONE]``."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-        await reader.readexactly(int(length.group(1)) if length else 0)
-        body = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n")
-        writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 def _chunk(content: str, finish_reason: str | None) -> dict[str, Any]:
     return {**_CHUNK, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish_reason}]}
 
@@ -133,7 +110,8 @@ async def test_an_empty_finish_reason_is_no_finish(make_client: MakeClient, tran
     events = [_chunk("The answer ", ""), _chunk("is ", "")]
     if ends is not None:
         events.append(_chunk("42.", ends))
-    async with _sse_server(events) as base_url:
+    body = b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events)  # no [DONE]
+    async with answering(200, "text/event-stream", body) as base_url:
         client = make_client(transport, base_url=base_url)
         stream = await client.chat.completions.create(
             model="local/m", messages=[{"role": "user", "content": "x"}], stream=True

@@ -4,6 +4,7 @@ through every transport, over real loopback HTTP to the fake server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 import llmadapters as la
 from llmadapters.testing import FakeServer
-from tests.conftest import TRANSPORTS
+from tests.conftest import TRANSPORTS, answering
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello fake world"}]
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
@@ -232,6 +233,29 @@ async def test_an_error_sent_with_status_200_is_an_error(make_client: MakeClient
     assert kind is (la.StreamError if stream else la.MalformedResponseError)
     assert "Quota exceeded (injected, with status 200)" in message
     assert fields["body"]["error"]["type"] == "insufficient_quota"
+    assert outcomes == [outcomes[0]] * len(outcomes)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": "x", "choices": None, "base_resp": {"status_code": 1004, "status_msg": "login fail"}},  # MiniMax
+        {"success": False, "msg": "rejected"},
+        {"id": "x", "object": "chat.completion", "choices": []},
+    ],
+    ids=["minimax", "success-false", "no-choices"],
+)
+async def test_a_2xx_reply_without_choices_is_malformed(make_client: MakeClient, body: dict[str, Any]) -> None:
+    """Not a chat completion, whatever its status says: a batch line must not end as an
+    empty success."""
+    async with answering(200, "application/json", json.dumps(body).encode()) as base_url:
+        outcomes = [
+            await _outcome(make_client(transport, base_url=base_url), "m", stream=False) for transport in TRANSPORTS
+        ]
+    kind, message, fields = outcomes[0]
+    assert kind is la.MalformedResponseError
+    assert message.startswith("a 2xx reply from local without choices: ")
+    assert fields["body"] == body
     assert outcomes == [outcomes[0]] * len(outcomes)
 
 
