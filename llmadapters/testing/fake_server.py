@@ -82,6 +82,10 @@ BEHAVIOURS: Mapping[str, str] = {
     "processing": "Xiaomi MiMo: ': PROCESSING' comments in streams",
     "crlf": "stream lines end with CRLF",
     "reasoning": "reasoning_content in the message and in stream deltas",
+    "usage-in-choice": (
+        "stream: the usage inside the last chunk's choice (choices[0].usage), asked for or not, not in a chunk "
+        "of its own, as Moonshot sends it"
+    ),
     "tools": "call the first tool of the request (on whenever it has tools), unless a tool's result came last",
     "huge-body": "200 with a 50 MB body (a stream too: one 50 MB event)",
     "gzip-bomb": "200 with a gzip body that inflates to 100 MB (a stream too)",
@@ -133,7 +137,10 @@ _THINKING: Mapping[str, str | None] = {
 }
 _PROFILES = frozenset({*_THINKING, "qwen-thinking"})
 _QUIRKS = (
-    frozenset({"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key", "no-done"}) | _PROFILES
+    frozenset(
+        {"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key", "no-done", "usage-in-choice"}
+    )
+    | _PROFILES
 )
 _FAULTS = frozenset(BEHAVIOURS) - _QUIRKS
 _MAX_TRACKED_CALLS = 100_000
@@ -832,8 +839,13 @@ class FakeServer:
             ex.reset()
             return
         if "truncate" not in behaviours:
-            await ex.write(event({}, "tool_calls" if reply.tool_call else "stop"))
-            if include_usage:
+            finish = "tool_calls" if reply.tool_call else "stop"
+            if "usage-in-choice" in behaviours:
+                last = {"index": 0, "delta": {}, "finish_reason": finish, "usage": reply.usage()}
+                await ex.write(f"data: {json.dumps({**base, 'choices': [last]})}{eol}{eol}".encode())
+            else:
+                await ex.write(event({}, finish))
+            if include_usage and "usage-in-choice" not in behaviours:
                 usage = {**base, "choices": [], "usage": reply.usage()}
                 await ex.write(f"data: {json.dumps(usage)}{eol}{eol}".encode())
             if "no-done" not in behaviours:

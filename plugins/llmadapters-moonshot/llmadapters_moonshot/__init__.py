@@ -14,6 +14,10 @@ temperature: only 1 is allowed for this model"): their ``temperature`` is not se
 that a call written for any provider runs. ``thinking=True|False`` becomes
 ``{"thinking": {"type": "enabled"|"disabled"}}``.
 
+A stream's usage comes inside the last chunk's choice (``choices[0].usage``), not beside
+the choices: ``normalize`` puts it where the OpenAI format has it, so that the stream's
+final completion, the cost and the limiter see it.
+
 Its Batch API (``--via batch-api``) is OpenAI's, with the chat endpoint only, one model
 per file, files of 100 MB at most, at 60% of the price (a 40% saving).
 """
@@ -30,7 +34,15 @@ if TYPE_CHECKING:
 
     from llmadapters.types import ChatRequest
 
-__all__ = ["BATCH_API", "FIXED_TEMPERATURE_MODELS", "MOONSHOT", "prepare", "register_providers", "retryable"]
+__all__ = [
+    "BATCH_API",
+    "FIXED_TEMPERATURE_MODELS",
+    "MOONSHOT",
+    "normalize",
+    "prepare",
+    "register_providers",
+    "retryable",
+]
 
 RETRY_TYPES = frozenset({"rate_limit_reached_error", "engine_overloaded_error"})
 STOP_TYPES = frozenset({"exceeded_current_quota_error", "content_filter", "invalid_authentication_error"})
@@ -49,6 +61,16 @@ def prepare(request: ChatRequest) -> dict[str, Any]:
     return payload
 
 
+def normalize(data: dict[str, Any]) -> dict[str, Any]:
+    """A stream chunk whose first choice carries the usage, with the usage beside the
+    choices (where the OpenAI format puts it); any other reply as it came."""
+    if data.get("usage") is None:
+        choices = data.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict) and choices[0].get("usage"):
+            return {**data, "usage": choices[0]["usage"]}
+    return data
+
+
 # platform.kimi.com/docs/guide/use-batch-api; the files limit from .../docs/api/files-upload.
 # The docs give no line limit per file: 50,000, OpenAI's, keeps a file of short lines whole.
 BATCH_API = BatchAPI(max_bytes=100 * 1024 * 1024, price_factor=0.6, one_model_per_file=True)
@@ -59,6 +81,7 @@ MOONSHOT = ProviderSpec(
     api_key_env="MOONSHOT_API_KEY",
     default_model="kimi-k2.5",
     prepare=prepare,
+    normalize=normalize,
     retryable=retryable,
     batch_api=BATCH_API,
     models_path="/models",  # platform.kimi.com/docs/api/list-models ("List Models", GET /v1/models)

@@ -70,3 +70,24 @@ async def test_a_fixed_temperature_is_not_sent() -> None:
 class TestConformance(ProviderConformance):
     provider = "moonshot"
     key_header = "authorization"
+
+
+async def test_a_stream_s_usage_inside_its_last_choice_is_the_stream_s_usage() -> None:
+    """Moonshot puts a stream's usage in ``choices[0].usage`` of its last chunk
+    (higress-group/higress#1568, northes/go-moonshot#17)."""
+    usage: dict[str, Any] = {}
+    async with FakeServer() as server:
+        for provider in ("plain", "moonshot"):
+            providers = {provider: {"base_url": server.base_url, "api_key": "sk-test"}}
+            registry = Registry.load(autoload=True)
+            async with la.AsyncClient({}, providers=providers, middleware=[], registry=registry) as client:
+                stream = await client.chat.completions.create(
+                    model=f"{provider}/moonshot-v1-8k",
+                    messages=[{"role": "user", "content": "hi"}],
+                    stream=True,
+                    extra_headers={"x-fake-behaviour": "echo,usage-in-choice"},
+                )
+                usage[provider] = (await stream.get_final_completion()).usage
+    assert usage["plain"] is None  # as the OpenAI format reads it
+    assert usage["moonshot"] is not None
+    assert usage["moonshot"].total_tokens == usage["moonshot"].prompt_tokens + usage["moonshot"].completion_tokens > 0
