@@ -360,8 +360,11 @@ class AsyncClient:
     ) -> ChatRequest:
         """Resolve provider and model names into a `ChatRequest`, without sending it."""
         name, model_name = self._provider_and_model(model, provider)
-        if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
-            raise TypeError("messages must be a list of message dicts, e.g. [{'role': 'user', 'content': 'hi'}]")
+        if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+            alone = " (one message is a list of one)" if isinstance(messages, Mapping) else ""
+            raise TypeError(
+                f"messages must be a list of message dicts, e.g. [{{'role': 'user', 'content': 'hi'}}]{alone}"
+            )
         options = _call_options(params)
         return ChatRequest(provider=name, model=model_name, messages=messages, params=params, stream=stream, **options)
 

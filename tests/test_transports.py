@@ -259,6 +259,31 @@ async def test_a_2xx_reply_without_choices_is_malformed(make_client: MakeClient,
     assert outcomes == [outcomes[0]] * len(outcomes)
 
 
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ({"temperature": float("nan")}, "Out of range float values are not JSON compliant"),
+        ({"messages": [{"role": "user", "content": "half \ud83d a pair"}]}, "a lone surrogate '\\ud83d'"),
+    ],
+    ids=["nan", "lone-surrogate"],
+)
+async def test_a_body_json_cannot_carry_is_a_bad_request_sent_nowhere(
+    make_client: MakeClient, fake_server: FakeServer, params: dict[str, Any], why: str
+) -> None:
+    before = fake_server.requests_served
+    messages: list[str] = []
+    for transport in TRANSPORTS:
+        with pytest.raises(la.BadRequestError) as caught:
+            await make_client(transport).chat.completions.create(
+                **{"model": "local/echo", "messages": MESSAGES, **params}
+            )
+        messages.append(str(caught.value))
+    assert messages[0].startswith("invalid request: the body cannot be sent as JSON: ")
+    assert why in messages[0]
+    assert messages == [messages[0]] * len(messages)
+    assert fake_server.requests_served == before
+
+
 async def test_environment_does_not_leak_into_requests(
     make_client: MakeClient, fake_server: FakeServer, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

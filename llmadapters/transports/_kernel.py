@@ -11,7 +11,7 @@ import json.scanner
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import MalformedResponseError, StreamError, TransportError, excerpt, status_error
+from ..errors import BadRequestError, MalformedResponseError, StreamError, TransportError, excerpt, status_error
 from ..sse import EventTooLarge, SSEDecoder
 from ..types import ResponseInfo
 
@@ -49,12 +49,21 @@ _MAX_CHAIN = 16
 _T = TypeVar("_T")
 
 # One encoder, not one per call (which json.dumps with arguments makes).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode_json(payload: Mapping[str, Any]) -> bytes:
-    """The request body for ``payload``: compact UTF-8 JSON."""
-    return _ENCODER.encode(payload).encode()
+    """The request body for ``payload``: compact UTF-8 JSON. What JSON cannot carry (NaN
+    or an infinity, a lone surrogate, which is not text) is a `BadRequestError` raised
+    before anything is sent."""
+    try:
+        return _ENCODER.encode(payload).encode()
+    except UnicodeEncodeError as exc:
+        where = excerpt(exc.object[max(0, exc.start - 40) : exc.start], 40)
+        why = f"a string holds a lone surrogate {exc.object[exc.start]!r}, which is not text, after {where!r}"
+    except ValueError as exc:  # NaN or an infinity, a circular reference
+        why = str(exc)
+    raise BadRequestError(f"invalid request: the body cannot be sent as JSON: {why}", status=400)
 
 
 # json.loads goes through three Python functions before the C scanner; a reply and each

@@ -23,7 +23,7 @@ import httpx2
 import openai
 
 from ._errors import AIOHTTP_ERRORS, BUILTIN_ERRORS, HTTPX2_ERRORS, OPENAI_ERRORS, ErrorMap
-from ._kernel import DEFAULT_MAX_CONNECTIONS, json_reply, read_body, resend_if_closed, stream_reply
+from ._kernel import DEFAULT_MAX_CONNECTIONS, encode_json, json_reply, read_body, resend_if_closed, stream_reply
 from .httpx2_base import client_settings, httpx_timeout
 from .network import NetworkOptions
 
@@ -111,6 +111,9 @@ class OpenAITransport:
                 )
             except openai.APIStatusError as exc:
                 return exc
+            except ValueError:  # the SDK could not write the body (NaN, a lone surrogate)
+                encode_json(payload)  # raises what every transport raises for it
+                raise
 
         with _ERRORS(endpoint):
             reply = await resend_if_closed(post)
