@@ -9,6 +9,7 @@ time for the work under the hidden limit over the time taken.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -219,3 +220,59 @@ def test_a_429_never_ends_a_line_before_its_deadline() -> None:
     run = run_virtual(_batch(provider, 50, line_deadline=30))
     assert run["errors"] == 50
     assert provider.calls <= 50 * (30 // 5 + 2)  # none sent again once its deadline passed
+
+
+# Moonshot's answer when a day's tokens are spent: a 429, no Retry-After, no code.
+_SPENT_TODAY = {"error": {"type": "rate_limit_reached_error", "message": "TPD limit reached"}}
+
+
+def test_a_provider_that_refuses_every_call_and_says_no_time_is_not_hammered() -> None:
+    # Refused at once (a 429 comes back faster than any reply) for 120 s, then open.
+    limits = Limits(cap=lambda t: 0 if t < 120 else math.inf, latency=0.1, error_body=_SPENT_TODAY)
+    provider = SimulatedProvider(limits)
+    run = run_virtual(_batch(provider, 500))
+    assert run["errors"] == 0
+    # The lane pauses, twice as long each time (1 s, 2 s, ... at most 60 s), instead of
+    # sending as fast as it is refused: about 1,000 calls a second before.
+    assert provider.rate_limited < 100, provider.rate_limited
+    assert run["wall"] < 120 + 60 + 30  # back within a pause of its opening
+
+
+def test_a_quota_spent_ends_its_lines_at_once_with_no_key_configured() -> None:
+    # A gateway that holds the key answers OpenAI's insufficient_quota: no key of ours
+    # to retire, and sending again cannot help.
+    body = {"error": {"type": "insufficient_quota", "code": "insufficient_quota", "message": "quota"}}
+    provider = SimulatedProvider(Limits(cap=lambda t: 0, latency=0.1, error_body=body))
+    run = run_virtual(_batch(provider, 300))
+    assert run["errors"] == 300
+    assert provider.calls == 300  # each line sent once
+    assert run["wall"] < 10
+
+
+@pytest.mark.parametrize("retry_after", [None, 50.0], ids=["backing-off", "retry-after"])
+def test_stop_leaves_the_calls_waiting_in_a_paused_lane_unsent(retry_after: float | None) -> None:
+    provider = SimulatedProvider(Limits(cap=lambda t: 0, latency=0.1, retry_after=retry_after, error_body=_SPENT_TODAY))
+
+    async def main() -> tuple[int, int, float, int, int]:
+        config = {"providers": {"sim": {"base_url": "http://127.0.0.1:9/v1", "transport": "sim"}}}
+        async with la.AsyncClient(config, registry=registry_with(provider)) as client:
+            lines = [{**LINE, "model": "sim/m", "custom_id": f"c{i}"} for i in range(200)]
+            run = client.batch(lines, concurrency=16)
+            results: list[la.BatchResult] = []
+
+            async def read() -> None:
+                results.extend([result async for result in run])
+
+            reading = asyncio.create_task(read())
+            await asyncio.sleep(30)  # the lane is paused by now, calls waiting in the limiter
+            loop = asyncio.get_running_loop()
+            stopped_at, sent = loop.time(), provider.calls
+            run.stop()
+            await reading
+            return provider.calls - sent, len(results), loop.time() - stopped_at, run.dropped, run.read
+
+    sent_after, finished, took, dropped, read = run_virtual(main())
+    assert sent_after == 0  # nothing sent once stopped
+    assert took < 1  # not a pause later
+    assert finished == 0
+    assert dropped == read > 16  # every line taken is left for a resumed run, none lost

@@ -173,9 +173,11 @@ def test_html_body_gives_collapsed_snippet() -> None:
 
 
 def test_long_text_body_is_cut() -> None:
-    # Whitespace is collapsed first, then the text is cut to 300 characters.
+    # Whitespace is collapsed first, then the text is cut to 300 characters, and the rest
+    # of the word the cut falls in (a key echoed there is then masked whole).
     err = status_error(503, {}, "abcdefg  \n" * 100)
-    assert str(err) == "HTTP 503: " + ("abcdefg " * 100)[:300]
+    assert str(err) == "HTTP 503: " + ("abcdefg " * 100)[:303]
+    assert str(err).endswith(" abcdefg")
 
 
 def test_empty_body_message() -> None:

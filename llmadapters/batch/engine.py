@@ -14,6 +14,7 @@ from ..embeddings import chunked, joined
 from ..errors import BadRequestError, ConfigError, LLMAdapterError, RateLimitError
 from ..fallback import FALLBACK_ON, chain_error
 from ..middleware.base import new_idempotency_key
+from ..middleware.ratelimit import UNSENT, Unsent
 from ..middleware.retry import rate_limit_retryable
 from ..spend import Budget, BudgetReached
 from ..streaming import ChatCompletionStream
@@ -79,6 +80,7 @@ class _Lane:
     ready: asyncio.Queue[_Line] = attrs.field(factory=asyncio.Queue)
     parked: dict[_Line, asyncio.TimerHandle] = attrs.field(factory=dict)
     workers: list[asyncio.Task[None]] = attrs.field(factory=list)
+    unsent: dict[asyncio.Task[None], Unsent] = attrs.field(factory=dict)  # each worker's call, still in the limiter?
 
 
 class _End:
@@ -157,6 +159,9 @@ class BatchRun:
         self.dropped = 0  # taken, but left unanswered because the run was stopped
 
     def stop(self) -> None:
+        """Send no more: the lines not sent yet (queued, put aside after a 429, or waiting
+        in the rate limiter, which may pause a lane for a minute) are left for a resumed
+        run; the calls out finish."""
         self._stopping = True
         for lane in self._lanes.values():
             parked, lane.parked = lane.parked, {}
@@ -164,6 +169,10 @@ class BatchRun:
                 handle.cancel()
                 self.dropped += 1
                 self._finish()
+            for worker, unsent in lane.unsent.items():
+                if unsent.waiting and not unsent.given_up:
+                    unsent.given_up = True
+                    worker.cancel()
 
     def __aiter__(self) -> AsyncIterator[BatchResult]:
         return self._run()
@@ -249,6 +258,11 @@ class BatchRun:
 
     async def _work(self, lane: _Lane) -> None:
         assert self._results is not None
+        unsent = Unsent()
+        UNSENT.set(unsent)  # (this task's own context)
+        worker = asyncio.current_task()
+        assert worker is not None
+        lane.unsent[worker] = unsent
         while True:
             line = await lane.ready.get()
             if lane.ready.qsize() < self._queue_room:
@@ -329,6 +343,18 @@ class BatchRun:
             outcome = {}  # none yet: a call put aside after a 429 settles with no reply
             try:
                 reply = await self._send(route, line)
+            except asyncio.CancelledError:
+                unsent = UNSENT.get()
+                if unsent is None or not unsent.given_up:
+                    raise
+                # Stopped while it waited in the rate limiter: left for a resumed run.
+                unsent.given_up = False
+                uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+                if uncancel is not None:
+                    uncancel()
+                self.dropped += 1
+                self._finish()
+                return None
             except RateLimitError as exc:
                 delay = self._requeue_delay(line, exc, route.spec)
                 if delay is not None:

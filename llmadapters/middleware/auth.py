@@ -29,7 +29,7 @@ import attrs
 from ..errors import APIStatusError, AuthenticationError, LLMAdapterError, RateLimitError
 from ..streaming import ChatCompletionStream
 from .base import EndpointMemo
-from .retry import provider_verdict
+from .retry import KEY_SPENT_CODES, error_type, provider_verdict, quota_spent
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Sequence
@@ -42,32 +42,7 @@ __all__ = ["KEY_SPENT_CODES", "AuthMiddleware", "KeyRing", "Scrubber", "key_spen
 
 logger = logging.getLogger("llmadapters")
 
-# Error codes (``error.code`` or ``error.type``) that say a key's money or quota is
-# spent, whatever the status: OpenAI's 429 ``insufficient_quota``
-# (platform.openai.com/docs/guides/error-codes), MiMo's 402 ``insufficient_balance``,
-# Moonshot's ``exceeded_current_quota_error`` (platform.moonshot.ai/docs/api/chat),
-# Zhipu's 1113 (arrears), 1304 (daily quota), 1308/1310 (usage caps) and 1309 (plan
-# expired) (docs.bigmodel.cn/cn/api/api-code).
-KEY_SPENT_CODES = frozenset(
-    {
-        "insufficient_quota",
-        "insufficient_balance",
-        "exceeded_current_quota_error",
-        "1113",
-        "1304",
-        "1308",
-        "1309",
-        "1310",
-    }
-)
 _COOL = 1.0  # seconds a key cools after a 429 that named no Retry-After
-
-
-def _error_type(exc: APIStatusError) -> str | None:
-    """``body["error"]["type"]`` as a string (the code is `APIStatusError.code`)."""
-    error = exc.body.get("error") if isinstance(exc.body, Mapping) else None
-    value = error.get("type") if isinstance(error, Mapping) else None
-    return None if value is None else str(value)
 
 
 def key_spent(call: Call, exc: APIStatusError) -> bool:
@@ -76,8 +51,7 @@ def key_spent(call: Call, exc: APIStatusError) -> bool:
     402; DashScope's ``insufficient_quota``, which is its tokens-per-minute limit)."""
     if exc.status == 401:
         return True
-    spent = exc.status == 402 or exc.code in KEY_SPENT_CODES or _error_type(exc) in KEY_SPENT_CODES
-    return spent and provider_verdict(call.spec, exc) is not True
+    return (exc.status == 402 or quota_spent(exc)) and provider_verdict(call.spec, exc) is not True
 
 
 class Scrubber:
@@ -287,7 +261,7 @@ class KeyRing:
         key = self._keys[name]
         if key.retired is not None:
             return
-        code = exc.code or _error_type(exc)
+        code = exc.code or error_type(exc)
         key.retired = f"{exc.status}" + (f" {code}" if code else "")
         left = sum(1 for k in self._keys.values() if k.retired is None)
         logger.warning(

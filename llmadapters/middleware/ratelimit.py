@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import functools
 import json
 import math
@@ -74,6 +75,7 @@ from ..errors import RateLimitError, parse_retry_after
 from ..policies import Limits
 from ..streaming import ChatCompletionStream
 from ..types import EmbeddingRequest
+from .retry import rate_limit_retryable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -82,7 +84,7 @@ if TYPE_CHECKING:
     from ..types import ChatRequest, Request, ResponseInfo, Usage
     from .base import Call, CallNext, Reply
 
-__all__ = ["Limits", "RateLimitMiddleware", "estimate_tokens", "stated_rate"]
+__all__ = ["UNSENT", "Limits", "RateLimitMiddleware", "Unsent", "estimate_tokens", "stated_rate"]
 
 _INITIAL = 32  # calls in flight a lane starts at, when no cap is configured
 _STEP = 16  # its first increase
@@ -93,6 +95,23 @@ _REPROBE_CALLS, _REPROBE_ROUNDS = 16, 2  # ... or, below half the highest level 
 _RESERVE = 0.02  # of a learned bucket, never spent
 _EWMA = 0.05
 _MAX_PAUSE = 60.0  # the longest a whole lane pauses at once (a call's own wait is the retry policy's)
+_BACKOFF = 1.0  # the first pause of a lane whose calls are refused one at a time, with no time said
+
+
+class Unsent:
+    """Whether a task's call is waiting in a limiter, not yet sent: a caller that may give
+    up such calls (the batch engine, stopped) sets one in `UNSENT` in its task, and
+    cancels the task while ``waiting`` holds (``given_up`` tells its code why)."""
+
+    __slots__ = ("given_up", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting = False
+        self.given_up = False
+
+
+UNSENT: contextvars.ContextVar[Unsent | None] = contextvars.ContextVar("llmadapters_unsent", default=None)
+
 # Error codes that name a concurrency limit: Zhipu's 1302 (docs.bigmodel.cn/cn/api/api-code).
 _CONCURRENCY_CODES = frozenset({"1302"})
 
@@ -267,6 +286,7 @@ class _Budget:
         self.requests = _Bucket(limits.rpm, now) if limits.rpm else None
         self.tokens = _Bucket(limits.tpm, now) if limits.tpm else None
         self.paused_until = 0.0
+        self.backoff = _BACKOFF  # the next pause when 429s say no time; doubles, until a call succeeds
         self.pacing = asyncio.Lock()  # held by the call that waits on the rate budgets
         self.finished = 0
         self.sent = 0  # calls that took a slot, in order
@@ -364,6 +384,16 @@ class _Budget:
 
     async def acquire(self, cost: _Cost) -> _Ticket:
         """Wait for a slot, then for the rate budgets to allow ``cost``, and take both."""
+        unsent = UNSENT.get()
+        if unsent is None:
+            return await self._acquire(cost)
+        unsent.waiting = True
+        try:
+            return await self._acquire(cost)
+        finally:
+            unsent.waiting = False
+
+    async def _acquire(self, cost: _Cost) -> _Ticket:
         loop = asyncio.get_running_loop()
         start = loop.time()
         if self.in_flight < self.limit and not self.waiters:
@@ -459,6 +489,7 @@ class _Budget:
         synced = False
         now = asyncio.get_running_loop().time()
         self.successes += 1
+        self.backoff = _BACKOFF
         self.latency += _EWMA * (now - ticket.sent_at - self.latency)
         if self.limits.adaptive:
             if http is not None:
@@ -540,8 +571,16 @@ class _Budget:
         if self._learn(ticket, exc.headers, now)[0]:
             return  # a rate budget ran out, not the concurrency
         retry_after = exc.retry_after if exc.retry_after is not None else parse_retry_after(exc.headers)
-        if retry_after and (self.recent & 0xFFFF).bit_count() >= 8:
-            self.paused_until = max(self.paused_until, now + min(retry_after, _MAX_PAUSE))
+        if (self.recent & 0xFFFF).bit_count() >= 8:  # most calls refused lately
+            if retry_after:
+                self.paused_until = max(self.paused_until, now + min(retry_after, _MAX_PAUSE))
+            elif ticket.level <= 1 and now >= self.paused_until:
+                # Refused alone, with no time said: fewer calls at once cannot help (a
+                # budget is spent, a day's or a minute's), and a 429 comes back at once, so
+                # the lane would send as fast as it is refused. It pauses, twice as long
+                # each time, until a call succeeds.
+                self.paused_until = now + self.backoff
+                self.backoff = min(self.backoff * 2, _MAX_PAUSE)
         named, stated = _concurrency_error(exc)
         dense = (self.recent & 0xFFF).bit_count() >= _dense(self.sporadic)
         level = ticket.level
@@ -699,7 +738,8 @@ class RateLimitMiddleware:
             reply = await call_next(call)
         except RateLimitError as exc:
             try:
-                budget.throttled(ticket, exc)
+                if rate_limit_retryable(call.spec, exc):  # (a quota spent says nothing of the limits)
+                    budget.throttled(ticket, exc)
             finally:
                 budget.release(ticket)
             raise

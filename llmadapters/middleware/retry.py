@@ -3,7 +3,8 @@
 What is retried, in order:
 
 1. the provider's own verdict (``ProviderSpec.retryable``): ``False`` is final (e.g.
-   DeepSeek's 402 insufficient balance is never retried);
+   DeepSeek's 402 insufficient balance is never retried); without one, an error whose
+   code says a quota or balance is spent (`KEY_SPENT_CODES`) is final too;
 2. an ``x-should-retry: true|false`` response header, which wins over a provider's
    ``True``;
 3. the provider's ``True``;
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import attrs
@@ -47,9 +49,35 @@ if TYPE_CHECKING:
     from ..providers.base import ProviderSpec
     from .base import Call, CallNext, Reply
 
-__all__ = ["RetryMiddleware", "RetryPolicy", "provider_verdict", "rate_limit_retryable"]
+__all__ = [
+    "KEY_SPENT_CODES",
+    "RetryMiddleware",
+    "RetryPolicy",
+    "error_type",
+    "provider_verdict",
+    "quota_spent",
+    "rate_limit_retryable",
+]
 
 _RETRY_STATUSES = frozenset({408, 409, 429})
+# Error codes (``error.code`` or ``error.type``) that say the money or quota of a key
+# (or an account) is spent, whatever the status: OpenAI's 429 ``insufficient_quota``
+# (platform.openai.com/docs/guides/error-codes), MiMo's 402 ``insufficient_balance``,
+# Moonshot's ``exceeded_current_quota_error`` (platform.moonshot.ai/docs/api/chat),
+# Zhipu's 1113 (arrears), 1304 (daily quota), 1308/1310 (usage caps) and 1309 (plan
+# expired) (docs.bigmodel.cn/cn/api/api-code).
+KEY_SPENT_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "insufficient_balance",
+        "exceeded_current_quota_error",
+        "1113",
+        "1304",
+        "1308",
+        "1309",
+        "1310",
+    }
+)
 logger = logging.getLogger("llmadapters")
 
 
@@ -130,16 +158,33 @@ def _with_attempts(reply: Reply, attempts: int) -> Reply:
     return attrs.evolve(reply, http=http)
 
 
+def error_type(exc: APIStatusError) -> str | None:
+    """``body["error"]["type"]`` as a string (the code is `APIStatusError.code`)."""
+    error = exc.body.get("error") if isinstance(exc.body, Mapping) else None
+    value = error.get("type") if isinstance(error, Mapping) else None
+    return None if value is None else str(value)
+
+
+def quota_spent(exc: APIStatusError) -> bool:
+    """Whether ``exc``'s code or type is one of `KEY_SPENT_CODES`."""
+    return exc.code in KEY_SPENT_CODES or error_type(exc) in KEY_SPENT_CODES
+
+
 def provider_verdict(spec: ProviderSpec, exc: LLMAdapterError) -> bool | None:
     """The provider's ``retryable(exc)``: False never to retry, True to retry, None to
-    leave it to the general rules (also when the provider's code raises)."""
-    if spec.retryable is None:
-        return None
-    try:
-        return spec.retryable(exc)
-    except Exception:  # a provider plugin's bug must not turn a call's error into another
-        logger.warning("provider %r: its retryable() raised; general rules used", spec.name, exc_info=True)
-        return None
+    leave it to the general rules (also when the provider's code raises). When the
+    provider has no verdict, an error whose code says the quota or balance is spent
+    (`KEY_SPENT_CODES`) is False: sent again, it would be refused again, with a key or
+    without (a gateway that holds the key answers so too)."""
+    verdict = None
+    if spec.retryable is not None:
+        try:
+            verdict = spec.retryable(exc)
+        except Exception:  # a provider plugin's bug must not turn a call's error into another
+            logger.warning("provider %r: its retryable() raised; general rules used", spec.name, exc_info=True)
+    if verdict is None and isinstance(exc, APIStatusError) and quota_spent(exc):
+        return False
+    return verdict
 
 
 def rate_limit_retryable(spec: ProviderSpec, exc: RateLimitError) -> bool:
