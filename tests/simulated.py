@@ -170,6 +170,13 @@ class SimulatedProvider:
             raise self._refuse({}, body, endpoint)
         if self.limits.sporadic and self._random.random() < self.limits.sporadic:
             raise self._refuse({}, {"error": {"message": "busy", "code": "rate_limit_exceeded"}}, endpoint)
+        if self._tokens is not None and cost > self._tokens.burst:
+            message = (
+                f"Request too large for m on tokens per min (TPM): Limit {self._tokens.burst:.0f}, Requested {cost}."
+            )
+            raise self._refuse(
+                {}, {"error": {"message": message, "type": "tokens", "code": "rate_limit_exceeded"}}, endpoint
+            )
         for bucket, need in ((self._requests, 1), (self._tokens, cost)):
             if bucket is not None and bucket.level < need:
                 raise self._refuse(self._headers(), {"error": {"code": "rate_limit_exceeded"}}, endpoint)

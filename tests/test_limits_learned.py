@@ -276,3 +276,26 @@ def test_stop_leaves_the_calls_waiting_in_a_paused_lane_unsent(retry_after: floa
     assert took < 1  # not a pause later
     assert finished == 0
     assert dropped == read > 16  # every line taken is left for a resumed run, none lost
+
+
+def test_a_request_larger_than_the_whole_limit_ends_alone_and_holds_up_no_other() -> None:
+    # 2,000 tokens a second, a bucket of one second: a line of 5,000 tokens can never go.
+    huge = {**LINE, "max_tokens": 5000}
+
+    async def main() -> tuple[float, dict[str, la.BatchResult]]:
+        config = {"providers": {"sim": {"base_url": "http://127.0.0.1:9/v1", "transport": "sim"}}}
+        async with la.AsyncClient(config, registry=registry_with(provider)) as client:
+            lines = [{**(huge if i == 500 else LINE), "model": "sim/m", "custom_id": f"c{i}"} for i in range(1000)]
+            start = asyncio.get_running_loop().time()
+            results = {r.custom_id: r async for r in client.batch(lines)}
+            return asyncio.get_running_loop().time() - start, results
+
+    provider = SimulatedProvider(Limits(tpm=120_000, rpm=100_000, latency=0.5))
+    wall, results = run_virtual(main())
+    failed = {cid: r.error for cid, r in results.items() if r.error is not None}
+    assert list(failed) == ["c500"]
+    assert isinstance(failed["c500"], la.RateLimitError)
+    assert "Request too large" in str(failed["c500"])
+    assert results["c500"].attempts == 1  # refused for good at once
+    ideal = (999 * 200 - 2000) / 2000
+    assert ideal / wall >= 0.9, wall  # no lane-wide wait for it

@@ -4,7 +4,8 @@ What is retried, in order:
 
 1. the provider's own verdict (``ProviderSpec.retryable``): ``False`` is final (e.g.
    DeepSeek's 402 insufficient balance is never retried); without one, an error whose
-   code says a quota or balance is spent (`KEY_SPENT_CODES`) is final too;
+   code says a quota or balance is spent (`KEY_SPENT_CODES`), or a 429 for a request
+   larger than the whole limit, is final too;
 2. an ``x-should-retry: true|false`` response header, which wins over a provider's
    ``True``;
 3. the provider's ``True``;
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -57,6 +59,7 @@ __all__ = [
     "provider_verdict",
     "quota_spent",
     "rate_limit_retryable",
+    "too_large",
 ]
 
 _RETRY_STATUSES = frozenset({408, 409, 429})
@@ -170,19 +173,33 @@ def quota_spent(exc: APIStatusError) -> bool:
     return exc.code in KEY_SPENT_CODES or error_type(exc) in KEY_SPENT_CODES
 
 
+# OpenAI's 429 for a request larger than a whole limit: "Request too large for gpt-4o ...
+# on tokens per min (TPM): Limit 30000, Requested 36278. The input or output tokens must be
+# reduced ..." (as users met it: Aider-AI/aider#1880, continuedev/continue#11717).
+_TOO_LARGE = re.compile(r"Limit ([\d,]+), Requested ([\d,]+)")
+
+
+def too_large(exc: APIStatusError) -> bool:
+    """Whether ``exc`` is a 429 for a request larger than the whole limit it names, which
+    no wait can make fit."""
+    found = _TOO_LARGE.search(str(exc)) if exc.status == 429 else None
+    return found is not None and int(found[2].replace(",", "")) > int(found[1].replace(",", ""))
+
+
 def provider_verdict(spec: ProviderSpec, exc: LLMAdapterError) -> bool | None:
     """The provider's ``retryable(exc)``: False never to retry, True to retry, None to
     leave it to the general rules (also when the provider's code raises). When the
     provider has no verdict, an error whose code says the quota or balance is spent
-    (`KEY_SPENT_CODES`) is False: sent again, it would be refused again, with a key or
-    without (a gateway that holds the key answers so too)."""
+    (`KEY_SPENT_CODES`), or a 429 for a request larger than the whole limit (`too_large`),
+    is False: sent again, it would be refused again (with a key or without: a gateway that
+    holds the key answers so too)."""
     verdict = None
     if spec.retryable is not None:
         try:
             verdict = spec.retryable(exc)
         except Exception:  # a provider plugin's bug must not turn a call's error into another
             logger.warning("provider %r: its retryable() raised; general rules used", spec.name, exc_info=True)
-    if verdict is None and isinstance(exc, APIStatusError) and quota_spent(exc):
+    if verdict is None and isinstance(exc, APIStatusError) and (quota_spent(exc) or too_large(exc)):
         return False
     return verdict
 
