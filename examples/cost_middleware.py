@@ -4,8 +4,7 @@ import asyncio
 from collections import Counter
 
 import llmadapters as la
-from llmadapters.middleware import Call, CallNext, Reply
-from llmadapters.streaming import ChatCompletionStream
+from llmadapters.plugin import Call, CallNext, Reply
 
 PRICE_PER_1K_TOKENS = {"fake": 0.002}
 spent: Counter[str] = Counter()
@@ -14,7 +13,7 @@ spent: Counter[str] = Counter()
 async def cost_tracker(call: Call, call_next: CallNext) -> Reply:
     reply = await call_next(call)
     price = PRICE_PER_1K_TOKENS.get(call.provider, 0.0)
-    if not isinstance(reply, ChatCompletionStream):
+    if not isinstance(reply, la.ChatCompletionStream):
         spent[call.provider] += (reply.usage.total_tokens or 0) * price / 1000 if reply.usage else 0
         return reply
 

@@ -139,21 +139,26 @@ class ProviderSettings:
 
 @attrs.frozen(kw_only=True)
 class Settings:
-    """Attributes:
-    model: the default ``"provider/model"`` when a call names none.
-    transport: the default transport of every provider.
-    timeouts: the default per-attempt timeouts.
-    middleware: the default middleware names, outermost first.
-    retry: the default retry policy.
-    limits: the default rate limits (each provider gets its own budget of them).
-    cache: the response cache's settings, for the ``cache`` middleware.
-    headers: extra headers for every provider's requests.
-    query: extra query parameters for every provider's requests.
-    network: the default proxy, TLS and connection settings.
-    plugins: the installed plugins to load, by entry-point name; None for all.
-    max_cost: a batch's budget (``llmadapters batch`` stops sending before passing it).
-    providers: per-provider settings, by provider name.
-    sources: where the settings came from, for messages.
+    """A client's settings, from its config file, dict and keywords; a middleware factory's
+    second argument. The ``*_of(name)`` methods (``limits_of``, ``retry_of``,
+    ``timeouts_of``, ``headers_of``, ``query_of``, ``network_of``, ``middleware_of``)
+    give one provider's: its own ``[providers.NAME]`` value, else the default.
+
+    Attributes:
+        model: the default ``"provider/model"`` when a call names none.
+        transport: the default transport of every provider.
+        timeouts: the default per-attempt timeouts.
+        middleware: the default middleware names, outermost first.
+        retry: the default retry policy.
+        limits: the default rate limits (each provider gets its own budget of them).
+        cache: the response cache's settings, for the ``cache`` middleware.
+        headers: extra headers for every provider's requests.
+        query: extra query parameters for every provider's requests.
+        network: the default proxy, TLS and connection settings.
+        plugins: the installed plugins to load, by entry-point name; None for all.
+        max_cost: a batch's budget (``llmadapters batch`` stops sending before passing it).
+        providers: per-provider settings, by provider name.
+        sources: where the settings came from, for messages.
     """
 
     model: str | None = None

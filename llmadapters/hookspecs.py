@@ -9,7 +9,9 @@ in its package's entry points::
 
 Each hook receives a ``register`` callable, called once per thing the plugin provides.
 The built-in providers, transports and middleware register through these same hooks.
-Hooks run once, when a client's registry is built, never per call.
+Hooks run once, when a client's registry is built, never per call. What a plugin
+registers and the helpers it uses come from `llmadapters.plugin`, the one namespace
+of plugin authors (and from ``llmadapters`` itself); the other modules are internal.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def register_providers(register: Callable[[ProviderSpec], None]) -> None:
     """Register providers: where they live and which dialect they speak.
 
-    ``register(spec)`` takes a `llmadapters.providers.base.ProviderSpec`; its ``name``
+    ``register(spec)`` takes a `llmadapters.plugin.ProviderSpec`; its ``name``
     is what goes before the ``/`` in ``model="name/model"``.
 
     Use in a plugin::
 
         from llmadapters import hookimpl
-        from llmadapters.providers.base import ProviderSpec
+        from llmadapters.plugin import ProviderSpec
 
         @hookimpl
         def register_providers(register):
@@ -54,14 +56,13 @@ def register_transports(register: Callable[..., None]) -> None:
     """Register transports: how the bytes move.
 
     ``register(name, factory, supports=())``: ``factory(options)`` returns a new object
-    with the `llmadapters.transports.base.Transport` methods (``send``, ``stream``,
-    ``aclose``); one is made per route, with the route's
-    `llmadapters.transports.network.NetworkOptions` (proxy, TLS context, connection
-    limits). ``supports`` names the features of
-    `llmadapters.transports.network.FEATURES` it honours (``"proxy"``, ``"tls"``,
-    ``"http2"``, ...): a client refuses, when it is made, a setting that needs one it
-    does not list. Import your HTTP library inside the factory, so that installing the
-    plugin costs nothing to programs that do not use it.
+    with the `llmadapters.plugin.Transport` methods (``send``, ``stream``, ``aclose``);
+    one is made per route, with the route's `llmadapters.plugin.NetworkOptions` (proxy,
+    TLS context, connection limits). ``supports`` names the features of
+    `llmadapters.plugin.FEATURES` it honours (``"proxy"``, ``"tls"``, ``"http2"``, ...):
+    a client refuses, when it is made, a setting that needs one it does not list.
+    Import your HTTP library inside the factory, so that installing the plugin costs
+    nothing to programs that do not use it.
 
     Use in a plugin::
 
@@ -80,8 +81,10 @@ def register_middleware(register: Callable[[str, MiddlewareFactory], None]) -> N
 
     ``register(name, factory)``: ``factory(spec, settings)`` returns the middleware of
     one route, an async callable ``(call, call_next) -> reply``; ``spec`` is the
-    route's provider and ``settings`` the client's `llmadapters.config.Settings`.
-    ``auth`` is the built-in's name, always innermost: registering it warns and is ignored.
+    route's provider and ``settings`` the client's `llmadapters.plugin.Settings`
+    (``settings.limits_of(spec.name)`` and the other ``*_of`` methods give the
+    provider's own). ``auth`` is the built-in's name, always innermost: registering it
+    warns and is ignored.
 
     Use in a plugin::
 
@@ -101,9 +104,9 @@ def register_batch_runners(register: Callable[[str, BatchRunner], None]) -> None
     """Register batch runners: where ``llmadapters batch IN -o OUT --on NAME`` runs.
 
     ``register(name, runner)``: ``runner(job)`` answers the requests of a
-    `llmadapters.plugins.BatchJob` (the input already read, checked and filtered by
+    `llmadapters.plugin.BatchJob` (the input already read, checked and filtered by
     ``--resume`` and ``--shard``) somewhere else than this process, and yields each one's
-    output record, as `llmadapters.batch.output_record` makes it, in any order, once
+    output record, as `llmadapters.plugin.output_record` makes it, in any order, once
     each. The command writes them and sums them up as it does the local engine's. Import
     the runner's engine inside ``runner``, so that installing the plugin costs nothing to
     programs that do not use it.

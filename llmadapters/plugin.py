@@ -11,6 +11,8 @@ is missing from it, and a name in it that is not imported.
 
 from __future__ import annotations
 
+from .batch import BatchItem, output_record, parse_item
+from .config import Settings
 from .errors import (
     SENSITIVE_HEADERS,
     APIStatusError,
@@ -29,9 +31,14 @@ from .errors import (
     status_error,
 )
 from .hookspecs import hookimpl
+from .middleware.auth import KeyRing
 from .middleware.base import Call, CallNext, Middleware, Reply
-from .plugins import MiddlewareFactory, TransportFactory
+from .middleware.ratelimit import RateLimitMiddleware, estimate_tokens, stated_rate
+from .plugins import BatchJob, BatchRunner, MiddlewareFactory, TransportFactory
+from .policies import Limits
+from .pricing import ModelPrice, Price, PriceWindow
 from .providers.base import (
+    BatchAPI,
     EmbeddingsAPI,
     ProviderSpec,
     bearer_auth,
@@ -83,6 +90,7 @@ __all__ = [
     # Registering: the marker of hook implementations.
     "hookimpl",
     # Providers: what `register_providers` registers, and helpers for its fields.
+    "BatchAPI",
     "EmbeddingsAPI",
     "ProviderSpec",
     "bearer_auth",
@@ -90,6 +98,10 @@ __all__ = [
     "openai_payload",
     "thinking_toggle_payload",
     "verdict_by_error_field",
+    # Providers: a model's price, for `ProviderSpec.prices`, peak hours included.
+    "ModelPrice",
+    "Price",
+    "PriceWindow",
     # Middleware: the protocol, and what `register_middleware` registers.
     "Call",
     "CallNext",
@@ -98,6 +110,14 @@ __all__ = [
     "MiddlewareFactory",
     "Reply",
     "StreamEnd",
+    # Middleware: what a factory is handed (`factory(spec, settings)`), and a call's keys.
+    "KeyRing",
+    "Limits",
+    "Settings",
+    # Rate-limit backends (`ratelimit-NAME`): the local limiter to fall back on, its estimate and header reading.
+    "RateLimitMiddleware",
+    "estimate_tokens",
+    "stated_rate",
     # Transports: the protocol, what it is handed, and what `register_transports` registers.
     "FEATURES",
     "Endpoint",
@@ -129,6 +149,12 @@ __all__ = [
     "ErrorTable",
     "classify_transport_error",
     "timeout_error",
+    # Batch runners: what `register_batch_runners` registers, and the records they yield.
+    "BatchItem",
+    "BatchJob",
+    "BatchRunner",
+    "output_record",
+    "parse_item",
     # Settings and secrets.
     "SENSITIVE_HEADERS",
     "redact_url",

@@ -53,21 +53,23 @@ class RetryPolicy:
 
 @attrs.frozen(kw_only=True)
 class Limits:
-    """Attributes:
-    max_concurrency: calls in flight at most (None: no limit, found from 429s when adaptive).
-    rpm: requests per minute at most (None: no limit, or what the headers say when adaptive).
-    tpm: tokens per minute at most, prompt and completion (likewise).
-    adaptive: learn the limits from the replies (headers and 429s); see the module docstring.
-    per_model: keep separate budgets per model instead of one for the provider.
-    account: a name for an account whose limits several providers share (two base URLs
-        of one provider, a proxy in front of it): the providers that give the same name
-        share one budget, on the limits of the first of them to make a call.
-    backend: ``"local"`` (this process's budgets), or the name of a shared backend a
-        plugin registers as middleware ``ratelimit-NAME`` (``"redis"``).
-    url: the shared backend's address, e.g. ``redis://127.0.0.1:6379/0``.
-    fail_closed: when the shared backend is unreachable, fail calls instead of
-        falling back to this process's budgets.
-    lease: seconds a shared concurrency permit outlives a process that died holding it.
+    """One provider's rate limits (the ``ratelimit`` middleware's, or a shared backend's).
+
+    Attributes:
+        max_concurrency: calls in flight at most (None: no limit, found from 429s when adaptive).
+        rpm: requests per minute at most (None: no limit, or what the headers say when adaptive).
+        tpm: tokens per minute at most, prompt and completion (likewise).
+        adaptive: learn the limits from the replies (headers and 429s); see the module docstring.
+        per_model: keep separate budgets per model instead of one for the provider.
+        account: a name for an account whose limits several providers share (two base URLs
+            of one provider, a proxy in front of it): the providers that give the same name
+            share one budget, on the limits of the first of them to make a call.
+        backend: ``"local"`` (this process's budgets), or the name of a shared backend a
+            plugin registers as middleware ``ratelimit-NAME`` (``"redis"``).
+        url: the shared backend's address, e.g. ``redis://127.0.0.1:6379/0``.
+        fail_closed: when the shared backend is unreachable, fail calls instead of
+            falling back to this process's budgets.
+        lease: seconds a shared concurrency permit outlives a process that died holding it.
     """
 
     max_concurrency: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))

@@ -100,3 +100,15 @@ def test_the_core_imports_no_plugin_package() -> None:
                 else []
             )
             assert not [n for n in names if n.startswith("llmadapters_")], path
+
+
+def test_no_module_of_the_core_imports_the_plugin_namespace() -> None:
+    """``llmadapters.plugin`` re-exports from every layer, the batch engine included: a
+    core module that imported it would import the layers above it."""
+    importers = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "plugin.py"
+        and any(name == "plugin" or name.startswith("plugin.") for name in _runtime_imports(path))
+    )
+    assert importers == []

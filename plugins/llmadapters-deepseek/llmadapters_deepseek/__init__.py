@@ -23,15 +23,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from llmadapters import hookimpl
-from llmadapters.errors import APIStatusError
-from llmadapters.pricing import ModelPrice, Price, PriceWindow
-from llmadapters.providers.base import ProviderSpec, json_schema_in_prompt, thinking_toggle_payload
+from llmadapters import APIStatusError, hookimpl
+from llmadapters.plugin import (
+    ModelPrice,
+    Price,
+    PriceWindow,
+    ProviderSpec,
+    json_schema_in_prompt,
+    thinking_toggle_payload,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from llmadapters.errors import LLMAdapterError
+    from llmadapters import LLMAdapterError
 
 __all__ = ["DEEPSEEK", "PEAK_HOURS", "PRICES", "prepare", "register_providers", "retryable"]
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from llmadapters import hookimpl
-from llmadapters.errors import APIStatusError
-from llmadapters.providers.base import ProviderSpec, json_schema_in_prompt, thinking_toggle_payload
+from llmadapters import APIStatusError, hookimpl
+from llmadapters.plugin import ProviderSpec, json_schema_in_prompt, thinking_toggle_payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from llmadapters.errors import LLMAdapterError
+    from llmadapters import LLMAdapterError
 
 __all__ = ["MIMO", "api_key_header", "prepare", "register_providers", "retryable"]
 

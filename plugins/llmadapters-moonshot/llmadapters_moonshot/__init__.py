@@ -27,12 +27,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmadapters import hookimpl
-from llmadapters.providers.base import BatchAPI, ProviderSpec, thinking_toggle_payload, verdict_by_error_field
+from llmadapters.plugin import BatchAPI, ProviderSpec, thinking_toggle_payload, verdict_by_error_field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from llmadapters.types import ChatRequest
+    from llmadapters import ChatRequest
 
 __all__ = [
     "BATCH_API",

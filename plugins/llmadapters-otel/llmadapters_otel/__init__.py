@@ -11,19 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
-from llmadapters import hookimpl
-from llmadapters.errors import LLMAdapterError
-from llmadapters.streaming import ChatCompletionStream
-from llmadapters.types import CreateEmbeddingResponse, EmbeddingRequest
+from llmadapters import ChatCompletionStream, CreateEmbeddingResponse, EmbeddingRequest, LLMAdapterError, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
 
-    from llmadapters.config import Settings
-    from llmadapters.middleware.base import Call, CallNext, Middleware, Reply
-    from llmadapters.plugins import MiddlewareFactory
-    from llmadapters.providers.base import ProviderSpec
-    from llmadapters.types import ChatCompletion, ChatCompletionChunk
+    from llmadapters import ChatCompletion, ChatCompletionChunk
+    from llmadapters.plugin import Call, CallNext, Middleware, MiddlewareFactory, ProviderSpec, Reply, Settings
 
 __all__ = ["OTelMiddleware", "register_middleware"]
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmadapters import hookimpl
-from llmadapters.providers.base import BatchAPI, EmbeddingsAPI, ProviderSpec, openai_payload, verdict_by_error_field
+from llmadapters.plugin import BatchAPI, EmbeddingsAPI, ProviderSpec, openai_payload, verdict_by_error_field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from llmadapters.types import ChatRequest
+    from llmadapters import ChatRequest
 
 __all__ = ["BATCH_API", "QWEN", "QWEN_INTL", "prepare", "register_providers", "retryable"]
 

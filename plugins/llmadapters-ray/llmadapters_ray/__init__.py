@@ -17,7 +17,7 @@ from .udf import OUTPUT_COLUMNS, ChatCompletionsUDF, reply_columns, share_limits
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from llmadapters.plugins import BatchRunner
+    from llmadapters.plugin import BatchRunner
 
 __all__ = ["OUTPUT_COLUMNS", "ChatCompletionsUDF", "register_batch_runners", "reply_columns", "share_limits"]
 

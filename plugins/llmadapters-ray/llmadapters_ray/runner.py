@@ -14,15 +14,15 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from llmadapters.batch import BatchItem, output_record
+from llmadapters.plugin import BatchItem, output_record
 
 from .udf import ChatCompletionsUDF
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-    from llmadapters.plugins import BatchJob
-    from llmadapters.types import BatchResult
+    from llmadapters import BatchResult
+    from llmadapters.plugin import BatchJob
 
 __all__ = ["BATCH_SIZE", "BatchRecordsUDF", "run_on_ray"]
 

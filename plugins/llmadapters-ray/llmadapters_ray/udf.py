@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 import llmadapters as la
-from llmadapters.batch import BatchItem, parse_item
+from llmadapters.plugin import BatchItem, parse_item
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from llmadapters.config import Settings
-    from llmadapters.middleware.ratelimit import Limits
-    from llmadapters.types import BatchResult
+    from llmadapters import BatchResult
+    from llmadapters.plugin import Limits, Settings
 
 __all__ = ["OUTPUT_COLUMNS", "ChatCompletionsUDF", "reply_columns", "share_limits"]
 

@@ -11,9 +11,7 @@ from llmadapters import hookimpl
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from llmadapters.config import Settings
-    from llmadapters.middleware.base import Middleware
-    from llmadapters.providers.base import ProviderSpec
+    from llmadapters.plugin import Middleware, ProviderSpec, Settings
 
 __all__ = ["register_middleware"]
 

@@ -42,18 +42,14 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from llmadapters.errors import ConfigError, ConnectError, RateLimitError, parse_retry_after
-from llmadapters.middleware.ratelimit import RateLimitMiddleware, estimate_tokens, stated_rate
-from llmadapters.streaming import ChatCompletionStream
-from llmadapters.transports.network import redact_url
-from llmadapters.types import Usage
+from llmadapters import ChatCompletionStream, ConfigError, ConnectError, RateLimitError, Usage
+from llmadapters.plugin import RateLimitMiddleware, estimate_tokens, parse_retry_after, redact_url, stated_rate
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from llmadapters.middleware.base import Call, CallNext, Reply
-    from llmadapters.middleware.ratelimit import Limits
-    from llmadapters.streaming import StreamEnd
+    from llmadapters import StreamEnd
+    from llmadapters.plugin import Call, CallNext, Limits, Reply
 
 __all__ = ["RedisRateLimit"]
 

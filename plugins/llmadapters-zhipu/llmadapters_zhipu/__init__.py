@@ -30,10 +30,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmadapters import hookimpl
-from llmadapters.pricing import ModelPrice, Price
-from llmadapters.providers.base import (
+from llmadapters.plugin import (
     BatchAPI,
     EmbeddingsAPI,
+    ModelPrice,
+    Price,
     ProviderSpec,
     json_schema_in_prompt,
     thinking_toggle_payload,
@@ -43,7 +44,7 @@ from llmadapters.providers.base import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from llmadapters.types import ChatRequest
+    from llmadapters import ChatRequest
 
 __all__ = ["BIGMODEL_BATCH_API", "ZAI", "ZAI_PRICES", "ZHIPU", "prepare", "register_providers", "retryable"]
 
