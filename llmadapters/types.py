@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import array
 import base64
+import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
@@ -116,6 +117,14 @@ class _Wire:
             if value is not None and field.name not in _NOT_WIRE:
                 data[field.name] = _wire(value)
         return data
+
+    def model_dump(self) -> JSON:
+        """`to_dict`, under the name of the openai SDK's (pydantic) models."""
+        return self.to_dict()
+
+    def model_dump_json(self, *, indent: int | None = None) -> str:
+        """`to_dict` as JSON text, as the openai SDK's models write it."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
 
 def _raw(data: Mapping[str, Any]) -> JSON:

@@ -3,6 +3,7 @@ of the wrong type into None (never an exception), whatever the JSON holds."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections import OrderedDict
 from types import MappingProxyType
@@ -47,6 +48,22 @@ def test_a_well_formed_chunk_and_reply() -> None:
     assert (reply.choices[0].message.content, reply.choices[0].finish_reason) == ("ok", "stop")
     assert reply.usage is not None
     assert reply.usage.total_tokens == 3
+
+
+def test_replies_dump_as_the_sdk_s_models_do() -> None:
+    """``model_dump()`` and ``model_dump_json()``, the openai SDK's names, give the JSON
+    ``to_dict()`` gives, the provider's own fields included."""
+    data = {
+        "id": "x",
+        "object": "chat.completion",
+        "system_fingerprint": "fp",
+        "choices": [{"message": {"content": "é"}}],
+    }
+    reply = ChatCompletion.from_dict(data)
+    assert reply.model_dump() == reply.to_dict()
+    assert reply.model_dump()["system_fingerprint"] == "fp"
+    assert json.loads(reply.model_dump_json()) == reply.to_dict()
+    assert '"é"' in reply.choices[0].message.model_dump_json(indent=2)
 
 
 def test_values_of_the_wrong_type_become_none() -> None:
