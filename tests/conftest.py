@@ -40,15 +40,16 @@ test_registry.__test__ = False  # type: ignore[attr-defined]
 
 
 @contextlib.asynccontextmanager
-async def answering(status: int, content_type: str, body: bytes) -> AsyncIterator[str]:
+async def answering(status: int, content_type: str, body: bytes, headers: bytes = b"") -> AsyncIterator[str]:
     """The base URL of a loopback server that answers every request with ``body`` (whole,
-    then the connection closes): a reply the fake server does not make."""
+    then the connection closes; ``headers``: more header lines, each ending CRLF): a
+    reply the fake server does not make."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
         await reader.readexactly(int(length.group(1)) if length else 0)
-        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\n" % (status, content_type.encode()))
+        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\n%s" % (status, content_type.encode(), headers))
         writer.write(b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
         await writer.drain()
         writer.close()

@@ -284,6 +284,17 @@ async def test_a_body_json_cannot_carry_is_a_bad_request_sent_nowhere(
     assert fake_server.requests_served == before
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_a_body_that_is_not_the_gzip_it_claims_is_a_decoding_error(make_client: MakeClient, stream: bool) -> None:
+    """Worded alike on every transport (aiohttp's own words say the connection broke)."""
+    async with answering(200, "application/json", b"not gzip at all", b"content-encoding: gzip\r\n") as base_url:
+        outcomes = [await _outcome(make_client(transport, base_url=base_url), "m", stream) for transport in TRANSPORTS]
+    kind, message, _ = outcomes[0]
+    assert kind is la.TransportError
+    assert "the body does not decode as its content-encoding says: Error -3 while decompressing" in message
+    assert outcomes == [outcomes[0]] * len(outcomes)
+
+
 async def test_environment_does_not_leak_into_requests(
     make_client: MakeClient, fake_server: FakeServer, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

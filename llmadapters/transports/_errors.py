@@ -55,12 +55,14 @@ class ErrorRule:
         error: our class for it.
         phase: for a timeout, the phase whose limit expired.
         lost: the server closed or reset the connection before the reply was whole.
+        undecodable: the body did not decode as its ``content-encoding`` said.
     """
 
     native: str
     error: type[TransportError]
     phase: Phase | None = None
     lost: bool = False
+    undecodable: bool = False
 
 
 class ErrorTable:
@@ -94,6 +96,7 @@ HTTPX2_ERRORS = ErrorTable(
     _R("httpx2.WriteTimeout", APITimeoutError, "write"),
     _R("httpx2.PoolTimeout", APITimeoutError, "pool"),
     _R("httpx2.TimeoutException", APITimeoutError),
+    _R("httpx2.DecodingError", TransportError, undecodable=True),
     _R("httpx2.ConnectError", ConnectError),
     _R("httpx2.ProxyError", ConnectError),
     _R("httpx2.UnsupportedProtocol", ConnectError),
@@ -121,6 +124,7 @@ AIOHTTP_ERRORS = ErrorTable(
     _R("aiohttp.ServerTimeoutError", APITimeoutError),
     _R("aiohttp.ClientConnectorError", ConnectError),
     _R("aiohttp.InvalidURL", ConnectError),
+    _R("aiohttp.ContentEncodingError", TransportError, undecodable=True),  # (under a ClientPayloadError)
     _R("aiohttp.ClientPayloadError", TransportError, lost=True),
     _R("aiohttp.ServerDisconnectedError", TransportError, lost=True),
     _R("aiohttp.*", TransportError),
@@ -208,9 +212,24 @@ def classify_transport_error(exc: BaseException, endpoint: Endpoint, errors: Err
         phase = next((rule.phase for rule in reversed(rules) if rule is not None and rule.phase), None)
         if phase is not None:
             return timeout_error(phase, url, getattr(endpoint.timeouts, phase))
+    elif any(rule is not None and rule.undecodable for rule in rules):
+        # In the words of what failed to decode it (zlib's, ...), the library's own
+        # wrapping left out (aiohttp's says the connection broke).
+        innermost = _innermost(chain[-1])
+        return kind(f"DecodingError on {url}: the body does not decode as its content-encoding says: {innermost}")
     elif any(_lost(c, rule) for c, rule in zip(chain, rules, strict=True)):
         return kind(f"connection lost on {url} before the response was complete: the server closed or reset it")
     return kind(f"{type(native).__name__} on {url}: {detail}")
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The exception at the bottom of ``exc``'s causes and contexts."""
+    for _ in range(_MAX_CHAIN):
+        below = exc.__cause__ or exc.__context__
+        if below is None:
+            break
+        exc = below
+    return exc
 
 
 def _lost(exc: BaseException, rule: ErrorRule | None) -> bool:
