@@ -295,6 +295,25 @@ async def test_a_body_that_is_not_the_gzip_it_claims_is_a_decoding_error(make_cl
     assert outcomes == [outcomes[0]] * len(outcomes)
 
 
+async def test_a_server_that_ignores_stream_true_still_gives_its_answer(make_client: MakeClient) -> None:
+    reply = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+    }
+    async with answering(200, "application/json", json.dumps(reply).encode()) as base_url:
+        for transport in TRANSPORTS:
+            stream = await make_client(transport, base_url=base_url).chat.completions.create(
+                model="local/m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            )
+            final = await stream.get_final_completion()
+            assert (final.choices[0].message.content, final.choices[0].finish_reason) == ("whole", "stop"), transport
+            assert final.usage is not None
+            assert final.usage.total_tokens == 3
+
+
 async def test_environment_does_not_leak_into_requests(
     make_client: MakeClient, fake_server: FakeServer, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

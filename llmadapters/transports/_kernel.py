@@ -140,7 +140,9 @@ async def decode_sse_json(
     some proxies) are skipped. Anything else that is not a JSON object, an in-band
     ``{"error": ...}`` event, or an end of body before ``[DONE]`` (``ended_early``: the
     route decides whether the answer was complete) raises `StreamError`; a body that was
-    one JSON object instead of a stream is kept in its ``body``.
+    one JSON object instead of a stream is kept in its ``body``, unless it is a whole chat
+    completion (a server that ignored ``stream: true``): that is the stream's one event,
+    each choice's message its delta.
     """
     async for events in _sse_json_batches(chunks, provider):
         for event in events:
@@ -188,8 +190,27 @@ async def _sse_json_batches(
         except (ValueError, RecursionError):
             plain = None
         if isinstance(plain, dict):
+            whole = _as_chunk(plain)
+            if whole is not None:  # a server that ignores stream: true, answering whole
+                yield [whole]
+                return
             raise StreamError(f"a JSON body{where} instead of a stream: {_error_message(plain)}", body=plain)
     raise StreamError(f"stream{where} ended before [DONE]", ended_early=True)
+
+
+def _as_chunk(reply: dict[str, Any]) -> dict[str, Any] | None:
+    """A whole chat completion as the one chunk of a stream (each message its choice's
+    delta), or None when ``reply`` is not one."""
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
+        return None
+    if not all(isinstance(c.get("message"), dict) for c in choices):
+        return None
+    deltas = [
+        {"index": c.get("index", i), "delta": c["message"], "finish_reason": c.get("finish_reason")}
+        for i, c in enumerate(choices)
+    ]
+    return {**reply, "object": "chat.completion.chunk", "choices": deltas}
 
 
 def _event_object(data: str, where: str) -> dict[str, Any]:
