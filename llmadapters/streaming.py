@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .accumulation import accumulate
+from .errors import StreamError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -140,6 +141,8 @@ class ChatCompletionStream:
         async with self:
             async for _ in self:
                 pass
+        if self._end is not None and not self._end.complete:
+            raise StreamError("the stream was closed before its end: its whole reply cannot be read any more")
         return accumulate(self._given)
 
     def with_chunks(self, chunks: AsyncGenerator[ChatCompletionChunk, None]) -> ChatCompletionStream:

@@ -281,3 +281,16 @@ async def test_on_end_tells_the_error_of_a_stream_that_broke(
     late: list[la.StreamEnd] = []
     stream.on_end(late.append)  # the stream keeps its end, not its error
     assert late == [la.StreamEnd(complete=False)]
+
+
+async def test_the_final_completion_of_a_stream_closed_before_its_end_is_an_error(make_client: MakeClient) -> None:
+    """What was read is not the whole reply: no partial answer passed off as whole."""
+    stream = await make_client().chat.completions.create(
+        model="local/echo", messages=[{"role": "user", "content": "one two three four"}], stream=True
+    )
+    async with stream:
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+    with pytest.raises(la.StreamError, match="closed before its end"):
+        await stream.get_final_completion()
