@@ -299,3 +299,36 @@ def test_a_request_larger_than_the_whole_limit_ends_alone_and_holds_up_no_other(
     assert results["c500"].attempts == 1  # refused for good at once
     ideal = (999 * 200 - 2000) / 2000
     assert ideal / wall >= 0.9, wall  # no lane-wide wait for it
+
+
+def test_an_input_sorted_by_provider_does_not_hold_up_the_second_behind_the_first() -> None:
+    # 600 lines of a provider at 600 requests a minute (a minute's work), then 100 of an
+    # unlimited one: those are read, and answered, while the first is still paced.
+    limited = SimulatedProvider(Limits(rpm=600, latency=0.5))
+    free = SimulatedProvider(Limits(latency=0.5))
+    registry = registry_with(limited)
+    registry.add_transport("free", lambda options: free)
+
+    async def main() -> dict[str, float]:
+        config = {
+            "providers": {
+                "a": {"base_url": "http://127.0.0.1:9/v1", "transport": "sim"},
+                "b": {"base_url": "http://127.0.0.1:9/v1", "transport": "free"},
+            }
+        }
+        done: dict[str, float] = {}
+        async with la.AsyncClient(config, registry=registry) as client:
+            loop = asyncio.get_running_loop()
+            lines = [
+                {**LINE, "model": f"{p}/m", "custom_id": f"{p}{i}"}
+                for p, n in (("a", 600), ("b", 100))
+                for i in range(n)
+            ]
+            async for result in client.batch(lines):
+                assert result.ok
+                done[result.custom_id[0]] = loop.time()
+        return done
+
+    done = run_virtual(main())
+    assert done["a"] >= 55  # a's minute of work
+    assert done["b"] < 10  # b's lines did not wait for a's

@@ -98,6 +98,7 @@ _REQUEUE_MAX = 5.0
 # lane has room, it goes on, so that a slow lane's lines do not hold up the lines of the
 # others behind them in the input, until this many are waiting.
 MAX_HELD = 20_000
+_LOOK_AGAIN = 0.5  # seconds between looks at whether a full lane is held up by a limit
 
 
 def _refuse_duplicates(requests: Collection[object]) -> None:
@@ -224,9 +225,14 @@ class BatchRun:
                 self._open += 1
                 self._idle.clear()
                 self._lane(line.request.provider).ready.put_nowait(line)
-                while all(lane.ready.qsize() >= self._queue_room for lane in self._lanes.values()):
+                while all(self._full(lane) for lane in self._lanes.values()):
                     self._room.clear()
-                    await self._room.wait()
+                    # (a lane's limit, met meanwhile, says nothing: looked at again soon)
+                    look_again = asyncio.get_running_loop().call_later(_LOOK_AGAIN, self._room.set)
+                    try:
+                        await self._room.wait()
+                    finally:
+                        look_again.cancel()
             await self._idle.wait()
         except Exception as exc:
             await self._results.put(_End(exc))
@@ -249,6 +255,16 @@ class BatchRun:
             lane = self._lanes[provider] = _Lane()
             lane.workers = [asyncio.create_task(self._work(lane)) for _ in range(self._concurrency)]
         return lane
+
+    def _full(self, lane: _Lane) -> bool:
+        """Whether ``lane`` has lines enough queued, and is not held up by a rate limit
+        (half its workers or more waiting in the limiter): the lines behind a held-up
+        lane's are read on (up to `MAX_HELD`), since they may be another provider's,
+        which would wait for nothing (an input sorted by provider)."""
+        if lane.ready.qsize() < self._queue_room:
+            return False
+        waiting = sum(unsent.waiting for unsent in lane.unsent.values())
+        return not lane.unsent or 2 * waiting < len(lane.unsent)  # (no worker started yet: no word)
 
     def _finish(self) -> None:
         self._open -= 1
