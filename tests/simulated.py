@@ -109,7 +109,7 @@ class Limits:
     latency: float = 1.0
     jitter: float = 0.2  # each latency is drawn from latency * (1 +- jitter/2)
     headers: bool = True  # send x-ratelimit-* for rpm/tpm
-    error_body: Mapping[str, Any] | None = None  # the body of a cap's 429
+    error_body: Mapping[str, Any] | None = None  # the body of a cap's (or a rate's) 429
 
 
 @attrs.define
@@ -179,7 +179,8 @@ class SimulatedProvider:
             )
         for bucket, need in ((self._requests, 1), (self._tokens, cost)):
             if bucket is not None and bucket.level < need:
-                raise self._refuse(self._headers(), {"error": {"code": "rate_limit_exceeded"}}, endpoint)
+                body = self.limits.error_body or {"error": {"code": "rate_limit_exceeded"}}
+                raise self._refuse(self._headers(), body, endpoint)
         if self._requests is not None:
             self._requests.level -= 1
         if self._tokens is not None:

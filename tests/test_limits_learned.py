@@ -332,3 +332,15 @@ def test_an_input_sorted_by_provider_does_not_hold_up_the_second_behind_the_firs
     done = run_virtual(main())
     assert done["a"] >= 55  # a's minute of work
     assert done["b"] < 10  # b's lines did not wait for a's
+
+
+def test_a_rate_stated_only_in_the_429_s_message_is_taken_at_its_word() -> None:
+    # Moonshot sends no x-ratelimit-* of OpenAI's and says its limit in the message.
+    body = {"error": {"type": "rate_limit_reached_error", "message": "request reached organization max RPM: 600"}}
+    provider = SimulatedProvider(Limits(rpm=600, headers=False, latency=2.0, error_body=body))
+    run = run_virtual(_batch(provider, 1200))
+    ideal = 1200 / 10  # ten a second, once the first second's burst is spent
+    assert run["errors"] == 0
+    assert run["limits"]["rpm"] == 600
+    assert ideal / run["wall"] >= 0.9, run
+    assert run["429s"] <= 0.05, run

@@ -217,6 +217,17 @@ def stated_rate(headers: Mapping[str, str], kind: str) -> float | None:
 _STATED = re.compile(r"concurrency(?: limit)?(?: of|:)\s*(\d{1,9})\b", re.IGNORECASE)
 
 
+# A rate stated in a 429's message: Moonshot's "request reached organization max RPM: 20,
+# please try again after 1 seconds" (MoonshotAI/kimi-cli#1599), and its TPM twin.
+_STATED_RATE = re.compile(r"max (RPM|TPM)(?: limit)?:?\s*(\d{1,12})\b")
+
+
+def _stated_rates(exc: RateLimitError) -> dict[str, int]:
+    """The requests and tokens per minute a 429's message states, by ``"requests"`` and
+    ``"tokens"``."""
+    return {("requests" if unit == "RPM" else "tokens"): int(n) for unit, n in _STATED_RATE.findall(str(exc))}
+
+
 def _concurrency_error(exc: RateLimitError) -> tuple[bool, int | None]:
     """Whether ``exc`` names a concurrency limit, and the limit when it states one."""
     stated = _STATED.search(str(exc))
@@ -474,6 +485,25 @@ class _Budget:
                     self.paused_until = max(self.paused_until, now + min(reset, _MAX_PAUSE))
         return spent, synced
 
+    def _learn_stated(self, exc: RateLimitError, now: float) -> bool:
+        """Take the rates a 429's message states (no headers said them) as the budgets'
+        own, paced evenly: whether it stated one."""
+        stated = _stated_rates(exc)
+        for kind, said in stated.items():
+            configured = self.limits.rpm if kind == "requests" else self.limits.tpm
+            per_minute = float(min(said, configured) if configured else said)
+            bucket = self.requests if kind == "requests" else self.tokens
+            if bucket is None:
+                bucket = _Bucket(per_minute, now)
+                bucket.level = 0.0  # it was just refused: spent
+                if kind == "requests":
+                    self.requests = bucket
+                else:
+                    self.tokens = bucket
+            else:
+                bucket.rate = min(bucket.rate, per_minute / 60.0)
+        return bool(stated)
+
     def _calibrate(self, ticket: _Ticket, usage: Usage | None, synced: bool) -> None:
         if self.tokens is None or usage is None:
             return
@@ -568,7 +598,7 @@ class _Budget:
             return
         now = asyncio.get_running_loop().time()
         self._outcome(True)
-        if self._learn(ticket, exc.headers, now)[0]:
+        if self._learn(ticket, exc.headers, now)[0] or self._learn_stated(exc, now):
             return  # a rate budget ran out, not the concurrency
         retry_after = exc.retry_after if exc.retry_after is not None else parse_retry_after(exc.headers)
         if (self.recent & 0xFFFF).bit_count() >= 8:  # most calls refused lately
