@@ -148,7 +148,12 @@ class TransportConformance:
 
     One test per behaviour of the fake server and mode (unary, stream): the values of
     `VALUES` and the errors of `FAULTS` (and, streamed, `STREAM_FAULTS`) must equal the
-    built-in ``httpx`` transport's.
+    built-in ``httpx`` transport's; so must a gzipped reply's values, the reply's status
+    and headers (``reply.http``) and a 429's. A timeout the transport must apply per
+    call (connect, and write or pool when claimed) must fire within `_TIMEOUT_BOUND`.
+
+    The TLS, https-proxy and ``http2`` checks make their CA with ``trustme``: without
+    it, the check of a claimed feature fails, saying what to install.
     """
 
     transport_factory: ClassVar[Callable[[Any], Any]]
