@@ -39,6 +39,8 @@ import pytest
 from ..client import AsyncClient
 from ..errors import APIStatusError, APITimeoutError, ConfigError, ConnectError, LLMAdapterError, TransportError
 from ..plugins import Registry
+from ..transports.base import Endpoint
+from ..transports.network import NetworkOptions
 from .blackhole import ConnectBlackhole
 from .fake_server import FakeServer, FakeServerOptions
 from .providers import environment
@@ -283,6 +285,28 @@ class TransportConformance:
         assert seen(subject) == seen(reference)
         assert seen(reference)[3] == {"retry-after": "7", "x-ratelimit-remaining-requests": "42"}
 
+    @pytest.mark.parametrize("fault", ["fail-429", "fail-500"])
+    def test_a_stream_raises_its_error_status_before_yielding_anything(self, fault: str) -> None:
+        """The transport's ``stream`` itself (not through a client): an error status
+        raises at the first item, so that nothing was yielded and the call can be
+        retried."""
+
+        async def run() -> object:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                transport = type(self).transport_factory(NetworkOptions())
+                endpoint = Endpoint(base_url=server.base_url, provider="subject")
+                items = transport.stream(endpoint, {"model": fault, "messages": _MESSAGES, "stream": True})
+                try:
+                    return await items.__anext__()
+                except LLMAdapterError as exc:
+                    return exc
+                finally:
+                    await items.aclose()
+                    await transport.aclose()
+
+        first = asyncio.run(run())
+        assert isinstance(first, APIStatusError), f"the stream yielded {first!r} before raising for its status"
+
     def test_connect_refused_is_a_connect_error(self) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -319,6 +343,46 @@ class TransportConformance:
         reply = asyncio.run(run())
         assert not isinstance(reply, type), (
             f"the call after a cancelled one failed: {reply} (does the cancelled one hold its connection?)"
+        )
+
+    @_MODES
+    def test_closing_the_client_closes_its_connections(self, stream: bool) -> None:
+        """Once the client is closed (the transport's ``aclose``), the server sees every
+        connection closed, within `_TIMEOUT_BOUND`."""
+
+        async def run() -> None:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                async with self._client("subject", server.base_url) as client:
+                    replies = await asyncio.gather(*(_ask(client, "subject/echo", stream) for _ in range(4)))
+                    assert not any(isinstance(r, type) for r in replies), replies
+                    assert server.open_connections > 0  # kept open for the next call
+                await _within(_TIMEOUT_BOUND, "the server saw the connections closed", _closed(server))
+
+        asyncio.run(run())
+
+    def test_a_stream_stopped_early_frees_its_connection(self) -> None:
+        """A stream closed after its first chunk gives its connection back: with
+        ``max_connections = 1`` (when claimed) the next call gets it, within
+        `_TIMEOUT_BOUND` (and its pool timeout of 2 s, when ``pool_timeout`` is
+        claimed)."""
+        one: dict[str, Any] = {"max_connections": 1} if "max_connections" in self.supports else {}
+        if "pool_timeout" in self.supports:
+            one["timeout"] = {"pool": 2}
+
+        async def run() -> object:
+            async with FakeServer(_FIXED_CLOCK) as server, self._client("subject", server.base_url, **one) as client:
+                chunks = await client.chat.completions.create(
+                    model="subject/lorem", messages=_MESSAGES, stream=True, max_tokens=4000
+                )
+                async for _ in chunks:
+                    break
+                await chunks.aclose()
+                what = "the call after a stream stopped early got a connection"
+                return await _within(_TIMEOUT_BOUND, what, _ask(client, "subject/echo", True))
+
+        reply = asyncio.run(run())
+        assert not isinstance(reply, type), (
+            f"the call after a stream stopped early failed: {reply} (does the stream release its response?)"
         )
 
     def test_no_file_descriptor_is_left_open(self) -> None:
@@ -514,6 +578,12 @@ def _test_ca(directory: Any, feature: str) -> tuple[str, ssl.SSLContext]:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
     return ca_file, server_context
+
+
+async def _closed(server: FakeServer) -> None:
+    """Return once ``server`` has no connection open."""
+    while server.open_connections:  # noqa: ASYNC110 - the fake server has no event for it
+        await asyncio.sleep(0.01)
 
 
 async def _answering(server: FakeServer, call: asyncio.Future[object]) -> None:

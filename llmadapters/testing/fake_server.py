@@ -505,6 +505,11 @@ class FakeServer:
         host = f"[{host}]" if ":" in host else host
         return f"{'https' if self._ssl else 'http'}://{host}:{port}/v1"
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (a client's pool keeps its idle ones open)."""
+        return len(self._connections)
+
     async def start(self) -> FakeServer:
         self._server = await asyncio.start_server(self._connection, self._host, self._port, backlog=2048, ssl=self._ssl)
         return self
