@@ -92,7 +92,7 @@ BEHAVIOURS: Mapping[str, str] = {
         "of its own, as Moonshot sends it"
     ),
     "tools": "call the first tool of the request (on whenever it has tools), unless a tool's result came last",
-    "huge-body": "200 with a 50 MB body (a stream too: one 50 MB event)",
+    "huge-body": "200 with a 50 MB reply, a valid one but for its size (a stream too: one 50 MB chunk)",
     "gzip-bomb": "200 with a gzip body that inflates to 100 MB (a stream too)",
     "huge-header": "a 200 KB response header, over httpx2's (100 KiB) and aiohttp's (8 KiB) limits",
     "drip": "200, then the body one byte every 0.2 s (x-fake-stall-s bounds it)",
@@ -888,7 +888,12 @@ def _gzip_bomb(stream: bool) -> bytes:
 
 
 async def _huge_body(ex: _Exchange, stream: bool) -> None:
-    head, tail = (b'data: {"x": "', b'"}\n\n') if stream else (b'{"x": "', b'"}')
+    """A reply (a stream's chunk) whose content is 50 MB: only a body cap refuses it."""
+    if stream:
+        head, tail = b'data: {"choices": [{"index": 0, "delta": {"content": "', b'"}, "finish_reason": null}]}\n\n'
+    else:
+        head = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+        tail = b'"}, "finish_reason": "stop"}]}'
     size = len(head) + _HUGE + len(tail)
     await ex.start(200, "text/event-stream" if stream else "application/json", [("content-length", str(size))])
     await ex.write(head)
