@@ -50,6 +50,7 @@ HTTPX_ERRORS = ErrorTable(
     ErrorRule("httpx.UnsupportedProtocol", ConnectError),
     ErrorRule("httpx.RemoteProtocolError", TransportError, lost=True),
     ErrorRule("httpx.ReadError", TransportError, lost=True),
+    ErrorRule("httpx.WriteError", TransportError, lost=True),  # dropped while the request was sent
     ErrorRule("httpx.HTTPError", TransportError),
     ErrorRule("httpx.InvalidURL", TransportError),
 )

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import select
 import shutil
 import socket
 import ssl
@@ -39,6 +38,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trustme
+
+from llmadapters.testing.blackhole import ConnectBlackhole
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -510,46 +511,6 @@ class HttpsProxy(_Daemon):
 
 
 # --------------------------------------------------------------------------- stall servers
-
-
-class ConnectBlackhole:
-    """An address of 127.0.0.1 where a TCP connect hangs: it neither completes nor is refused.
-
-    A listening socket with backlog 0 that never accepts, whose accept queue is filled with one
-    connection of its own: Linux then drops further SYNs (tcp_abort_on_overflow=0, the default),
-    so a client's connect times out, as against a firewalled host.
-
-    Attributes: ``host``, ``port``, ``url`` (``http://127.0.0.1:PORT``). ``close()`` stops it.
-    """
-
-    def __init__(self) -> None:
-        self.host = LOOPBACK
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind((LOOPBACK, 0))
-        self._listener.listen(0)
-        self.port = int(self._listener.getsockname()[1])
-        self._fillers: list[socket.socket] = []
-        for _ in range(8):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probe.setblocking(False)
-            probe.connect_ex((self.host, self.port))
-            _, writable, _ = select.select([], [probe], [], 0.2)
-            if writable and probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                self._fillers.append(probe)  # it got into the accept queue
-                continue
-            probe.close()  # its SYN was dropped: the queue is full
-            return
-        self.close()
-        raise RuntimeError("connect_blackhole: the accept queue never filled up; connects would not hang")
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def close(self) -> None:
-        for sock in self._fillers:
-            sock.close()
-        self._listener.close()
 
 
 class NoReadServer:

@@ -3,6 +3,7 @@ package in plugins/ runs them on itself), and the pytest plugin's fixture."""
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -16,6 +17,7 @@ from llmadapters.transports.openai_sdk import OpenAITransport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from llmadapters.testing import FakeServer
 
@@ -33,6 +35,22 @@ class TestOpenAITransport(TransportConformance):
 class TestOpenAITransportOnHttpx2(TransportConformance):
     transport_factory = staticmethod(lambda options: OpenAITransport(options, http_client="httpx"))
     supports = FEATURES
+
+
+@pytest.mark.parametrize(
+    ("check", "feature"),
+    [
+        ("test_tls_verifies_against_the_given_ca", "tls"),
+        ("test_an_https_proxy_carries_the_call", "https_proxy"),
+        ("test_http2_is_asked_for_when_set", "http2"),
+    ],
+)
+def test_a_tls_check_without_trustme_fails_saying_what_to_install(
+    check: str, feature: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "trustme", None)  # as if not installed
+    with pytest.raises(pytest.fail.Exception, match=rf"claims '{feature}', whose check .* pip install trustme"):
+        getattr(TestHttpxTransport(), check)(tmp_path)
 
 
 def test_the_pytest_plugin_serves_a_fake_server(llmadapters_fake_server: FakeServer) -> None:

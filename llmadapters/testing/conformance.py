@@ -32,21 +32,27 @@ import contextlib
 import os
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pytest
 
 from ..client import AsyncClient
-from ..errors import APITimeoutError, ConfigError, ConnectError, LLMAdapterError, TransportError
+from ..errors import APIStatusError, APITimeoutError, ConfigError, ConnectError, LLMAdapterError, TransportError
 from ..plugins import Registry
+from ..transports.base import Endpoint
+from ..transports.network import NetworkOptions
+from .blackhole import ConnectBlackhole
 from .fake_server import FakeServer, FakeServerOptions
 from .providers import environment
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Collection
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+
+    from ..transports.base import ResponseInfo
 
 __all__ = ["FAULTS", "STREAM_FAULTS", "VALUES", "ProviderConformance", "TransportConformance"]
 
+_T = TypeVar("_T")
 _MESSAGES = [{"role": "user", "content": "conformance check"}]
 _FIXED_CLOCK = FakeServerOptions(clock=lambda: 1_700_000_000.0)
 #: Replies (fake-server behaviours) a transport must decode as the reference does.
@@ -66,6 +72,13 @@ _MODES = pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"
 # Headers an HTTP library sets by itself, which may differ from one transport to another
 # (and the openai SDK's own x-stainless-* telemetry).
 _LIBRARY_HEADERS = frozenset({"user-agent", "accept", "accept-encoding", "connection", "host"})
+# A header the fake server answers with (``x-fake-reply-NAME: VALUE`` comes back as
+# ``NAME: VALUE``), as providers send their rate limits.
+_RATELIMIT = {"x-fake-reply-x-ratelimit-remaining-requests": "42"}
+# Seconds a timeout of 0.2 s must have fired within: 50 times the setting, which a loaded
+# machine does not reach, while a transport that ignores the per-call value and waits
+# for a fixed one of its own (30 s, 60 s, ...) does.
+_TIMEOUT_BOUND = 10.0
 
 
 def _own_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -73,15 +86,50 @@ def _own_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k not in _LIBRARY_HEADERS and not k.startswith("x-stainless-")}
 
 
-async def _ask(client: AsyncClient, model: str, stream: bool, **options: Any) -> object:
-    """The reply (a stream's chunks), or the class of the error."""
+async def _ask(
+    client: AsyncClient,
+    model: str,
+    stream: bool,
+    *,
+    catch: bool = True,
+    messages: list[dict[str, Any]] = _MESSAGES,
+    **options: Any,
+) -> object:
+    """The reply (a stream's chunks), or the class of the error (with ``catch=False``,
+    the error itself)."""
     try:
         if not stream:
-            return await client.chat.completions.create(model=model, messages=_MESSAGES, **options)
-        chunks = await client.chat.completions.create(model=model, messages=_MESSAGES, stream=True, **options)
+            return await client.chat.completions.create(model=model, messages=messages, **options)
+        chunks = await client.chat.completions.create(model=model, messages=messages, stream=True, **options)
         return [chunk async for chunk in chunks]
     except LLMAdapterError as exc:
-        return type(exc)
+        return type(exc) if catch else exc
+
+
+async def _error_of(client: AsyncClient, model: str, stream: bool, **options: Any) -> LLMAdapterError | None:
+    """The error a call ends with (None: it succeeded)."""
+    reply = await _ask(client, model, stream, catch=False, **options)
+    return reply if isinstance(reply, LLMAdapterError) else None
+
+
+async def _http_of(client: AsyncClient, stream: bool) -> ResponseInfo | None:
+    """The ``http`` (`ResponseInfo`) of a successful reply, or of a stream read whole."""
+    if not stream:
+        return (await client.chat.completions.create(model="subject/echo", messages=_MESSAGES)).http
+    chunks = await client.chat.completions.create(model="subject/echo", messages=_MESSAGES, stream=True)
+    async with chunks:
+        async for _ in chunks:
+            pass
+    return chunks.http
+
+
+async def _within(seconds: float, what: str, call: Awaitable[_T]) -> _T:
+    """What ``call`` returns, or an `AssertionError` saying that ``what`` did not happen
+    within ``seconds`` (instead of waiting for as long as the transport does)."""
+    try:
+        return await asyncio.wait_for(call, seconds)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{what}: not within {seconds} s") from None
 
 
 def _open_fds() -> int | None:
@@ -102,7 +150,12 @@ class TransportConformance:
 
     One test per behaviour of the fake server and mode (unary, stream): the values of
     `VALUES` and the errors of `FAULTS` (and, streamed, `STREAM_FAULTS`) must equal the
-    built-in ``httpx`` transport's.
+    built-in ``httpx`` transport's; so must a gzipped reply's values, the reply's status
+    and headers (``reply.http``) and a 429's. A timeout the transport must apply per
+    call (connect, and write or pool when claimed) must fire within `_TIMEOUT_BOUND`.
+
+    The TLS, https-proxy and ``http2`` checks make their CA with ``trustme``: without
+    it, the check of a claimed feature fails, saying what to install.
     """
 
     transport_factory: ClassVar[Callable[[Any], Any]]
@@ -165,6 +218,95 @@ class TransportConformance:
         assert subject == reference
         assert reference[0]["content-type"] == "application/json"
 
+    @_MODES
+    def test_a_gzipped_reply_equals_the_plain_one(self, stream: bool) -> None:
+        """Providers compress their JSON (``content-encoding: gzip``) when the request
+        accepts it: the values must be the uncompressed ones (read decoded bytes, not
+        the raw ones). Skipped, saying so, for a transport that does not accept gzip."""
+
+        async def run() -> tuple[object, object, str]:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                async with self._client("subject", server.base_url) as client:
+                    plain = await _ask(client, "subject/echo", stream)
+                async with self._client("subject", server.base_url, headers={"x-fake-behaviour": "gzip"}) as client:
+                    gzipped = await _ask(client, "subject/echo", stream)
+                return plain, gzipped, server.seen_headers[-1].get("accept-encoding", "")
+
+        plain, gzipped, accepted = asyncio.run(run())
+        assert not isinstance(plain, type), f"the plain reply failed: {plain}"
+        assert gzipped == plain
+        if "gzip" not in accepted:
+            pytest.skip(f"the transport does not accept gzip (accept-encoding: {accepted!r}): nothing was compressed")
+
+    @_MODES
+    def test_the_reply_carries_its_status_and_headers(self, stream: bool) -> None:
+        """``reply.http`` (a stream's ``http``) holds the status and the response
+        headers, looked up in any case: the rate limiter reads ``x-ratelimit-*`` there,
+        and a user the ``x-request-id``."""
+
+        async def run() -> list[ResponseInfo | None]:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                infos = []
+                for transport in ("httpx", "subject"):
+                    async with self._client(transport, server.base_url, headers=_RATELIMIT) as client:
+                        infos.append(await _http_of(client, stream))
+                return infos
+
+        reference, subject = asyncio.run(run())
+        assert reference is not None
+        assert subject is not None, "the reply has no http (ResponseInfo)"
+        assert subject.status == 200
+        request_id = reference.headers["x-request-id"]
+        for name in ("x-request-id", "X-Request-Id", "X-REQUEST-ID"):
+            assert subject.headers.get(name) == request_id, f"headers.get({name!r})"
+        for name in ("x-ratelimit-remaining-requests", "X-RateLimit-Remaining-Requests"):
+            assert subject.headers.get(name) == "42", f"headers.get({name!r})"
+
+    @_MODES
+    def test_an_error_status_carries_its_headers(self, stream: bool) -> None:
+        """A 429's error holds the status, request id, headers and ``retry_after`` the
+        reference's does: the retry middleware reads them."""
+
+        async def run() -> list[LLMAdapterError | None]:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                errors = []
+                for transport in ("httpx", "subject"):
+                    headers = {**_RATELIMIT, "x-fake-retry-after": "7"}
+                    async with self._client(transport, server.base_url, headers=headers) as client:
+                        errors.append(await _error_of(client, "subject/fail-429", stream))
+                return errors
+
+        def seen(error: LLMAdapterError | None) -> tuple[object, ...]:
+            assert isinstance(error, APIStatusError), repr(error)
+            headers = {name: error.headers.get(name) for name in ("retry-after", "x-ratelimit-remaining-requests")}
+            return type(error), error.status, error.request_id, headers, getattr(error, "retry_after", None)
+
+        reference, subject = asyncio.run(run())
+        assert seen(subject) == seen(reference)
+        assert seen(reference)[3] == {"retry-after": "7", "x-ratelimit-remaining-requests": "42"}
+
+    @pytest.mark.parametrize("fault", ["fail-429", "fail-500"])
+    def test_a_stream_raises_its_error_status_before_yielding_anything(self, fault: str) -> None:
+        """The transport's ``stream`` itself (not through a client): an error status
+        raises at the first item, so that nothing was yielded and the call can be
+        retried."""
+
+        async def run() -> object:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                transport = type(self).transport_factory(NetworkOptions())
+                endpoint = Endpoint(base_url=server.base_url, provider="subject")
+                items = transport.stream(endpoint, {"model": fault, "messages": _MESSAGES, "stream": True})
+                try:
+                    return await items.__anext__()
+                except LLMAdapterError as exc:
+                    return exc
+                finally:
+                    await items.aclose()
+                    await transport.aclose()
+
+        first = asyncio.run(run())
+        assert isinstance(first, APIStatusError), f"the stream yielded {first!r} before raising for its status"
+
     def test_connect_refused_is_a_connect_error(self) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -179,20 +321,68 @@ class TransportConformance:
     @_MODES
     def test_a_cancelled_call_frees_its_connection(self, stream: bool) -> None:
         """Cancelled while the server stalls, a call gives its connection back: with
-        ``max_connections = 1`` (when claimed) the next call gets it."""
-        one = {"max_connections": 1} if "max_connections" in self.supports else {}
+        ``max_connections = 1`` (when claimed) the next call gets it, within
+        `_TIMEOUT_BOUND` (and within its pool timeout of 2 s, when ``pool_timeout`` is
+        claimed), although the stall lasts longer."""
+        one: dict[str, Any] = {"max_connections": 1} if "max_connections" in self.supports else {}
+        if "pool_timeout" in self.supports:
+            one["timeout"] = {"pool": 2}
+
+        async def run() -> object:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                client = self._client("subject", server.base_url, headers={"x-fake-stall-s": "60"}, **one)
+                async with client:
+                    call = asyncio.ensure_future(_ask(client, "subject/stall", stream))
+                    await _answering(server, call)
+                    call.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await call
+                    what = "the call after a cancelled one got a connection"
+                    return await _within(_TIMEOUT_BOUND, what, _ask(client, "subject/echo", stream))
+
+        reply = asyncio.run(run())
+        assert not isinstance(reply, type), (
+            f"the call after a cancelled one failed: {reply} (does the cancelled one hold its connection?)"
+        )
+
+    @_MODES
+    def test_closing_the_client_closes_its_connections(self, stream: bool) -> None:
+        """Once the client is closed (the transport's ``aclose``), the server sees every
+        connection closed, within `_TIMEOUT_BOUND`."""
+
+        async def run() -> None:
+            async with FakeServer(_FIXED_CLOCK) as server:
+                async with self._client("subject", server.base_url) as client:
+                    replies = await asyncio.gather(*(_ask(client, "subject/echo", stream) for _ in range(4)))
+                    assert not any(isinstance(r, type) for r in replies), replies
+                await _within(_TIMEOUT_BOUND, "the server saw the connections closed", _closed(server))
+
+        asyncio.run(run())
+
+    def test_a_stream_stopped_early_frees_its_connection(self) -> None:
+        """A stream closed after its first chunk gives its connection back: with
+        ``max_connections = 1`` (when claimed) the next call gets it, within
+        `_TIMEOUT_BOUND` (and its pool timeout of 2 s, when ``pool_timeout`` is
+        claimed)."""
+        one: dict[str, Any] = {"max_connections": 1} if "max_connections" in self.supports else {}
+        if "pool_timeout" in self.supports:
+            one["timeout"] = {"pool": 2}
 
         async def run() -> object:
             async with FakeServer(_FIXED_CLOCK) as server, self._client("subject", server.base_url, **one) as client:
-                call = asyncio.ensure_future(_ask(client, "subject/stall", stream))
-                await _answering(server, call)
-                call.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await call
-                return await _ask(client, "subject/echo", stream)
+                chunks = await client.chat.completions.create(
+                    model="subject/lorem", messages=_MESSAGES, stream=True, max_tokens=4000
+                )
+                async for _ in chunks:
+                    break
+                await chunks.aclose()
+                what = "the call after a stream stopped early got a connection"
+                return await _within(_TIMEOUT_BOUND, what, _ask(client, "subject/echo", True))
 
         reply = asyncio.run(run())
-        assert not isinstance(reply, type), reply
+        assert not isinstance(reply, type), (
+            f"the call after a stream stopped early failed: {reply} (does the stream release its response?)"
+        )
 
     def test_no_file_descriptor_is_left_open(self) -> None:
         async def run() -> None:
@@ -266,15 +456,32 @@ class TransportConformance:
             async with _server_that_never_reads() as base_url:
                 client = self._client("subject", base_url, timeout={"write": 0.2, "read": 30})
                 async with client:
-                    try:
-                        await client.chat.completions.create(model="subject/echo", messages=big)
-                    except LLMAdapterError as exc:
-                        return exc
-                    return None
+                    call = _error_of(client, "subject/echo", False, messages=big)
+                    return await _within(_TIMEOUT_BOUND, "the write timeout of 0.2 s fired", call)
 
         error = asyncio.run(run())
         assert isinstance(error, APITimeoutError), repr(error)
         assert str(error).startswith("write timeout"), str(error)
+
+    def test_connect_timeout_bounds_a_connection_that_never_opens(self) -> None:
+        """``timeout.connect`` applies per call: a connect that hangs (its SYN dropped by
+        a full accept queue of 127.0.0.1) ends in a connect timeout. Skipped, saying
+        so, where the system's TCP stack refuses instead of dropping."""
+        try:
+            blackhole = ConnectBlackhole()
+        except RuntimeError as exc:
+            pytest.skip(f"no loopback address where a connect hangs on this system: {exc}")
+
+        async def run() -> LLMAdapterError | None:
+            client = self._client("subject", f"{blackhole.url}/v1", timeout={"connect": 0.2, "read": 30})
+            async with client:
+                call = _error_of(client, "subject/echo", False)
+                return await _within(_TIMEOUT_BOUND, "the connect timeout of 0.2 s fired", call)
+
+        with blackhole:
+            error = asyncio.run(run())
+        assert isinstance(error, APITimeoutError), repr(error)
+        assert str(error).startswith("connect timeout"), str(error)
 
     def test_an_http_proxy_carries_the_call(self) -> None:
         self._claims("proxy")
@@ -282,7 +489,7 @@ class TransportConformance:
 
     def test_an_https_proxy_carries_the_call(self, tmp_path: Any) -> None:
         self._claims("https_proxy")
-        self._through_a_forwarding_proxy(_test_ca(tmp_path))
+        self._through_a_forwarding_proxy(_test_ca(tmp_path, "https_proxy"))
 
     def _through_a_forwarding_proxy(self, tls: tuple[str, ssl.SSLContext] | None) -> None:
         """A call through `_http_proxy`, reached over TLS (``tls``: the CA file the
@@ -315,7 +522,7 @@ class TransportConformance:
 
     def test_tls_verifies_against_the_given_ca(self, tmp_path: Any) -> None:
         self._claims("tls")
-        ca_file, server_context = _test_ca(tmp_path)
+        ca_file, server_context = _test_ca(tmp_path, "tls")
 
         async def run(verify: str | None) -> object:
             async with FakeServer(_FIXED_CLOCK, ssl=server_context) as server:
@@ -337,7 +544,7 @@ class TransportConformance:
                 self._client("subject", "https://127.0.0.1:9/v1", http2=True)
             return
         self._claims("tls")
-        ca_file, server_context = _test_ca(tmp_path)
+        ca_file, server_context = _test_ca(tmp_path, "http2")
         server_context.set_alpn_protocols(["h2", "http/1.1"])
 
         async def run() -> tuple[object, object, list[str | None]]:
@@ -356,16 +563,26 @@ class TransportConformance:
         assert chosen[-1] == "h2", chosen
 
 
-def _test_ca(directory: Any) -> tuple[str, ssl.SSLContext]:
+def _test_ca(directory: Any, feature: str) -> tuple[str, ssl.SSLContext]:
     """A CA of the test's own, written to a file in ``directory``, and a server context
-    with its certificate for 127.0.0.1."""
-    trustme = pytest.importorskip("trustme", reason="the TLS checks make their CA with trustme")
+    with its certificate for 127.0.0.1. Without trustme, the check of the claimed
+    ``feature`` fails, saying what to install (it is not skipped: a claim stays checked)."""
+    try:
+        import trustme
+    except ImportError:
+        pytest.fail(f"the transport claims {feature!r}, whose check makes its CA with trustme: pip install trustme")
     ca = trustme.CA()
     ca_file = str(directory / "ca.pem")
     ca.cert_pem.write_to_path(ca_file)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
     return ca_file, server_context
+
+
+async def _closed(server: FakeServer) -> None:
+    """Return once ``server`` has no connection open."""
+    while server.open_connections:  # noqa: ASYNC110 - the fake server has no event for it
+        await asyncio.sleep(0.01)
 
 
 async def _answering(server: FakeServer, call: asyncio.Future[object]) -> None:
@@ -459,7 +676,7 @@ class ProviderConformance:
     def test_its_verdicts_do_not_crash_on_odd_errors(self) -> None:
         """``retryable`` gives True, False or None (not 0, 1 or another stand-in) for
         errors it was not written for; skipped, saying so, for a provider without one."""
-        from ..errors import APIStatusError, StreamError
+        from ..errors import StreamError
 
         spec = self._spec()
         if spec.retryable is None:

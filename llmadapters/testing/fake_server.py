@@ -44,6 +44,7 @@ import re
 import socket
 import struct
 import time
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -81,13 +82,17 @@ BEHAVIOURS: Mapping[str, str] = {
     "keepalive": "DeepSeek queueing: ': keep-alive' comments in streams, blank lines before unary JSON",
     "processing": "Xiaomi MiMo: ': PROCESSING' comments in streams",
     "crlf": "stream lines end with CRLF",
+    "gzip": (
+        "a reply (unary, or a stream flushed event by event) sent with content-encoding: gzip when the request's "
+        "accept-encoding allows gzip, as providers and gateways compress their JSON"
+    ),
     "reasoning": "reasoning_content in the message and in stream deltas",
     "usage-in-choice": (
         "stream: the usage inside the last chunk's choice (choices[0].usage), asked for or not, not in a chunk "
         "of its own, as Moonshot sends it"
     ),
     "tools": "call the first tool of the request (on whenever it has tools), unless a tool's result came last",
-    "huge-body": "200 with a 50 MB body (a stream too: one 50 MB event)",
+    "huge-body": "200 with a 50 MB reply, a valid one but for its size (a stream too: one 50 MB chunk)",
     "gzip-bomb": "200 with a gzip body that inflates to 100 MB (a stream too)",
     "huge-header": "a 200 KB response header, over httpx2's (100 KiB) and aiohttp's (8 KiB) limits",
     "drip": "200, then the body one byte every 0.2 s (x-fake-stall-s bounds it)",
@@ -138,7 +143,18 @@ _THINKING: Mapping[str, str | None] = {
 _PROFILES = frozenset({*_THINKING, "qwen-thinking"})
 _QUIRKS = (
     frozenset(
-        {"echo", "keepalive", "processing", "crlf", "reasoning", "tools", "leak-key", "no-done", "usage-in-choice"}
+        {
+            "echo",
+            "keepalive",
+            "processing",
+            "crlf",
+            "gzip",
+            "reasoning",
+            "tools",
+            "leak-key",
+            "no-done",
+            "usage-in-choice",
+        }
     )
     | _PROFILES
 )
@@ -489,6 +505,11 @@ class FakeServer:
         host = f"[{host}]" if ":" in host else host
         return f"{'https' if self._ssl else 'http'}://{host}:{port}/v1"
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (a client's pool keeps its idle ones open)."""
+        return len(self._connections)
+
     async def start(self) -> FakeServer:
         self._server = await asyncio.start_server(self._connection, self._host, self._port, backlog=2048, ssl=self._ssl)
         return self
@@ -616,6 +637,8 @@ class FakeServer:
             ex.error_status = int(_number(headers, "x-fake-error-status", 0)) if failing else 0
             if "leak-key" in behaviours:
                 ex.leak = _credential(headers)
+            accepted = {coding.split(";")[0].strip() for coding in headers.get("accept-encoding", "").split(",")}
+            ex.gzip = "gzip" in behaviours and "gzip" in accepted
             reply: _Reply | _Embeddings
             if path == "/v1/embeddings":
                 reply = _embeddings(body)
@@ -760,7 +783,7 @@ class FakeServer:
             await ex.write(data[: len(data) // 2])
             ex.reset()
             return False
-        await ex.send_bytes(200, data, "application/json")
+        await ex.send_bytes(200, data, "application/json", compress=True)
         return True
 
     async def _stream(
@@ -795,7 +818,7 @@ class FakeServer:
                 chunk["usage"] = None
             return f"data: {json.dumps(chunk)}{eol}{eol}".encode()
 
-        await ex.start(200, "text/event-stream", [("cache-control", "no-cache")])
+        await ex.start(200, "text/event-stream", [("cache-control", "no-cache")], compress=True)
         if "empty" in behaviours:
             await ex.end()
             return
@@ -865,7 +888,12 @@ def _gzip_bomb(stream: bool) -> bytes:
 
 
 async def _huge_body(ex: _Exchange, stream: bool) -> None:
-    head, tail = (b'data: {"x": "', b'"}\n\n') if stream else (b'{"x": "', b'"}')
+    """A reply (a stream's chunk) whose content is 50 MB: only a body cap refuses it."""
+    if stream:
+        head, tail = b'data: {"choices": [{"index": 0, "delta": {"content": "', b'"}, "finish_reason": null}]}\n\n'
+    else:
+        head = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+        tail = b'"}, "finish_reason": "stop"}]}'
     size = len(head) + _HUGE + len(tail)
     await ex.start(200, "text/event-stream" if stream else "application/json", [("content-length", str(size))])
     await ex.write(head)
@@ -924,6 +952,8 @@ class _Exchange:
         self.stall = 3600.0
         self.error_status = 0
         self.leak = ""  # the request's key, to echo (the leak-key behaviour)
+        self.gzip = False  # the gzip behaviour, asked by a request that accepts gzip
+        self._deflate: Any = None  # a gzip stream's compressor, once started
 
     def leaky(self, error: dict[str, Any]) -> dict[str, Any]:
         """``error`` (``{"error": {"message": ...}}``), its message quoting the request's
@@ -932,7 +962,14 @@ class _Exchange:
             error = {"error": {**error["error"], "message": f"{error['error']['message']} (key: {self.leak})"}}
         return error
 
-    async def start(self, status: int, content_type: str, extra: Iterable[tuple[str, str]] = ()) -> None:
+    async def start(
+        self, status: int, content_type: str, extra: Iterable[tuple[str, str]] = (), *, compress: bool = False
+    ) -> None:
+        """Send the status line and headers; with ``compress`` and the gzip behaviour,
+        announce ``content-encoding: gzip`` and gzip what `write` sends after them."""
+        if compress and self.gzip:
+            extra = [*extra, ("content-encoding", "gzip")]
+            self._deflate = zlib.compressobj(wbits=31)  # 31: the gzip format
         prefix = b"x-fake-reply-"
         echoed = [(k[len(prefix) :].decode(), v.decode()) for k, v in self.request.headers if k.startswith(prefix)]
         leaked = [("x-echo-credential", self.leak)] if self.leak else []
@@ -946,6 +983,8 @@ class _Exchange:
         await self.write_raw(self.conn.send(h11.Response(status_code=status, headers=headers)))
 
     async def write(self, data: bytes) -> None:
+        if self._deflate is not None:  # each write flushed whole, so that a stream stays live
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
         await self.write_raw(self.conn.send(h11.Data(data=data)))
 
     async def write_raw(self, data: bytes | None) -> None:
@@ -954,11 +993,24 @@ class _Exchange:
             await self.writer.drain()
 
     async def end(self) -> None:
+        if self._deflate is not None:
+            tail, self._deflate = self._deflate.flush(), None
+            await self.write_raw(self.conn.send(h11.Data(data=tail)))
         await self.write_raw(self.conn.send(h11.EndOfMessage()))
 
     async def send_bytes(
-        self, status: int, data: bytes, content_type: str, extra: Iterable[tuple[str, str]] = ()
+        self,
+        status: int,
+        data: bytes,
+        content_type: str,
+        extra: Iterable[tuple[str, str]] = (),
+        *,
+        compress: bool = False,
     ) -> None:
+        """Send a whole reply; with ``compress`` and the gzip behaviour, gzipped."""
+        if compress and self.gzip:
+            data = gzip.compress(data, mtime=0)
+            extra = [*extra, ("content-encoding", "gzip")]
         await self.start(status, content_type, [("content-length", str(len(data))), *extra])
         await self.write(data)
         await self.end()

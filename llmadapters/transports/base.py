@@ -75,6 +75,12 @@ class Endpoint:
         query: query parameters added to the URL (e.g. ``api-version``).
         timeouts: per-attempt timeouts.
         provider: the provider's name, used only to label errors.
+
+    Property and method:
+        url: the full URL to send to, ``base_url`` + ``path``, the query included
+            (``.../chat/completions?api-version=2024-10-21``).
+        with_headers(headers): a copy that also sends ``headers`` (which win over
+            the existing ones).
     """
 
     base_url: str

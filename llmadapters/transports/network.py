@@ -119,7 +119,23 @@ class NetworkOptions:
 
 
 def require(module: str, install: str, setting: str) -> None:
-    """Refuse ``setting`` when ``module``, which it needs, is not installed."""
+    """Refuse ``setting`` when ``module``, which it needs, is not installed: raise a
+    `ConfigError` naming the package and what to install (the module is looked up, not
+    imported).
+
+    Arguments:
+        module: the import name to look for, e.g. ``"socksio"``.
+        install: what ``pip install`` takes for it, e.g. ``"httpx[socks]"`` or
+            ``"httpx==0.28.*"``.
+        setting: what needs it, which starts the message, e.g. ``"a socks5:// proxy
+            with the httpx028 transport"``.
+
+    Example::
+
+        require("socksio", "httpx[socks]", "a socks5:// proxy with the httpx028 transport")
+        # ConfigError: a socks5:// proxy with the httpx028 transport needs the socksio
+        # package: pip install 'httpx[socks]'
+    """
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"{setting} needs the {module} package: pip install '{install}'")
 
