@@ -21,7 +21,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "policies": (),
     "pricing": ("types",),
     "accumulation": ("types",),
-    "streaming": ("accumulation", "types"),
+    "streaming": ("accumulation", "errors", "types"),
     "transports.": (*VALUES, "transports.", "hookspecs"),  # hookspecs: the hookimpl marker of builtin.py
     "config": (*VALUES, "pricing", "transports.base", "transports.network"),
     "middleware.": (*VALUES, "accumulation", "streaming", "middleware.", "hookspecs", "providers.", "transports."),
