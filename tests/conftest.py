@@ -16,7 +16,8 @@ from llmadapters.transports.network import FEATURES
 from llmadapters.transports.openai_sdk import OpenAITransport
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
+    from contextlib import AbstractAsyncContextManager
 
 # The proxies, test CA and stall servers of the network tests.
 pytest_plugins = ["netservers"]
@@ -39,27 +40,40 @@ def test_registry() -> Registry:
 test_registry.__test__ = False  # type: ignore[attr-defined]
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """Read one request, its head and its body (by its content-length); the head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+    await reader.readexactly(int(length.group(1)) if length else 0)
+    return head
+
+
 @contextlib.asynccontextmanager
-async def answering(status: int, content_type: str, body: bytes, headers: bytes = b"") -> AsyncIterator[str]:
-    """The base URL of a loopback server that answers every request with ``body`` (whole,
-    then the connection closes; ``headers``: more header lines, each ending CRLF): a
-    reply the fake server does not make."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-        await reader.readexactly(int(length.group(1)) if length else 0)
-        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\n%s" % (status, content_type.encode(), headers))
-        writer.write(b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
-        await writer.drain()
-        writer.close()
-
+async def serving(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """The base URL of a loopback server whose connections ``answer`` handles."""
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
     finally:
         server.close()
         await server.wait_closed()
+
+
+def answering(status: int, content_type: str, body: bytes, headers: bytes = b"") -> AbstractAsyncContextManager[str]:
+    """The base URL of a loopback server that answers every request with ``body`` (whole,
+    then the connection closes; ``headers``: more header lines, each ending CRLF): a
+    reply the fake server does not make."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\n%s" % (status, content_type.encode(), headers))
+        writer.write(b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    return serving(answer)
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:

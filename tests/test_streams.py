@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import re
 import socket
 import struct
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 import llmadapters as la
 from llmadapters.providers.base import ProviderSpec
-from tests.conftest import answering, eventually, test_registry
+from tests.conftest import answering, eventually, read_request, serving, test_registry
 
 if TYPE_CHECKING:
     from llmadapters.middleware import Call, CallNext, Reply
@@ -75,9 +74,7 @@ async def _breaking_server(how: str, release: asyncio.Event) -> AsyncIterator[st
     (aiohttp's C parser waits, until the read timeout, on a chunk size that is not hex.)"""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-        await reader.readexactly(int(length.group(1)) if length else 0)
+        await read_request(reader)
         event = b"data: " + json.dumps(_CHUNK).encode() + b"\n\n"
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         writer.write(b"%x\r\n%s\r\n" % (len(event), event))
@@ -91,12 +88,8 @@ async def _breaking_server(how: str, release: asyncio.Event) -> AsyncIterator[st
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serving(answer) as base_url:
+        yield base_url
 
 
 def _chunk(content: str, finish_reason: str | None) -> dict[str, Any]:
