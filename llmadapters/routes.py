@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .errors import (
+    SENSITIVE_HEADERS,
     APITimeoutError,
     AuthenticationError,
     ConfigError,
@@ -424,6 +425,12 @@ async def build_route(
             with plugin_code(f"provider {name!r} (auth)"):
                 auth[key_name] = dict(spec.auth(key))
             _check_headers(auth[key_name], f"the API key in {key_name} of provider {name!r}")
+        chain.append(AuthMiddleware(ring, auth))
+    elif secret := {k: v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS and v}:
+        # Credentials given as headers (a gateway's own scheme), with no key: auth masks
+        # them, and says when they are refused, as it does a key.
+        key_name = f"providers.{name}.headers"
+        ring, auth[key_name] = KeyRing(name, [key_name]), secret
         chain.append(AuthMiddleware(ring, auth))
     base_url = own.base_url or spec.base_url
     if base_url is None and spec.launch is None:

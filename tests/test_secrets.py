@@ -209,3 +209,18 @@ def test_scrubbed_headers_are_still_found_case_insensitively() -> None:
     assert scrubbed.request_id == "****fXYZ"
     assert scrubbed.headers.get("x-ratelimit-remaining-requests") == "9"
     assert scrubbed.attempts == 3
+
+
+async def test_a_key_given_as_a_configured_header_is_masked_too(
+    fake_server: FakeServer, make_client: MakeClient, transport: str
+) -> None:
+    """No api_key, the credential in ``providers.X.headers`` (a gateway's own header):
+    a server's echo of it is masked as a key's is."""
+    client = make_client(transport, headers={"x-api-key": KEY})
+    with pytest.raises(la.AuthenticationError) as caught:
+        await client.chat.completions.create(
+            model="local/fail-401+leak-key", messages=[{"role": "user", "content": "x"}]
+        )
+    assert fake_server.seen_headers[-1]["x-api-key"] == KEY
+    assert KEY[:12] not in f"{caught.value} {caught.value!r} {caught.value.headers!r} {caught.value.body!r}"
+    assert "****fXYZ" in str(caught.value)
