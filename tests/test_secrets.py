@@ -174,11 +174,12 @@ async def test_a_key_given_in_code_is_sent_and_masked_without_the_spaces_around_
 
 
 async def test_a_call_with_its_own_key_retires_none_of_the_route_s_keys(
-    fake_server: FakeServer, make_client: MakeClient, transport: str
+    fake_server: FakeServer, make_client: MakeClient, transport: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``extra_headers`` that replace the auth header send the call's own key: a 401 for
     it leaves the configured key in use, and the server's echo of it is masked."""
     own = "sk-tenant-OWNKEY-0123456789-abcd"
+    caplog.set_level(logging.DEBUG)  # httpx2, httpcore, openai, aiohttp and ours
     client = make_client(transport, api_key=KEY)
     with pytest.raises(la.AuthenticationError) as caught:
         await client.chat.completions.create(
@@ -188,6 +189,7 @@ async def test_a_call_with_its_own_key_retires_none_of_the_route_s_keys(
         )
     assert fake_server.seen_headers[-1]["authorization"] == f"Bearer {own}"
     assert own[:12] not in f"{caught.value} {caught.value!r} {caught.value.headers!r} {caught.value.body!r}"
+    assert own[:12] not in caplog.text
     assert "****abcd" in str(caught.value)
     reply = await client.chat.completions.create(model="local/echo", messages=[{"role": "user", "content": "x"}])
     assert reply.choices[0].message.content

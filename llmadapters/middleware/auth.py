@@ -348,6 +348,7 @@ class AuthMiddleware:
         retires or cools none of the route's keys, which the call did not use."""
         own = [value for name, value in call.headers.items() if name.lower() in self._names]
         scrub = Scrubber.of_auth(own, also=self._scrub)
+        scrub_logs(scrub)  # while the call lives (the log scrubbers are held weakly)
         try:
             reply = await call_next(call)
         except BaseException as exc:
