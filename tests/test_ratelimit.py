@@ -13,7 +13,7 @@ import pytest
 
 import llmadapters as la
 from llmadapters.middleware import Call, CallNext, Limits, RateLimitMiddleware, Reply, RetryMiddleware, RetryPolicy
-from llmadapters.middleware.ratelimit import estimate_tokens
+from llmadapters.middleware.ratelimit import estimate_tokens, stated_rate
 from llmadapters.testing import FakeServer, FakeServerOptions
 from tests.conftest import eventually
 
@@ -284,3 +284,20 @@ def test_odd_headers_neither_stall_nor_break_the_limiter() -> None:
     from llmadapters.middleware.ratelimit import _duration
 
     assert _duration("9" * 400 + "s") is None  # not an infinite pause
+
+
+def _headers(kind: str, limit: int, remaining: int, reset: str) -> dict[str, str]:
+    return {
+        f"x-ratelimit-limit-{kind}": str(limit),
+        f"x-ratelimit-remaining-{kind}": str(remaining),
+        f"x-ratelimit-reset-{kind}": reset,
+    }
+
+
+def test_a_longer_window_is_read_from_the_reset_only_on_evidence() -> None:
+    # Groq's guide: a per-day request limit (30 spent, full again in 3 min: 10 a minute),
+    # and a per-minute token limit (3 spent, 7.66 s to refill: too few to tell anything).
+    assert stated_rate(_headers("requests", 14400, 14370, "2m59.56s"), "requests") == pytest.approx(10, rel=0.01)
+    assert stated_rate(_headers("tokens", 18000, 17997, "7.66s"), "tokens") == 18000
+    # OpenAI's guide: 16 tokens spent, 6m0s to reset, is not 2.7 tokens a minute.
+    assert stated_rate(_headers("tokens", 150000, 149984, "6m0s"), "tokens") == 150000

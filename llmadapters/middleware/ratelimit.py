@@ -195,6 +195,11 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
+# The least spent from a budget for its reset time to tell a longer window: Groq's
+# per-day request limit shows after 30 requests (console.groq.com/docs/rate-limits).
+_EVIDENCE = {"requests": 10, "tokens": 1000}
+
+
 def stated_rate(headers: Mapping[str, str], kind: str) -> float | None:
     """The requests (``kind="requests"``) or tokens (``"tokens"``) per minute that a
     reply's ``x-ratelimit-*`` headers state, or None. ``limit`` is per minute, as
@@ -205,7 +210,9 @@ def stated_rate(headers: Mapping[str, str], kind: str) -> float | None:
         return None
     remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
     reset = _duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
-    if reset and remaining is not None and remaining < limit:
+    # Too little spent says nothing of the refill rate: OpenAI's guide shows 16 tokens
+    # spent with 6m0s to reset, which would read as 2.7 tokens a minute.
+    if reset and remaining is not None and limit - remaining >= _EVIDENCE[kind]:
         per_window = (limit - remaining) / reset * 60
         if per_window < limit / 3:
             return per_window
