@@ -220,6 +220,7 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
             raise MalformedResponseError(
                 f"{name} answered {len(reply.data)} embeddings for {len(request.texts)} inputs", body=data
             )
+        reply = _in_input_order(reply, name, data)
         # Priced as a call whose tokens are all input (the usage leaves completions out).
         usage = attrs.evolve(reply.usage, completion_tokens=0) if reply.usage is not None else None
         cost = prices.cost(request.model, usage, sent)
@@ -272,6 +273,19 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
         return ChatCompletionStream(rest, first=first, http=info)
 
     return send
+
+
+def _in_input_order(reply: CreateEmbeddingResponse, name: str, data: dict[str, Any]) -> CreateEmbeddingResponse:
+    """``reply`` with its vectors in the order of their ``index``, the inputs' order (a
+    server may send them in another, as OpenAI's guide warns); a `MalformedResponseError`
+    when the indexes are not each input's once. Vectors with no index are taken in the
+    order they came."""
+    indexes = [item.index for item in reply.data]
+    if indexes == list(range(len(indexes))) or not any("index" in item.raw for item in reply.data):
+        return reply
+    if sorted(indexes) != list(range(len(indexes))):
+        raise MalformedResponseError(f"{name} answered embeddings indexed {indexes}, not one per input", body=data)
+    return attrs.evolve(reply, data=tuple(sorted(reply.data, key=lambda item: item.index)))
 
 
 def provider_spec(name: str, settings: Settings, registry: Registry) -> ProviderSpec:

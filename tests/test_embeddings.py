@@ -130,6 +130,20 @@ async def test_a_reply_that_does_not_hold_the_vectors_is_malformed(
         await client.embeddings.create(model="local/embed", input="hi")
 
 
+async def test_vectors_sent_out_of_order_are_put_in_the_inputs_order(make_client: MakeClient) -> None:
+    """``data[i]`` is the vector of ``input[i]`` whatever order the server sends them in
+    (by their ``index``, as OpenAI's guide says to read them); indexes that are not one
+    per input are malformed."""
+    vectors = [{"index": i, "embedding": [float(i)]} for i in (2, 0, 1)]
+    client = make_client(headers={"x-fake-error-status": "200", "x-fake-error-body": json.dumps({"data": vectors})})
+    reply = await client.embeddings.create(model="local/embed", input=["a", "b", "c"])
+    assert [(item.index, item.embedding) for item in reply.data] == [(0, [0.0]), (1, [1.0]), (2, [2.0])]
+    twice = [{"index": i, "embedding": [float(i)]} for i in (0, 0, 1)]
+    client = make_client(headers={"x-fake-error-status": "200", "x-fake-error-body": json.dumps({"data": twice})})
+    with pytest.raises(la.MalformedResponseError, match=r"indexed \[0, 0, 1\], not one per input"):
+        await client.embeddings.create(model="local/embed", input=["a", "b", "c"])
+
+
 async def test_failed_attempts_are_retried_like_chat_calls(make_client: MakeClient, fake_server: FakeServer) -> None:
     client = make_client(
         middleware=["retry"], headers={"x-fake-fail-times": "2"}, retry={"max_attempts": 3, "initial_delay": 0.001}
