@@ -698,10 +698,16 @@ class _Reader:
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8-sig")  # (a byte order mark, as Notepad writes, is not TOML's)
+    except UnicodeDecodeError as exc:
+        byte = f"{exc.object[exc.start]:#04x}"
+        raise ConfigError(f"{path}: not UTF-8, as TOML must be (byte {byte} at offset {exc.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
 

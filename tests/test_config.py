@@ -105,6 +105,17 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
+def test_a_file_that_is_not_utf8_is_a_config_error_and_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    path = tmp_path / "llmadapters.toml"
+    path.write_bytes("[defaults]\nmodel = 'fake/caf\u00e9'\n".encode("latin-1"))
+    with pytest.raises(
+        la.ConfigError, match=r"llmadapters.toml: not UTF-8, as TOML must be \(byte 0xe9 at offset 28\)"
+    ):
+        load_settings(path)
+    path.write_bytes("[defaults]\nmodel = 'fake/caf\u00e9'\n".encode("utf-8-sig"))
+    assert load_settings(path).model == "fake/caf\u00e9"
+
+
 def test_file_from_env_then_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_settings().sources == ()
