@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import llmadapters as la
+from llmadapters.testing import FakeServer
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from llmadapters.testing import FakeServer
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 CHAIN = ["logging", "cache", "retry", "ratelimit", "timeout"]
@@ -50,6 +50,20 @@ async def test_a_repeated_call_is_answered_from_the_cache(fake_server: FakeServe
     assert later.http is not None
     assert later.http.cached
     assert len(fake_server.arrivals) == 2
+
+
+async def test_a_provider_name_on_another_server_is_not_answered_from_the_first_s_replies(
+    fake_server: FakeServer, tmp_path: Path
+) -> None:
+    """The cache file is the user's, shared by configs in which ``local`` may be any
+    server."""
+    async with FakeServer() as other:
+        for server in (fake_server, other):
+            async with cached_client(server, tmp_path / "cache.sqlite") as client:
+                reply = await client.chat.completions.create(model="local/echo", messages=MESSAGES)
+            assert reply.http is not None
+            assert not reply.http.cached
+        assert len(other.arrivals) == 1
 
 
 async def test_a_stream_is_stored_as_its_chunks_and_replayed_as_a_stream(

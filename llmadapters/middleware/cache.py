@@ -162,10 +162,13 @@ class ResponseCache:
 
 
 def request_key(call: Call) -> str:
-    """The key of ``call``'s reply: its provider, model and the canonical body."""
+    """The key of ``call``'s reply: its provider and the server it goes to (one name may
+    mean another server in another config: the cache file is the user's, not the
+    config's), the model and the canonical body."""
     request = call.request
     canonical: dict[str, object] = {
         "provider": call.provider,
+        "server": call.endpoint.base_url,
         "model": request.model,
         "params": request.params,
         "query": request.extra_query,
