@@ -70,6 +70,7 @@ class Budget:
         limit: the most the run may spend.
         spent: the cost of the replies so far, in ``limit.currency``.
         reserved: the estimates of the calls in flight.
+        calls_out: the calls in flight, each holding its estimate.
         reached: why no more calls start, once that is so.
     """
 
@@ -77,6 +78,7 @@ class Budget:
         self.limit = limit
         self.spent = 0.0
         self.reserved = 0.0
+        self.calls_out = 0  # (counted: the estimates, floats, do not always sum back to 0)
         self.reached: BudgetReached | None = None
         self._most_output = 0
         self._settled = asyncio.Event()  # set (and replaced) each time a call settles
@@ -105,7 +107,7 @@ class Budget:
         """Hold ``amount`` for a call about to start, waiting for calls in flight to
         settle while it does not fit; False (and `reached` set) when it never will."""
         while self.spent + self.reserved + amount > self.limit.amount:
-            if self.reached is None and self.reserved <= 0:
+            if self.reached is None and self.calls_out == 0:
                 spent = f"{self.spent:.6g} {self.limit.currency}"
                 self.reached = BudgetReached(
                     f"budget reached: spent {spent} of {self.limit}; the next call would pass it"
@@ -114,13 +116,16 @@ class Budget:
                 return False
             await self._settled.wait()
         self.reserved += amount
+        self.calls_out += 1
         return True
 
     def settle(self, amount: float, reply: ChatCompletion | CreateEmbeddingResponse | None) -> None:
         """Release a call's reservation, counting what its ``reply`` cost (the estimate
-        when the reply's cost is not known; nothing when there is no reply)."""
-        self.reserved -= amount
-        if reply is not None:
+        when the reply's cost is not known; nothing when there is no reply, or when it
+        came from the response cache)."""
+        self.calls_out -= 1
+        self.reserved = self.reserved - amount if self.calls_out else 0.0
+        if reply is not None and not (reply.http is not None and reply.http.cached):
             cost = reply.cost
             self.spent += cost.amount if cost is not None and cost.currency == self.limit.currency else amount
             tokens = reply.usage.completion_tokens if reply.usage is not None else None

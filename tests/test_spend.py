@@ -3,6 +3,7 @@ fake server over loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -45,6 +46,62 @@ async def test_a_budget_stops_new_calls_and_lets_those_in_flight_finish(fake_ser
     assert fake_server.peak_active > 1  # calls were in flight together when the budget closed
     assert run.budget.spent == pytest.approx(25.0)
     assert run.dropped + len(results) == run.read
+
+
+async def test_replies_from_the_cache_cost_nothing_against_the_budget_or_in_the_summary(
+    fake_server: FakeServer, tmp_path: Path
+) -> None:
+    config = {
+        "defaults": {"model": "local/m", "cache": {"path": str(tmp_path / "cache.sqlite")}},
+        "providers": {
+            "local": {
+                "base_url": fake_server.base_url,
+                "prices": PRICES,
+                "middleware": ["logging", "cache", "retry", "ratelimit", "timeout"],
+            }
+        },
+    }
+    async with la.AsyncClient(config) as client:
+        first = [r async for r in client.batch([request(i) for i in range(12)])]
+        summary = BatchSummary()
+        run = client.batch([request(i) for i in range(12)], max_cost="2 USD")  # the first run cost 12
+        again = [r async for r in run]
+        for result in again:
+            summary.add(result)
+    assert all(r.ok for r in first)
+    assert len(again) == 12  # all answered, from the cache
+    assert all(r.response is not None and r.response.http is not None and r.response.http.cached for r in again)
+    assert fake_server.requests_served == 12
+    assert run.budget is not None
+    assert run.budget.reached is None
+    assert run.budget.spent == 0
+    totals = summary.as_dict()
+    assert totals["cached"] == 12
+    assert not totals["cost"]["unpriced"]
+
+
+async def test_a_budget_reached_ends_the_run_whatever_its_estimates_sum_to(fake_server: FakeServer) -> None:
+    """The estimates of calls in flight, added and taken back in another order, need not
+    come back to 0.0: the run ended only if they did, and hung otherwise."""
+    providers = {"fake": {"base_url": fake_server.base_url, "prices": {"echo": {"input": 1.0, "output": 1.0}}}}
+    lines = [
+        {
+            "custom_id": f"q{i}",
+            "body": {"messages": [{"role": "user", "content": f"question number {i} " * 10}], "max_tokens": 50},
+        }
+        for i in range(20)
+    ]
+    async with la.AsyncClient({}, providers=providers) as client:
+        run = client.batch(lines, model="fake/echo", concurrency=4, max_cost=0.0003)
+        results = await asyncio.wait_for(_all(run), 60)  # (a hang fails here, not the suite)
+    assert run.budget is not None
+    assert run.budget.reached is not None
+    assert 0 < len(results) < 20
+    assert (run.budget.calls_out, run.budget.reserved) == (0, 0.0)
+
+
+async def _all(run: la.BatchRun) -> list[la.BatchResult]:
+    return [result async for result in run]
 
 
 async def test_a_budget_refuses_a_model_it_cannot_price(fake_server: FakeServer) -> None:

@@ -75,11 +75,12 @@ class BatchSummary:
         reply = result.response
         if reply is None:
             return
-        if reply.http is not None and reply.http.cached:
-            self.cached += 1
         if reply.usage is not None:
             self.tokens_in += reply.usage.prompt_tokens or 0
             self.tokens_out += reply.usage.completion_tokens or 0
+        if reply.http is not None and reply.http.cached:
+            self.cached += 1
+            return  # paid for by the run that stored it
         model = f"{reply.provider}/{reply.model}"
         if reply.cost is None:
             self.unpriced[model] += 1
