@@ -14,7 +14,8 @@ the spent and in-flight cost would pass it, as the first Ctrl-C does; ``--estima
 prices the job from its input and sends nothing. ``--via batch-api`` sends the job
 through the provider's own Batch API instead (`llmadapters.batch_api`), keeping what it
 submitted in ``OUT.batch-api.json``, so that a killed run's ``--resume`` submits nothing
-twice; ``--finish-online`` sends the lines a batch did not answer (expired) online. Exit status: 0 when every request
+twice (a budget refuses the job up front when its estimate may pass it);
+``--finish-online`` sends the lines a batch did not answer (expired) online. Exit status: 0 when every request
 succeeded, 1 when some ended in an error (each has its error record), 2 for a usage
 problem (a bad argument, file or config: nothing sent, no output made), 3 when the
 budget stopped the run (``--resume`` continues it), 130 when interrupted.
@@ -470,7 +471,6 @@ def _batch_api_job(args: argparse.Namespace, client: AsyncClient) -> JobState:
     if args.output in (None, "-"):
         raise UsageProblem("--via batch-api writes its state next to the output: give -o OUT.jsonl")
     for option, given in (
-        ("--max-cost", args.max_cost),
         ("--shard", args.shard),
         ("--retry-failed", args.retry_failed),
         ("--embed-chunk", args.embed_chunk),
@@ -493,10 +493,33 @@ def _batch_api_job(args: argparse.Namespace, client: AsyncClient) -> JobState:
     path = state_path(args.output)
     if Path(path).exists() and not args.resume:
         raise UsageProblem(f"{path} holds a job already submitted: add --resume to continue it")
+    budget = args.max_cost or client.settings.max_cost
+    if budget is not None and not Path(path).exists():
+        _hold_to_budget(args, client, budget)
     try:
         return JobState.load(path, request.provider)
     except (ConfigError, ValueError, KeyError, TypeError) as exc:
         raise UsageProblem(f"{path}: not a job's state ({exc})") from None
+
+
+def _hold_to_budget(args: argparse.Namespace, client: AsyncClient, budget: Cost) -> None:
+    """A job given to a Batch API cannot be stopped midway: its budget (``--max-cost`` or
+    the config's) is held to the job's estimate before it is sent, or it is refused."""
+    job = asyncio.run(estimate_job(client, read_jsonl(_lines(args.input)), args.model, batch_api=True))
+    figures = job.as_dict()
+    bounded = not figures["unpriced"] and not figures["no_output_bound"] and set(figures["cost"]) <= {budget.currency}
+    if bounded and figures["cost"].get(budget.currency, 0.0) <= budget.amount:
+        return
+    why = (
+        f"at most {_money(figures['cost'])}"
+        if bounded
+        else f"not bounded ({figures['unpriced']} requests of unpriced models, "
+        f"{figures['no_output_bound']} with no max_tokens)"
+    )
+    raise UsageProblem(
+        f"a Batch API job cannot be stopped midway, and this one's cost is {why}, over the budget of {budget}: "
+        "raise max_cost, or send it online"
+    )
 
 
 def _on_event(event: dict[str, Any], args: argparse.Namespace, progress: _Progress, shown: dict[str, str]) -> None:

@@ -313,6 +313,33 @@ async def test_a_key_echoed_by_the_server_is_masked_in_batch_api_errors(
     assert "nonsense-****" in str(raised.value)
 
 
+def test_a_budget_is_held_to_the_job_s_estimate_before_it_is_submitted(tmp_path: Path) -> None:
+    """A Batch API job cannot be stopped midway: a budget, given on the command line or in
+    the config, refuses a job that may pass it before anything is sent."""
+    src = tmp_path / "in.jsonl"
+    rows = [
+        {
+            "custom_id": f"q{i}",
+            "body": {"model": "fake/echo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100},
+        }
+        for i in range(5)
+    ]
+    src.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "llmadapters.toml").write_text(
+        '[defaults]\nmax_cost = "0.000001"\n[providers.fake.prices.echo]\ninput = 1.0\noutput = 2.0\n'
+    )
+    refused = cli(str(src), "-o", "out.jsonl", "--via", "batch-api", "--poll-interval", "0.05", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "a Batch API job cannot be stopped midway, and this one's cost is at most" in refused.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+    assert not (tmp_path / "out.jsonl.batch-api.json").exists()
+    sent = cli(
+        str(src), "-o", "out.jsonl", "--via", "batch-api", "--max-cost", "5", "--poll-interval", "0.05", cwd=tmp_path
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert sorted(r["custom_id"] for r in records(tmp_path / "out.jsonl")) == [f"q{i}" for i in range(5)]
+
+
 def test_the_command_finishes_expired_lines_online(tmp_path: Path) -> None:
     (tmp_path / "llmadapters.toml").write_text(
         '[providers.fake.headers]\nx-fake-batch-outcome = "expired"\nx-fake-batch-answered = "2"\n'
