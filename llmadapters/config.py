@@ -620,7 +620,7 @@ class _Reader:
         for key in ("start", "end"):
             item = table.get(key)
             try:
-                times[key] = dt.time.fromisoformat(item)  # type: ignore[arg-type]
+                times[key] = dt.time(0) if key == "end" and item == "24:00" else dt.time.fromisoformat(item)  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 raise self.fail(f"{path}.{key}", f'expected a time "HH:MM" (UTC), got {item!r}') from None
         days = table.get("weekdays", list(WEEKDAYS))

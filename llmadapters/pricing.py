@@ -90,7 +90,8 @@ class PriceWindow:
     ``start`` (included) to ``end`` (excluded), UTC, on ``weekdays`` (0 is Monday, UTC's).
 
     A window may not wrap past midnight: write two (UTC is where DeepSeek's peak hours,
-    09:00-12:00 and 14:00-18:00 Beijing time, fall within one day).
+    09:00-12:00 and 14:00-18:00 Beijing time, fall within one day). An ``end`` of
+    00:00 is the day's end (the config takes "24:00" for it too).
     """
 
     price: Price
@@ -99,14 +100,18 @@ class PriceWindow:
     weekdays: frozenset[int] = frozenset(range(7))
 
     def __attrs_post_init__(self) -> None:
-        if not self.start < self.end:
+        if not _second_of_day(self.start) < self._end_second:
             raise ValueError(f"a price window must start before it ends (UTC, same day): {self.start}-{self.end}")
+
+    @property
+    def _end_second(self) -> float:
+        return _second_of_day(self.end) or 86_400.0
 
     def covers(self, when: float) -> bool:
         """Whether the window holds ``when`` (seconds since the epoch, UTC)."""
         days, second = divmod(when, 86_400)
         weekday = (int(days) + 3) % 7  # 1970-01-01 was a Thursday
-        return weekday in self.weekdays and _second_of_day(self.start) <= second < _second_of_day(self.end)
+        return weekday in self.weekdays and _second_of_day(self.start) <= second < self._end_second
 
 
 def _second_of_day(moment: dt.time) -> float:

@@ -73,6 +73,32 @@ def test_a_window_must_not_wrap_past_midnight() -> None:
         PriceWindow(price=Price(input=1, output=1), start=dt.time(22), end=dt.time(2))
 
 
+def test_a_window_may_end_at_midnight() -> None:
+    """An end of 00:00 (the config's "24:00") is the day's end: 23:59:59.5 is in it."""
+    window = PriceWindow(price=Price(input=1, output=1), start=dt.time(16, 30), end=dt.time(0))
+    monday = (2026, 11, 30)
+    assert window.covers(at(*monday, 23, 59, 59) + 0.5)
+    assert window.covers(at(*monday, 16, 30))
+    assert not window.covers(at(*monday, 16, 29, 59))
+    assert not window.covers(at(2026, 12, 1, 0, 0))  # the next day, before its own window
+    settings = load_settings(
+        {
+            "providers": {
+                "p": {
+                    "prices": {
+                        "m": {
+                            "input": 2,
+                            "output": 2,
+                            "windows": [{"start": "16:30", "end": "24:00", "input": 1, "output": 1}],
+                        }
+                    }
+                }
+            }
+        }
+    )
+    assert settings.provider("p").prices["m"].at(at(*monday, 23, 59, 59) + 0.5).input == 1
+
+
 @pytest.fixture
 def deepseek_registry() -> Registry:
     registry = Registry.builtin()
