@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
 
 from .batch import BatchRun
 from .config import Settings, load_settings
-from .errors import ConfigError, LLMAdapterError, shown, unknown_name
+from .errors import ConfigError, LLMAdapterError, MalformedResponseError, shown, unknown_name
 from .fallback import FALLBACK_ON, ModelChoice, chain_error, models_of
 from .plugins import Registry
 from .pricing import parse_amount
@@ -200,9 +200,12 @@ class _Models:
             page = await http.json("GET", path)
         finally:
             await http.aclose()
-        return [
-            Model.from_dict(item, provider=provider) for item in page.get("data") or () if isinstance(item, Mapping)
-        ]
+        data = page.get("data")
+        if not isinstance(data, list):
+            raise MalformedResponseError(
+                f"GET {path} of {provider} answered no list of models: {shown(data)}", body=page
+            )
+        return [Model.from_dict(item, provider=provider) for item in data if isinstance(item, Mapping)]
 
 
 Config = str | os.PathLike[str] | Mapping[str, Any] | None

@@ -14,7 +14,7 @@ import llmadapters as la
 from llmadapters.plugin import ProviderSpec
 from llmadapters.testing import FakeServer, FakeServerOptions
 from llmadapters.testing.fake_server import BEHAVIOURS, EMBEDDING_MODELS
-from tests.conftest import test_registry
+from tests.conftest import answering, test_registry
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,6 +53,15 @@ async def test_a_missing_endpoint_is_a_status_error(fake_server: FakeServer) -> 
         with pytest.raises(la.APIStatusError, match="no route GET /v1/nothing-here/models") as caught:
             await client.models.list("local")
     assert caught.value.status == 404
+
+
+async def test_a_reply_with_no_list_of_models_is_malformed() -> None:
+    """Not an empty list: the models could not be read."""
+    async with answering(200, "application/json", b'{"data": {"id": "x"}}') as base_url:
+        client = la.AsyncClient({}, providers={"local": {"base_url": base_url}})
+        async with client:
+            with pytest.raises(la.MalformedResponseError, match=r"GET /models of local answered no list of models"):
+                await client.models.list("local")
 
 
 async def test_a_provider_without_a_models_endpoint_is_refused_before_sending(fake_server: FakeServer) -> None:
