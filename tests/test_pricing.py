@@ -227,6 +227,8 @@ def test_the_fake_providers_counter_is_exact_and_the_default_is_four_characters(
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a" * 40}]
     assert estimate_tokens(messages, la.AsyncClient({}).registry.providers["fake"].count_tokens) == 2 + 4 + 1 + 4
     assert estimate_tokens(messages) == 2 + 4 + 10 + 4
+    # Chinese (or any script but ASCII): a token a character, not a quarter of one.
+    assert estimate_tokens([{"role": "user", "content": "你好世界 ok"}]) == 4 + 1 + 4
 
 
 @pytest.mark.parametrize(
