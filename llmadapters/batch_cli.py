@@ -578,6 +578,8 @@ def run(args: argparse.Namespace) -> int:
         return _estimate(args, client)
     if args.output is None:
         raise UsageProblem("-o/--output is required to send (or add --estimate to price the job)")
+    if args.summary_json and not Path(args.summary_json).parent.is_dir():
+        raise UsageProblem(f"--summary-json {args.summary_json}: its directory does not exist")
     runner = _runner(client, args)
     if runner is not None and args.via == "batch-api":
         raise UsageProblem("--on and --via batch-api are two ways to answer the requests: choose one")
@@ -592,6 +594,7 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = _Progress("none" if args.quiet else args.progress, None if total is None else total - len(done), summary)
     interrupted, reached = True, None
+    unwritten: OSError | None = None
     try:
         if state is not None:
             interrupted = _run_batch_api(args, client, state, out, done, progress)
@@ -601,10 +604,15 @@ def run(args: argparse.Namespace) -> int:
             interrupted, reached = asyncio.run(_drive(client, args, items, out, progress))
     except asyncio.CancelledError:
         pass
+    except OSError as exc:  # the output could not be written (a full disk): the run stopped
+        unwritten, interrupted = exc, False
     finally:
         progress.close()
         if out is not sys.stdout:
-            out.close()
+            try:
+                out.close()
+            except OSError as exc:  # (what was left to flush)
+                unwritten = unwritten or exc
         figures = summary.as_dict()
         figures["skipped_as_done"] = len(done)
         if shard is not None:
@@ -615,6 +623,14 @@ def run(args: argparse.Namespace) -> int:
             Path(args.summary_json).write_text(json.dumps(figures, indent=2) + "\n")
         if not args.quiet:
             _print_summary(figures, interrupted)
+    if unwritten is not None:
+        # Each record is written whole or torn last, which --resume mends.
+        print(
+            f"llmadapters batch: cannot write {args.output}: {unwritten.strerror or unwritten}; the run stopped, "
+            "the records written are kept: make room, then --resume",
+            file=sys.stderr,
+        )
+        return 1
     if interrupted:
         return 130
     if reached is not None:

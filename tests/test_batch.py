@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -216,6 +217,26 @@ def cli(
         timeout=120,
         env={**os.environ, **(env or {})},
     )
+
+
+def _small_files() -> None:
+    """In the child: files of 16 KiB at most, a write past it an OSError (EFBIG), as a
+    full disk would be."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, 16 * 1024))
+
+
+def test_an_output_that_cannot_be_written_stops_the_run_with_a_clear_error_and_resume_finishes(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [line(i, "fake/echo") for i in range(200)])
+    args = [sys.executable, "-m", "llmadapters.cli", "batch", str(src), "-o", "out.jsonl", "--summary-json", "s.json"]
+    ran = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=_small_files)
+    assert ran.returncode == 1
+    assert "cannot write out.jsonl: File too large; the run stopped, the records written are kept" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["requests"] > 0  # the summary is written
+    resumed = cli("batch", str(src), "-o", "out.jsonl", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(r["custom_id"] for r in records(tmp_path / "out.jsonl")) == sorted(f"q{i}" for i in range(200))
 
 
 def test_cli_batch_writes_openai_batch_output_and_a_summary(tmp_path: Path) -> None:
@@ -577,6 +598,10 @@ def test_bad_line_deadlines_are_usage_errors(tmp_path: Path) -> None:
         assert run.returncode == 2
         assert "expected a positive number of seconds" in run.stderr
         assert not (tmp_path / "out.jsonl").exists()
+    run = cli("batch", str(src), "-o", "out.jsonl", "--summary-json", "nowhere/s.json", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "--summary-json nowhere/s.json: its directory does not exist" in run.stderr
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 async def test_a_bug_in_a_middleware_ends_the_run_with_its_error(fake_server: FakeServer) -> None:
