@@ -51,7 +51,7 @@ from .spend import estimate_job
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Collection, Iterator
 
     from .batch import BatchItem, BatchRun
     from .plugins import BatchRunner
@@ -502,6 +502,22 @@ def _batch_api_job(args: argparse.Namespace, client: AsyncClient) -> JobState:
         raise UsageProblem(f"{path}: not a job's state ({exc})") from None
 
 
+def _warn_of_numbered(items: Iterator[BatchItem], done: Collection[str], quiet: bool) -> Iterator[BatchItem]:
+    """``items``, and once, on a resume, a warning when a line has no ``custom_id``: its id
+    is its line number, so lines added or removed above it since would pair it with
+    another line's record."""
+    warned = quiet or not done
+    for item in items:
+        if not warned and item.line is not None and item.custom_id == f"line-{item.line}":
+            warned = True
+            print(
+                f"llmadapters batch: warning: line {item.line} (and maybe others) has no custom_id, so it is matched "
+                "to the output by its line number: resume only the same input, unchanged",
+                file=sys.stderr,
+            )
+        yield item
+
+
 def _hold_to_budget(args: argparse.Namespace, client: AsyncClient, budget: Cost) -> None:
     """A job given to a Batch API cannot be stopped midway: its budget (``--max-cost`` or
     the config's) is held to the job's estimate before it is sent, or it is refused."""
@@ -589,7 +605,7 @@ def run(args: argparse.Namespace) -> int:
     shard: Shard | None = args.shard
     items = (
         item
-        for item in read_jsonl(_lines(args.input))
+        for item in _warn_of_numbered(read_jsonl(_lines(args.input)), done, args.quiet)
         if item.custom_id not in done and (shard is None or item.custom_id in shard)
     )
     progress = _Progress("none" if args.quiet else args.progress, None if total is None else total - len(done), summary)

@@ -239,6 +239,21 @@ def test_an_output_that_cannot_be_written_stops_the_run_with_a_clear_error_and_r
     assert sorted(r["custom_id"] for r in records(tmp_path / "out.jsonl")) == sorted(f"q{i}" for i in range(200))
 
 
+def test_resuming_lines_without_custom_ids_warns_that_they_are_matched_by_line_number(tmp_path: Path) -> None:
+    bodies = [{"model": "fake/echo", "messages": [{"role": "user", "content": f"question {i}"}]} for i in range(3)]
+    src = write_jsonl(tmp_path / "in.jsonl", bodies)
+    assert cli("batch", str(src), "-o", "out.jsonl", cwd=tmp_path).returncode == 0
+    resumed = cli("batch", str(src), "-o", "out.jsonl", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0
+    assert "line 1 (and maybe others) has no custom_id, so it is matched to the output by its line number" in (
+        resumed.stderr
+    )
+    with_ids = write_jsonl(tmp_path / "ids.jsonl", [line(i, "fake/echo") for i in range(3)])
+    assert cli("batch", str(with_ids), "-o", "ids.out.jsonl", cwd=tmp_path).returncode == 0
+    resumed = cli("batch", str(with_ids), "-o", "ids.out.jsonl", "--resume", cwd=tmp_path)
+    assert "no custom_id" not in resumed.stderr
+
+
 def test_cli_batch_writes_openai_batch_output_and_a_summary(tmp_path: Path) -> None:
     rows: list[Any] = [line(i, "fake/echo") for i in range(50)]
     rows[7] = line(7, "fake/fail-400")
