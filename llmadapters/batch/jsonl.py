@@ -229,18 +229,33 @@ def completed_ids(path: str | os.PathLike[str]) -> set[str]:
     by a killed run is removed from the file first."""
     done: set[str] = set()
     try:
-        with open(path, "rb+") as f:
-            data = f.read()
-            end = data.rfind(b"\n") + 1
-            if end < len(data):  # a partial last record: the run died while writing it
-                f.truncate(end)
+        f = open(path, "rb+")  # noqa: SIM115 - closed below; a missing file is no records
     except FileNotFoundError:
         return done
-    for line in data[:end].splitlines():
-        if line.strip():
-            record = json.loads(line)
-            done.add(record["custom_id"])
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        end = _end_of_whole_lines(f, size)
+        if end < size:  # a partial last record: the run died while writing it
+            f.truncate(end)
+        f.seek(0)
+        for line in f:  # one at a time: an output of gigabytes is not held whole
+            if line.strip():
+                record = json.loads(line)
+                done.add(record["custom_id"])
     return done
+
+
+def _end_of_whole_lines(f: IO[bytes], size: int) -> int:
+    """Where the last whole line of ``f`` (``size`` bytes) ends: read back from the end."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - 64 * 1024)
+        f.seek(start)
+        newline = f.read(pos - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        pos = start
+    return 0
 
 
 def set_aside_failed(path: str | os.PathLike[str], shard: Shard | None = None) -> set[str]:
