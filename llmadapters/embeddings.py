@@ -3,10 +3,11 @@ back into one, as if one request had answered (``llmadapters batch --embed-chunk
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .pricing import text_tokens
 from .types import CreateEmbeddingResponse, Embedding, ResponseInfo, Usage
 
 if TYPE_CHECKING:
@@ -17,12 +18,25 @@ if TYPE_CHECKING:
 __all__ = ["chunked", "joined"]
 
 
-def chunked(request: EmbeddingRequest, size: int) -> list[EmbeddingRequest]:
-    """``request`` as requests of ``size`` inputs at most, in order (itself when it fits)."""
+def chunked(request: EmbeddingRequest, size: int | None, max_tokens: int | None = None) -> list[EmbeddingRequest]:
+    """``request`` as requests of ``size`` inputs at most and, with ``max_tokens``, of an
+    estimated four fifths of that many tokens at most (an input alone may pass it: the
+    provider judges), in order; itself when it fits."""
     texts = request.texts
-    if len(texts) <= size:
+    room = None if max_tokens is None else max_tokens * 4 // 5
+    parts: list[list[Any]] = [[]]
+    tokens = 0
+    for text in texts:
+        cost = text_tokens(text) if isinstance(text, str) else len(text)  # (token ids: one each)
+        full = size is not None and len(parts[-1]) >= size
+        if parts[-1] and (full or (room is not None and tokens + cost > room)):
+            parts.append([])
+            tokens = 0
+        parts[-1].append(text)
+        tokens += cost
+    if len(parts) == 1:
         return [request]
-    return [attrs.evolve(request, input=texts[start : start + size]) for start in range(0, len(texts), size)]
+    return [attrs.evolve(request, input=part) for part in parts]
 
 
 def _total(counts: Sequence[int | None]) -> int | None:

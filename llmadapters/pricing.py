@@ -187,18 +187,19 @@ def words_and_four(messages: Sequence[Mapping[str, Any]]) -> int:
     return sum(len(message_text(m.get("content")).split()) + 4 for m in messages)
 
 
+def text_tokens(text: str) -> int:
+    """About how many tokens ``text`` is: OpenAI's rule of thumb for English, a token
+    about 4 characters (help.openai.com, "What are tokens and how to count them?"), and
+    a token a character of any other script (Chinese, Japanese, ...), which leans high as
+    an estimate for a budget should: DeepSeek counts a Chinese character about 0.6 token
+    (api-docs.deepseek.com/quick_start/token_usage)."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return math.ceil(ascii_chars / 4) + (len(text) - ascii_chars)
+
+
 def _four_characters(messages: Sequence[Mapping[str, Any]]) -> int:
-    # OpenAI's rule of thumb for English: a token is about 4 characters
-    # (help.openai.com, "What are tokens and how to count them?"); 4 a message of framing.
-    # Any other character (Chinese, Japanese, ...) counts a token, which leans high as an
-    # estimate for a budget should: DeepSeek counts a Chinese character about 0.6 token
-    # (api-docs.deepseek.com/quick_start/token_usage); at 4 a token, it was 4x too low.
-    total = 0
-    for message in messages:
-        text = message_text(message.get("content"))
-        ascii_chars = len(text.encode("ascii", "ignore"))
-        total += math.ceil(ascii_chars / 4) + (len(text) - ascii_chars) + 4
-    return total
+    # `text_tokens` of each message, and 4 a message of framing.
+    return sum(text_tokens(message_text(message.get("content"))) + 4 for message in messages)
 
 
 def estimate_tokens(messages: Sequence[Mapping[str, Any]], counter: TokenCounter | None = None) -> int:

@@ -12,7 +12,9 @@ import pytest
 
 import llmadapters as la
 from llmadapters.batch import BatchSummary, output_record
+from llmadapters.plugin import EmbeddingsAPI, ProviderSpec
 from llmadapters.testing.fake_server import embedding_of
+from tests.conftest import test_registry
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -93,6 +95,26 @@ async def test_the_providers_documented_limit_splits_an_input_without_being_aske
     assert len(results[0].response.data) == 2050
     assert results[0].response.data[2049].index == 2049
     assert results[0].response.data[2049].embedding == embedding_of("w2049", 2)
+
+
+async def test_an_input_over_the_providers_tokens_a_request_is_split_by_its_tokens(fake_server: FakeServer) -> None:
+    """OpenAI takes 300,000 tokens a request summed over its inputs, whatever their
+    count: an input of a few long texts goes as several requests, each within 4/5 of it."""
+    registry = test_registry()
+    limited = ProviderSpec(
+        name="limited",
+        base_url=fake_server.base_url,
+        key_required=False,
+        embeddings=EmbeddingsAPI(models=("embed",), max_inputs=2048, max_tokens=1000),
+    )
+    registry.add_providers([limited])
+    texts = [f"{i} " + "word " * 100 for i in range(10)]  # about 126 tokens each, by the estimate
+    async with la.AsyncClient({}, registry=registry) as client:
+        results = [r async for r in client.batch([embed_line("long", "limited/embed", texts, dimensions=2)])]
+    assert results[0].ok, results[0].error
+    assert results[0].response is not None
+    assert [item.embedding for item in results[0].response.data] == [embedding_of(text, 2) for text in texts]
+    assert fake_server.requests_served == 2  # 6 texts (756 tokens, within 800) and then 4
 
 
 @pytest.mark.parametrize(

@@ -402,13 +402,14 @@ class BatchRun:
 
     async def _send(self, route: Route, line: _Line) -> Reply:
         """Send ``line``'s request: one call, or for an embeddings input larger than the
-        chunk size (``embed_chunk``, else the provider's ``max_inputs``), one call per
-        chunk in turn, their replies joined."""
+        chunk size (``embed_chunk``, else the provider's ``max_inputs``) or than the
+        provider's ``max_tokens`` a request, one call per chunk in turn, their replies
+        joined."""
         request = line.request
         if isinstance(request, EmbeddingRequest):
             api = route.spec.embeddings
             size = self._embed_chunk or (api.max_inputs if api is not None else None)
-            parts = chunked(request, size) if size else [request]
+            parts = chunked(request, size, api.max_tokens if api is not None else None)
             if len(parts) > 1:
                 while len(line.parts) < len(parts):
                     reply = await self._send_one(line, parts[len(line.parts)])

@@ -160,12 +160,17 @@ class EmbeddingsAPI:
         max_inputs: inputs per request at most, per its docs (None: not documented);
             ``llmadapters batch`` splits a line's input into requests of this size
             when ``--embed-chunk`` is not given.
+        max_tokens: tokens per request at most, summed over its inputs, per its docs
+            (None: not documented); ``llmadapters batch`` splits a line's input so that
+            each request's estimate stays within four fifths of it (an estimate, with
+            room to spare).
         base64: whether it takes ``encoding_format="base64"``; when not, a call that
             asks for no encoding sends none, and the provider's floats come back.
     """
 
     models: tuple[str, ...] = ()
     max_inputs: int | None = None
+    max_tokens: int | None = None
     base64: bool = True
 
 

@@ -38,8 +38,12 @@ BUILTIN_PROVIDERS: tuple[ProviderSpec, ...] = (
         base_url="https://api.openai.com/v1",
         api_key_env="OPENAI_API_KEY",
         batch_api=OPENAI_BATCH_API,
+        # platform.openai.com/docs/api-reference/embeddings: 2,048 inputs, and 300,000
+        # tokens summed over the inputs of one request.
         embeddings=EmbeddingsAPI(
-            models=("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"), max_inputs=2048
+            models=("text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"),
+            max_inputs=2048,
+            max_tokens=300_000,
         ),
         models_path="/models",  # https://platform.openai.com/docs/api-reference/models/list
     ),
