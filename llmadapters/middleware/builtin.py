@@ -41,7 +41,7 @@ def timeout_middleware(spec: ProviderSpec, settings: Settings) -> Middleware:
 
 
 def cache_middleware(spec: ProviderSpec, settings: Settings) -> Middleware:
-    return CacheMiddleware(ResponseCache(settings.cache))
+    return CacheMiddleware(ResponseCache(settings.cache), settings.provider(spec.name).base_url or spec.base_url)
 
 
 @hookimpl

@@ -161,14 +161,14 @@ class ResponseCache:
         self._executor.shutdown(wait=False)
 
 
-def request_key(call: Call) -> str:
-    """The key of ``call``'s reply: its provider and the server it goes to (one name may
-    mean another server in another config: the cache file is the user's, not the
-    config's), the model and the canonical body."""
+def request_key(call: Call, server: str | None = None) -> str:
+    """The key of ``call``'s reply: its provider and ``server``, the base URL configured
+    for it (one name may mean another server in another config: the cache file is the
+    user's, not the config's), the model and the canonical body."""
     request = call.request
     canonical: dict[str, object] = {
         "provider": call.provider,
-        "server": call.endpoint.base_url,
+        "server": server,
         "model": request.model,
         "params": request.params,
         "query": request.extra_query,
@@ -202,8 +202,12 @@ class CacheMiddleware:
     """Answers a call from the `ResponseCache` when it can, and stores what the rest of
     the chain answers; see the module docstring."""
 
-    def __init__(self, cache: ResponseCache) -> None:
+    def __init__(self, cache: ResponseCache, server: str | None = None) -> None:
+        """``server``: the provider's configured base URL, part of every key (None for
+        a server launched on first use, as the fake provider's, whose address changes
+        from run to run and which no other config can mean)."""
         self.cache = cache
+        self.server = server
 
     def __repr__(self) -> str:
         return f"CacheMiddleware({self.cache!r})"
@@ -211,7 +215,7 @@ class CacheMiddleware:
     async def __call__(self, call: Call, call_next: CallNext) -> Reply:
         if samples(call.request) and not self.cache.settings.nondeterministic:
             return await call_next(call)
-        key = request_key(call)
+        key = request_key(call, self.server)
         stored = await self.cache.get(key)
         if stored is not None:  # a reply of this request's kind: whether it streams is in the key
             request = call.request
