@@ -430,59 +430,74 @@ class _Reader:
         given = {key: self._seconds(table[key], f"{path}.{key}") for key in table}
         return attrs.evolve(Timeouts(), **given)
 
+    def _each(
+        self, value: object, path: str, allowed: tuple[str, ...], read: Callable[[str, object, str], object]
+    ) -> dict[str, object] | None:
+        """``read(key, item, where)`` of each known key of the table ``value``: the values
+        read, or None when any was wrong (each wrong one noted in ``problems``, so that a
+        table's every mistake is reported, not its first)."""
+        given: dict[str, object] = {}
+        wrong = False
+        for key, item in self.table(value, path, allowed).items():
+            try:
+                given[key] = read(key, item, f"{path}.{key}")
+            except ConfigError as exc:
+                self.problems.append(str(exc))
+                wrong = True
+        return None if wrong else given
+
     @_per_key
     def retry(self, value: object, path: str) -> RetryPolicy | None:
         if value is None:
             return None
-        table = self.table(value, path, _RETRY_KEYS)
-        given: dict[str, float | int] = {
-            key: self._seconds(table[key], f"{path}.{key}") for key in table if key != "max_attempts"
-        }
-        if "max_attempts" in table:
-            given["max_attempts"] = self.count(table["max_attempts"], f"{path}.max_attempts")
-        return RetryPolicy(**given)  # type: ignore[arg-type]
+
+        def read(key: str, item: object, where: str) -> object:
+            return self.count(item, where) if key == "max_attempts" else self._seconds(item, where)
+
+        given = self._each(value, path, _RETRY_KEYS, read)
+        return None if given is None else RetryPolicy(**given)  # type: ignore[arg-type]
 
     @_per_key
     def limits(self, value: object, path: str) -> Limits | None:
         if value is None:
             return None
-        table = self.table(value, path, _LIMIT_KEYS)
-        given: dict[str, object] = {}
-        for key, item in table.items():
-            where = f"{path}.{key}"
+
+        def read(key: str, item: object, where: str) -> object:
             if key in ("adaptive", "per_model", "fail_closed"):
                 if not isinstance(item, bool):
                     raise self.fail(where, f"expected true or false, got {item!r}")
-            elif key in ("backend", "url", "account"):
-                self.string(item, where)
-            elif key == "max_concurrency":
-                self.count(item, where)
-            elif key == "lease":
-                item = self._seconds(item, where)
-            elif isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item < float("inf"):
+                return item
+            if key in ("backend", "url", "account"):
+                return self.string(item, where)
+            if key == "max_concurrency":
+                return self.count(item, where)
+            if key == "lease":
+                return self._seconds(item, where)
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item < float("inf"):
                 raise self.fail(where, f"expected a positive number per minute, got {item!r}")
-            given[key] = item
-        return Limits(**given)  # type: ignore[arg-type]
+            return item
+
+        given = self._each(value, path, _LIMIT_KEYS, read)
+        return None if given is None else Limits(**given)  # type: ignore[arg-type]
 
     @_per_key
     def cache(self, value: object, path: str) -> CacheSettings | None:
         if value is None:
             return None
-        table = self.table(value, path, _CACHE_KEYS)
-        given: dict[str, object] = {}
-        for key, item in table.items():
-            where = f"{path}.{key}"
+
+        def read(key: str, item: object, where: str) -> object:
             if key == "path":
-                given[key] = self.string(item, where)
-            elif key == "max_size":
-                given[key] = self.count(item, where)
-            elif key == "expire":
-                given[key] = self._seconds(item, where)
-            elif not isinstance(item, bool):
+                return self.string(item, where)
+            if key == "max_size":
+                return self.count(item, where)
+            if key == "expire":
+                return self._seconds(item, where)
+            if not isinstance(item, bool):
                 raise self.fail(where, f"expected true or false, got {item!r}")
-            else:
-                given[key] = item
-        return CacheSettings(**given)  # type: ignore[arg-type]
+            return item
+
+        given = self._each(value, path, _CACHE_KEYS, read)
+        return None if given is None else CacheSettings(**given)  # type: ignore[arg-type]
 
     @_per_key
     def names(self, value: object, path: str) -> tuple[str, ...] | None:

@@ -201,18 +201,26 @@ def test_every_mistake_of_a_file_is_reported_each_with_its_file_and_key(tmp_path
         'colour = "blue"\n'
         "[providers.local]\n"
         'base_url = "ftp://x"\n'
-        "retry = { max_attempts = 0, speed = 3 }\n"
+        "retry = { max_attempts = 0, speed = 3, initial_delay = -1 }\n"
         'http2 = "yes"\n'
+        "[defaults.cache]\n"
+        "max_size = 0\n"
+        'expire = "soon"\n'
+        "nondeterministic = 1\n"
     )
     with pytest.raises(la.ConfigError) as caught:
         load_settings(path)
     assert str(caught.value).splitlines() == [
         f"{path}: defaults.colour: unknown key; allowed: {', '.join(SCHEMA['defaults'])}",
         f"{path}: defaults.timeout: expected a positive number of seconds, got -1",
+        f"{path}: defaults.cache.max_size: expected a whole number >= 1, got 0",
+        f"{path}: defaults.cache.expire: expected a positive number of seconds, got 'soon'",
+        f"{path}: defaults.cache.nondeterministic: expected true or false, got 1",
         f"{path}: providers.local.base_url: invalid URL 'ftp://x': expected http:// or https:// URL with a host",
         f"{path}: providers.local.http2: expected true or false, got 'yes'",
         f"{path}: providers.local.retry.speed: unknown key; allowed: {', '.join(SCHEMA['retry'])}",
         f"{path}: providers.local.retry.max_attempts: expected a whole number >= 1, got 0",
+        f"{path}: providers.local.retry.initial_delay: expected a positive number of seconds, got -1",
     ]
 
 
