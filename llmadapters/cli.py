@@ -4,6 +4,9 @@ llmadapters batch IN.jsonl -o OUT.jsonl
 llmadapters chat "Say hi" [--model fake/echo] [--no-stream] [--transport httpx]
 llmadapters fake-server [--port 8000] [--ttft-ms 300] [--tps 50]
 llmadapters models PROVIDER [--json]
+
+Exit status: 0 on success, 1 when the call failed, 2 for a usage problem (a bad argument
+or config), 130 when interrupted; ``batch`` says more in its help.
 """
 
 from __future__ import annotations
@@ -259,7 +262,7 @@ def _use_uvloop() -> Callable[[], None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .errors import LLMAdapterError
+    from .errors import ConfigError, LLMAdapterError
 
     hide_warnings = _show_warnings()
     restore_loop = _use_uvloop()
@@ -276,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _listing(args)
         commands = {"chat": _chat, "models": _models, "fake-server": _fake_server}
         return asyncio.run(commands[args.command](args))
+    except ConfigError as exc:  # a usage problem, as batch's are
+        print(f"llmadapters: error: {exc}", file=sys.stderr)
+        return 2
     except LLMAdapterError as exc:
         print(f"llmadapters: error: {exc}", file=sys.stderr)
         return 1

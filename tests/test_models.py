@@ -92,7 +92,7 @@ def test_cli_models_prints_one_id_a_line(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [*EMBEDDING_MODELS, *BEHAVIOURS]
     refused = cli_models("nowhere", tmp_path)
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # a usage problem, as batch's
     assert "unknown provider 'nowhere'" in refused.stderr
 
 
