@@ -80,7 +80,10 @@ async def test_ten_thousand_lines_with_faults_give_one_record_each(fake_server: 
     assert seen["q1"].response.choices[0].message.content == "question 1"
 
 
-async def test_memory_is_bounded_by_concurrency_not_input(fake_server: FakeServer) -> None:
+@pytest.mark.parametrize("cap", [None, 2], ids=["uncapped", "capped-below-the-workers"])
+async def test_memory_is_bounded_by_concurrency_not_input(fake_server: FakeServer, cap: int | None) -> None:
+    """Also when most workers wait for a slot of a lower cap: that lane is busy, not held
+    up by a rate limit, and the input is not read ahead for it."""
     concurrency, n = 16, 5_000
     produced = consumed = ahead = 0
 
@@ -90,7 +93,10 @@ async def test_memory_is_bounded_by_concurrency_not_input(fake_server: FakeServe
             produced += 1
             yield line(i)
 
-    async with la.AsyncClient({}, providers={"local": {"base_url": fake_server.base_url}}) as client:
+    local: dict[str, Any] = {"base_url": fake_server.base_url}
+    if cap is not None:
+        local["limits"] = {"max_concurrency": cap}
+    async with la.AsyncClient({}, providers={"local": local}) as client:
         async for _ in client.batch(requests(), concurrency=concurrency):
             consumed += 1
             ahead = max(ahead, produced - consumed)

@@ -258,13 +258,14 @@ class BatchRun:
 
     def _full(self, lane: _Lane) -> bool:
         """Whether ``lane`` has lines enough queued, and is not held up by a rate limit
-        (half its workers or more waiting in the limiter): the lines behind a held-up
+        (half its workers or more waiting on a rate budget or a pause; waiting for a
+        slot of its concurrency is being busy, not held up): the lines behind a held-up
         lane's are read on (up to `MAX_HELD`), since they may be another provider's,
         which would wait for nothing (an input sorted by provider)."""
         if lane.ready.qsize() < self._queue_room:
             return False
-        waiting = sum(unsent.waiting for unsent in lane.unsent.values())
-        return not lane.unsent or 2 * waiting < len(lane.unsent)  # (no worker started yet: no word)
+        paced = sum(unsent.paced for unsent in lane.unsent.values())
+        return not lane.unsent or 2 * paced < len(lane.unsent)  # (no worker started yet: no word)
 
     def _finish(self) -> None:
         self._open -= 1

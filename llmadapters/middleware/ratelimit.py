@@ -101,12 +101,14 @@ _BACKOFF = 1.0  # the first pause of a lane whose calls are refused one at a tim
 class Unsent:
     """Whether a task's call is waiting in a limiter, not yet sent: a caller that may give
     up such calls (the batch engine, stopped) sets one in `UNSENT` in its task, and
-    cancels the task while ``waiting`` holds (``given_up`` tells its code why)."""
+    cancels the task while ``waiting`` holds (``given_up`` tells its code why).
+    ``paced``: it waits on a rate budget or a pause (not for a slot of the concurrency)."""
 
-    __slots__ = ("given_up", "waiting")
+    __slots__ = ("given_up", "paced", "waiting")
 
     def __init__(self) -> None:
         self.waiting = False
+        self.paced = False
         self.given_up = False
 
 
@@ -404,14 +406,14 @@ class _Budget:
         """Wait for a slot, then for the rate budgets to allow ``cost``, and take both."""
         unsent = UNSENT.get()
         if unsent is None:
-            return await self._acquire(cost)
+            return await self._acquire(cost, None)
         unsent.waiting = True
         try:
-            return await self._acquire(cost)
+            return await self._acquire(cost, unsent)
         finally:
-            unsent.waiting = False
+            unsent.waiting = unsent.paced = False
 
-    async def _acquire(self, cost: _Cost) -> _Ticket:
+    async def _acquire(self, cost: _Cost, unsent: Unsent | None) -> _Ticket:
         loop = asyncio.get_running_loop()
         start = loop.time()
         if self.in_flight < self.limit and not self.waiters:
@@ -430,6 +432,8 @@ class _Budget:
                 # One call at a time waits on the rate budgets (or a pause), in turn: the
                 # others wait for it, not on timers of their own that would all fire at
                 # once, each to find that only the first of them may go.
+                if unsent is not None:
+                    unsent.paced = True
                 async with self.pacing:
                     while True:
                         delay = self._delay(loop.time(), cost)
