@@ -298,8 +298,13 @@ def _message_of(body: object) -> str:
         return error
     if isinstance(body, Mapping) and isinstance(body.get("message"), str):
         return str(body["message"])
-    text = body if isinstance(body, str) else repr(body)
-    return excerpt(" ".join(text.split()), _BODY_SNIPPET)
+    return snippet(body if isinstance(body, str) else repr(body))
+
+
+def snippet(text: str, limit: int = _BODY_SNIPPET) -> str:
+    """``text`` for a message: its runs of whitespace made one space, then cut as
+    `excerpt` cuts it."""
+    return excerpt(" ".join(text.split()), limit)
 
 
 def excerpt(text: str, limit: int) -> str:

@@ -23,7 +23,7 @@ from .errors import (
     PluginError,
     StreamError,
     TransportError,
-    excerpt,
+    snippet,
     unknown_name,
 )
 from .middleware.auth import AuthMiddleware, KeyRing
@@ -243,8 +243,9 @@ def _terminal(spec: ProviderSpec, transport: Transport, transport_name: str, pri
             data, info = sent_reply
             reply = ChatCompletion.from_dict(value(data), provider=name, http=info)
             if not reply.choices:  # MiniMax's error with status 200, {"success": false}, ...
-                shown = excerpt(" ".join(repr(data).split()), 300)
-                raise MalformedResponseError(f"a 2xx reply from {name} without choices: {shown}", body=data)
+                raise MalformedResponseError(
+                    f"a 2xx reply from {name} without choices: {snippet(repr(data))}", body=data
+                )
             cost = prices.cost(call.request.model, reply.usage, sent)
             return reply if cost is None else attrs.evolve(reply, cost=cost)
         # Wait for the response's info and the first chunk, so that errors before it
@@ -432,19 +433,17 @@ async def build_route(
     headers = {**spec.headers, **settings.headers_of(name)}
     _check_headers(headers, f"providers.{name}.headers")
     keys = _api_keys(spec, settings)
-    ring = KeyRing(name, list(keys)) if keys else None
     auth: dict[str, dict[str, str]] = {}
-    if ring is not None:
-        for key_name, key in keys.items():
-            with plugin_code(f"provider {name!r} (auth)"):
-                auth[key_name] = dict(spec.auth(key))
-            _check_headers(auth[key_name], f"the API key in {key_name} of provider {name!r}")
-        chain.append(AuthMiddleware(ring, auth))
-    elif secret := {k: v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS and v}:
+    for key_name, key in keys.items():
+        with plugin_code(f"provider {name!r} (auth)"):
+            auth[key_name] = dict(spec.auth(key))
+        _check_headers(auth[key_name], f"the API key in {key_name} of provider {name!r}")
+    if not auth and (secret := {k: v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS and v}):
         # Credentials given as headers (a gateway's own scheme), with no key: auth masks
         # them, and says when they are refused, as it does a key.
-        key_name = f"providers.{name}.headers"
-        ring, auth[key_name] = KeyRing(name, [key_name]), secret
+        auth[f"providers.{name}.headers"] = secret
+    ring = KeyRing(name, list(auth)) if auth else None
+    if ring is not None:
         chain.append(AuthMiddleware(ring, auth))
     base_url = own.base_url or spec.base_url
     if base_url is None and spec.launch is None:

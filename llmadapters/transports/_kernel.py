@@ -11,7 +11,15 @@ import json.scanner
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import BadRequestError, MalformedResponseError, StreamError, TransportError, excerpt, status_error
+from ..errors import (
+    BadRequestError,
+    MalformedResponseError,
+    StreamError,
+    TransportError,
+    excerpt,
+    snippet,
+    status_error,
+)
 from ..sse import EventTooLarge, SSEDecoder
 from ..types import ResponseInfo
 
@@ -59,7 +67,7 @@ def encode_json(payload: Mapping[str, Any]) -> bytes:
     try:
         return _ENCODER.encode(payload).encode()
     except UnicodeEncodeError as exc:
-        where = excerpt(exc.object[max(0, exc.start - 40) : exc.start], 40)
+        where = exc.object[max(0, exc.start - 40) : exc.start]
         why = f"a string holds a lone surrogate {exc.object[exc.start]!r}, which is not text, after {where!r}"
     except ValueError as exc:  # NaN or an infinity, a circular reference
         why = str(exc)
@@ -89,7 +97,7 @@ def _loads(text: str | bytes) -> Any:
 
 def _snippet(body: bytes) -> str:
     text = body[: _SNIPPET + 1024].decode("utf-8", errors="replace")
-    return excerpt(" ".join(text.split()), _SNIPPET) or "<empty>"
+    return snippet(text, _SNIPPET) or "<empty>"
 
 
 def _error_message(data: Mapping[str, Any]) -> object:
@@ -202,9 +210,9 @@ def _as_chunk(reply: dict[str, Any]) -> dict[str, Any] | None:
     """A whole chat completion as the one chunk of a stream (each message its choice's
     delta), or None when ``reply`` is not one."""
     choices = reply.get("choices")
-    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
+    if not isinstance(choices, list) or not choices:
         return None
-    if not all(isinstance(c.get("message"), dict) for c in choices):
+    if not all(isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices):
         return None
     deltas = [
         {"index": c.get("index", i), "delta": c["message"], "finish_reason": c.get("finish_reason")}
