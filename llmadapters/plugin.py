@@ -71,6 +71,7 @@ from .transports._kernel import (
     raise_for_status,
     read_body,
     resend_if_closed,
+    socket_readable,
     stream_reply,
 )
 from .transports.base import Endpoint, Timeouts, Transport, redacted_repr
@@ -139,6 +140,7 @@ __all__ = [
     "raise_for_status",
     "read_body",
     "resend_if_closed",
+    "socket_readable",
     "stream_reply",
     # Transports: native exceptions to ours.
     "AIOHTTP_ERRORS",

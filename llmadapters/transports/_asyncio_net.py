@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import select
 from typing import TYPE_CHECKING, Any, cast
 
 import httpcore2
+
+from ._kernel import socket_readable
 
 if TYPE_CHECKING:
     import socket
@@ -35,17 +36,6 @@ _PAUSE_AT = 1 << 20  # bytes received and not yet read, at which the socket is n
 _RESUME_AT = 1 << 18  # ... until they fall to this
 _GATHER_UP_TO = 1 << 16  # bytes written and held back to be sent with the next write
 _HAPPY_EYEBALLS_DELAY = 0.25  # as anyio's connect_tcp: the next address is tried after this
-
-
-def _readable(transport: asyncio.Transport) -> bool:
-    """Whether the socket under ``transport`` has bytes (or an end) that the event loop
-    has not handed on yet: the server may have closed a pooled connection just now."""
-    sock = transport.get_extra_info("socket")
-    if sock is None or sock.fileno() < 0:
-        return True
-    poll = select.poll()
-    poll.register(sock.fileno(), select.POLLIN)
-    return bool(poll.poll(0))
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -210,7 +200,7 @@ class _Stream(httpcore2.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # asked of an idle pooled connection: is it still usable?
-            return bool(self._protocol.chunks) or self._protocol.closed or _readable(self._transport)
+            return bool(self._protocol.chunks) or self._protocol.closed or socket_readable(self._transport)
         if info == "client_addr":
             return self._transport.get_extra_info("sockname")
         if info == "server_addr":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import json.scanner
+import select
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +25,7 @@ from ..sse import EventTooLarge, SSEDecoder
 from ..types import ResponseInfo
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
     from .base import Endpoint
@@ -41,6 +43,7 @@ __all__ = [
     "raise_for_status",
     "read_body",
     "resend_if_closed",
+    "socket_readable",
     "stream_reply",
 ]
 
@@ -293,6 +296,18 @@ def closed_before_sending(exc: BaseException) -> bool:
             return str(cause) == "Cannot write to closing transport"
         cause, chain = cause.__cause__ or cause.__context__, chain + 1
     return False
+
+
+def socket_readable(transport: asyncio.BaseTransport) -> bool:
+    """Whether the socket under ``transport`` has bytes (or an end) that the event loop
+    has not handed on yet: asked of a pooled connection before a request goes on it,
+    since the server may have closed it just now. (A ``poll`` system call.)"""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.fileno() < 0:
+        return True
+    poll = select.poll()
+    poll.register(sock.fileno(), select.POLLIN)
+    return bool(poll.poll(0))
 
 
 async def resend_if_closed(post: Callable[[], Awaitable[_T]]) -> _T:

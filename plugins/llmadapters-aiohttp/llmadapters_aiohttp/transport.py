@@ -1,4 +1,17 @@
-"""`AiohttpTransport`: the Transport protocol on one ``aiohttp.ClientSession``.
+"""`AiohttpTransport`: the Transport protocol on aiohttp's connection pool and parser.
+
+A request goes straight to a connection of the session's connector: the transport
+writes the request line, the headers aiohttp would add (``Host``, ``Accept``,
+``Accept-Encoding``, ``User-Agent``), the endpoint's, ``Content-Type``,
+``Content-Length`` and the body in one write, and reads the reply through aiohttp's
+own protocol and C parser (which inflate it and apply the read timeout), then hands the
+connection back. The layers above the pool, ``ClientSession.request`` with its
+``ClientRequest`` and ``ClientResponse`` (URL building, a cookie jar, tracing, redirects,
+a task that writes the body), which an API call has no use for, cost half the CPU of a
+call: measured at 256 calls in flight, 115 µs a call through them and 52 µs without.
+(The ``httpx`` transport skips ``httpx2.AsyncClient`` the same way.) A request through a
+proxy, or with a body to upload under a write timeout (below), goes through
+``ClientSession.post``. Either way no cookie is kept, as on the ``httpx`` transport.
 
 aiohttp has no write timeout, and starts its read timeout only once the request body is
 sent, so a server that stops reading an upload would hold the call forever. A body
@@ -10,11 +23,13 @@ fails with `APITimeoutError` when the next chunk is not taken within the write t
 from __future__ import annotations
 
 import asyncio
+import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiohttp
 import yarl
+from aiohttp.client_reqrep import ClientRequest
 
 from llmadapters.plugin import (
     AIOHTTP_ERRORS,
@@ -24,11 +39,13 @@ from llmadapters.plugin import (
     MAX_BODY_BYTES,
     ErrorMap,
     NetworkOptions,
+    TransportError,
     encode_json,
     json_reply,
     read_body,
     require,
     resend_if_closed,
+    socket_readable,
     stream_reply,
     timeout_error,
 )
@@ -38,6 +55,9 @@ from .protocol import use_lean_protocol
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 
+    from aiohttp.connector import Connection
+    from multidict import CIMultiDictProxy
+
     from llmadapters.plugin import APITimeoutError, Endpoint, ResponseInfo, Timeouts
 
 __all__ = ["AiohttpTransport"]
@@ -46,6 +66,48 @@ _ERRORS = ErrorMap(AIOHTTP_ERRORS, BUILTIN_ERRORS)
 
 # aiohttp waits for the socket to drain once more than this is buffered.
 _CHUNK = 64 * 1024
+# What ClientSession reads a reply with, by default.
+_READ_BUFSIZE = 2**16
+_MAX_LINE = 8190
+# The headers aiohttp adds to each request it sends.
+_LIBRARY_HEADERS = ("Host", "Accept", "Accept-Encoding", "User-Agent")
+# Connections taken for one request, when the pool's are found closed by the server.
+_CONNECTION_TRIES = 3
+# The most URLs whose request line and headers are kept (a query per call would grow it).
+_MAX_ORIGINS = 256
+# Control characters, but a tab, are refused in a header: one would end it early.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+# The status, headers and body of a reply whose head has come.
+_Head: TypeAlias = "tuple[int, CIMultiDictProxy[str], aiohttp.StreamReader]"
+
+
+class _Origin:
+    """What every request to one URL shares: an aiohttp ``ClientRequest``, never sent,
+    by which the connector finds or opens a connection (host, port, TLS); the request
+    line; and the headers aiohttp adds to a request, as it adds them."""
+
+    __slots__ = ("headers", "line", "request")
+
+    def __init__(self, url: str) -> None:
+        parsed = yarl.URL(url)
+        self.request = ClientRequest("POST", parsed, loop=asyncio.get_running_loop(), ssl=True)
+        self.line = f"POST {parsed.raw_path_qs} HTTP/1.1"
+        self.headers = {
+            name.lower(): value for name in _LIBRARY_HEADERS if (value := self.request.headers.get(name)) is not None
+        }
+
+    def head(self, headers: Mapping[str, str], length: int) -> bytes:
+        """The request's line and headers: aiohttp's, then ``headers`` over them."""
+        fields = {**self.headers, **{name.lower(): value for name, value in headers.items()}}
+        fields["content-type"] = "application/json"
+        fields["content-length"] = str(length)
+        lines = [f"{name}: {value}" for name, value in fields.items()]
+        if _FORBIDDEN.search("".join(lines)) is not None:  # (the value may be a key: not quoted)
+            raise TransportError(f"a request header holds a control character: not sent to {self.request.url}")
+        lines.insert(0, self.line)
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode()
 
 
 class _Upload:
@@ -110,6 +172,8 @@ class AiohttpTransport:
         proxy = self._options.proxy
         if proxy is not None and not proxy.startswith("socks"):
             self._proxy = yarl.URL(proxy)  # aiohttp takes the credentials from the URL
+        self._direct = proxy is None  # requests go straight to the pool's connections
+        self._origins: dict[str, _Origin] = {}
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -136,8 +200,18 @@ class AiohttpTransport:
             else:
                 connector = aiohttp.TCPConnector(**settings)
             use_lean_protocol(connector)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
+
+    def _origin(self, url: str) -> _Origin:
+        origin = self._origins.get(url)
+        if origin is None:
+            if len(self._origins) >= _MAX_ORIGINS:
+                self._origins.clear()
+            origin = self._origins[url] = _Origin(url)
+        return origin
 
     async def _slot(self, endpoint: Endpoint) -> None:
         pool = endpoint.timeouts.pool
@@ -167,24 +241,24 @@ class AiohttpTransport:
         return _Upload(body, write) if write is not None and len(body) > _CHUNK else None
 
     @staticmethod
-    async def _read(response: aiohttp.ClientResponse) -> bytes:
+    async def _read(headers: CIMultiDictProxy[str], content: aiohttp.StreamReader) -> bytes:
         """The whole body: in one read when its declared size is under the cap."""
-        size = response.content_length
-        if size is not None and size <= MAX_BODY_BYTES and not response.headers.get("content-encoding"):
-            return await response.read()
-        return await read_body(response.content.iter_any())
+        size = headers.get("content-length", "")
+        if size.isdigit() and int(size) <= MAX_BODY_BYTES and not headers.get("content-encoding"):
+            return await content.read()
+        return await read_body(content.iter_any())
 
     async def send(self, endpoint: Endpoint, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseInfo]:
-        async with _Exchange(self, endpoint, payload) as response:
-            reply = await self._read(response)
-        return json_reply(response.status, response.headers, reply, endpoint)
+        async with _Exchange(self, endpoint, payload) as (status, headers, content):
+            reply = await self._read(headers, content)
+        return json_reply(status, headers, reply, endpoint)
 
     async def stream(
         self, endpoint: Endpoint, payload: Mapping[str, Any]
     ) -> AsyncGenerator[ResponseInfo | dict[str, Any], None]:
-        async with _Exchange(self, endpoint, payload) as response:
-            chunks: AsyncIterator[bytes] = response.content.iter_any()
-            async for item in stream_reply(response.status, response.headers, chunks, endpoint):
+        async with _Exchange(self, endpoint, payload) as (status, headers, content):
+            chunks: AsyncIterator[bytes] = content.iter_any()
+            async for item in stream_reply(status, headers, chunks, endpoint):
                 yield item
 
     async def aclose(self) -> None:
@@ -194,11 +268,12 @@ class AiohttpTransport:
 
 
 class _Exchange:
-    """One request, as ``async with``: a connection slot, the upload watch, the response
-    (released on the way out), and aiohttp's errors (and an expired upload) raised as
-    ours. A class, not a generator context manager: it is on every call's path."""
+    """One request, as ``async with``: a connection slot, the upload watch, the reply's
+    head (its connection released, or closed unless the body was read whole, on the way
+    out), and aiohttp's errors (and an expired upload) raised as ours. A class, not a
+    generator context manager: it is on every call's path."""
 
-    __slots__ = ("_body", "_endpoint", "_response", "_transport", "_upload")
+    __slots__ = ("_body", "_connection", "_endpoint", "_response", "_transport", "_upload")
 
     def __init__(self, transport: AiohttpTransport, endpoint: Endpoint, payload: Mapping[str, Any]) -> None:
         self._transport = transport
@@ -206,15 +281,60 @@ class _Exchange:
         self._body = encode_json(payload)
         self._upload = transport._upload(endpoint, self._body)
         self._response: aiohttp.ClientResponse | None = None
+        self._connection: Connection | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
+    async def __aenter__(self) -> _Head:
         await self._transport._slot(self._endpoint)
         try:
-            self._response = await resend_if_closed(self._post)
+            if self._transport._direct and self._upload is None:
+                return await self._send()
+            self._response = response = await resend_if_closed(self._post)
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)  # raises ours, when it maps
             raise
-        return self._response
+        return response.status, response.headers, response.content
+
+    async def _send(self) -> _Head:
+        """Write the request on a connection of the pool, and read the reply's head."""
+        transport, endpoint = self._transport, self._endpoint
+        origin = transport._origin(endpoint.url)
+        request = origin.head(endpoint.headers, len(self._body)) + self._body
+        timeout = _timeout(endpoint.timeouts)
+        connector = transport._client().connector
+        assert connector is not None
+        for tries_left in reversed(range(_CONNECTION_TRIES)):
+            try:
+                connection = await connector.connect(origin.request, [], timeout)
+            except asyncio.TimeoutError as exc:  # (as ClientSession words it)
+                raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {origin.request.url}") from exc
+            self._connection = connection
+            protocol, socket = connection.protocol, connection.transport
+            if (
+                protocol is not None
+                and socket is not None
+                and not socket.is_closing()
+                and (not tries_left or not socket_readable(socket))
+            ):
+                break
+            # The server closed the pooled connection (or sent on it what it should not
+            # have: the last try is sent on anyway) before a byte of ours: another.
+            connection.close()
+            self._connection = None
+        else:
+            raise aiohttp.ServerDisconnectedError("each connection was closed before the request was sent")
+        protocol.set_response_params(
+            read_until_eof=True,
+            read_timeout=timeout.sock_read,
+            read_bufsize=_READ_BUFSIZE,
+            max_line_size=_MAX_LINE,
+            max_field_size=_MAX_LINE,
+        )
+        socket.write(request)
+        protocol.start_timeout()
+        while True:
+            message, content = await protocol.read()
+            if not 100 <= message.code < 200:  # (an interim 1xx reply precedes the reply)
+                return message.code, message.headers, content
 
     def _post(self) -> Awaitable[aiohttp.ClientResponse]:
         # A method, not a closure in __aenter__: its variables would be cells made on
@@ -223,7 +343,13 @@ class _Exchange:
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
-            if self._response is not None:
+            if self._connection is not None:
+                # (Released with a body not read to its end, the connection is closed.)
+                if exc is None:
+                    self._connection.release()
+                else:
+                    self._connection.close()
+            elif self._response is not None:
                 if exc is None:
                     await self._response.__aexit__(None, None, None)  # release, once the upload is done
                 else:
