@@ -273,7 +273,7 @@ class _Exchange:
     out), and aiohttp's errors (and an expired upload) raised as ours. A class, not a
     generator context manager: it is on every call's path."""
 
-    __slots__ = ("_body", "_connection", "_endpoint", "_response", "_transport", "_upload")
+    __slots__ = ("_body", "_connection", "_content", "_endpoint", "_response", "_transport", "_upload")
 
     def __init__(self, transport: AiohttpTransport, endpoint: Endpoint, payload: Mapping[str, Any]) -> None:
         self._transport = transport
@@ -282,6 +282,7 @@ class _Exchange:
         self._upload = transport._upload(endpoint, self._body)
         self._response: aiohttp.ClientResponse | None = None
         self._connection: Connection | None = None
+        self._content: aiohttp.StreamReader | None = None
 
     async def __aenter__(self) -> _Head:
         await self._transport._slot(self._endpoint)
@@ -334,6 +335,7 @@ class _Exchange:
         while True:
             message, content = await protocol.read()
             if not 100 <= message.code < 200:  # (an interim 1xx reply precedes the reply)
+                self._content = content
                 return message.code, message.headers, content
 
     def _post(self) -> Awaitable[aiohttp.ClientResponse]:
@@ -344,8 +346,9 @@ class _Exchange:
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
             if self._connection is not None:
-                # (Released with a body not read to its end, the connection is closed.)
-                if exc is None:
+                # Back to the pool once the whole reply has come, whatever was made of it
+                # (an error status's body read, a stream's end drained); else closed.
+                if self._content is not None and self._content.is_eof():
                     self._connection.release()
                 else:
                     self._connection.close()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 from llmadapters_aiohttp.transport import AiohttpTransport
 
-from llmadapters.plugin import Endpoint, TransportError
+from llmadapters.plugin import Endpoint, RateLimitError, TransportError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -177,6 +177,59 @@ async def test_a_server_that_speaks_first_on_every_connection_costs_a_bounded_nu
     try:
         assert await asyncio.wait_for(_content(transport, endpoint), 60) == "ok"
         assert 1 <= len(connections) <= 3
+    finally:
+        await transport.aclose()
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_a_connection_whose_error_reply_came_whole_is_used_again() -> None:
+    # A stream refused with a 429 raises inside the exchange: its connection goes back to
+    # the pool all the same (under a storm of 429s, a new connection per 429 would cost a
+    # handshake each), and the next call is answered on it.
+    error = b'{"error": {"message": "slow down", "type": "rate_limit_error"}}'
+    refused = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+    server = _Server(lambda n: refused % (len(error), error) if n == 1 else _ok())
+    async with _serving(server) as (transport, endpoint):
+        with pytest.raises(RateLimitError):
+            async for _ in transport.stream(endpoint, {**PAYLOAD, "stream": True}):
+                pass
+        assert await _content(transport, endpoint) == "ok"
+    assert (len(server.heads), server.connections) == (2, 1)
+
+
+async def test_a_connection_left_before_its_reply_came_is_not_used_again() -> None:
+    # Cancelled while the reply is still to come, the connection would hand that reply to
+    # the next call: it is closed instead.
+    replies = asyncio.Queue[None]()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(len(json.dumps(PAYLOAD, separators=(",", ":"))))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+                return
+            await replies.get()
+            writer.write(_ok())
+
+    connections: list[asyncio.StreamWriter] = []
+    listener = await asyncio.start_server(slow, "127.0.0.1", 0)
+    transport = AiohttpTransport()
+    endpoint = Endpoint(base_url=f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/v1")
+    try:
+        call = asyncio.ensure_future(transport.send(endpoint, PAYLOAD))
+        while not connections:
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        replies.put_nowait(None)  # the first call's reply, late
+        replies.put_nowait(None)
+        assert await _content(transport, endpoint) == "ok"
+        assert len(connections) == 2
     finally:
         await transport.aclose()
         listener.close()
