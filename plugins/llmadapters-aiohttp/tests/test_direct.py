@@ -212,17 +212,18 @@ async def test_a_connection_left_before_its_reply_came_is_not_used_again() -> No
             except (asyncio.IncompleteReadError, ConnectionError):
                 writer.close()
                 return
+            asked.set()
             await replies.get()
             writer.write(_ok())
 
     connections: list[asyncio.StreamWriter] = []
+    asked = asyncio.Event()
     listener = await asyncio.start_server(slow, "127.0.0.1", 0)
     transport = AiohttpTransport()
     endpoint = Endpoint(base_url=f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/v1")
     try:
         call = asyncio.ensure_future(transport.send(endpoint, PAYLOAD))
-        while not connections:
-            await asyncio.sleep(0.01)
+        await asked.wait()  # the request is in; its reply is held back
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
