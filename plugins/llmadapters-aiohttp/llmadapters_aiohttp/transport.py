@@ -90,7 +90,12 @@ class _Origin:
     __slots__ = ("headers", "line", "request")
 
     def __init__(self, url: str) -> None:
-        parsed = yarl.URL(url)
+        try:
+            parsed = yarl.URL(url)
+        except ValueError as exc:  # (a port out of range, an unclosed "[")
+            raise aiohttp.InvalidURL(url) from exc
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise aiohttp.InvalidURL(url)
         self.request = ClientRequest("POST", parsed, loop=asyncio.get_running_loop(), ssl=True)
         self.line = f"POST {parsed.raw_path_qs} HTTP/1.1"
         self.headers = {
@@ -107,7 +112,12 @@ class _Origin:
             raise TransportError(f"a request header holds a control character: not sent to {self.request.url}")
         lines.insert(0, self.line)
         lines.append("\r\n")
-        return "\r\n".join(lines).encode()
+        try:
+            # (As aiohttp encodes: a byte that os.environ decoded as a surrogate goes as it was.)
+            return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            pass  # (raised below, apart from this error, whose arguments hold every header)
+        raise TransportError(f"a request header cannot be encoded: not sent to {self.request.url}")
 
 
 class _Upload:
@@ -287,7 +297,7 @@ class _Exchange:
     async def __aenter__(self) -> _Head:
         await self._transport._slot(self._endpoint)
         try:
-            if self._transport._direct and self._upload is None:
+            if self._transport._direct and len(self._body) <= _CHUNK:
                 return await self._send()
             self._response = response = await resend_if_closed(self._post)
         except BaseException as exc:
@@ -331,10 +341,10 @@ class _Exchange:
             max_field_size=_MAX_LINE,
         )
         socket.write(request)
-        protocol.start_timeout()
         while True:
+            protocol.start_timeout()  # (aiohttp drops it on an interim reply)
             message, content = await protocol.read()
-            if not 100 <= message.code < 200:  # (an interim 1xx reply precedes the reply)
+            if not 100 <= message.code < 200 or message.code == 101:  # (a 1xx but 101 precedes the reply)
                 self._content = content
                 return message.code, message.headers, content
 
@@ -347,8 +357,10 @@ class _Exchange:
         try:
             if self._connection is not None:
                 # Back to the pool once the whole reply has come, whatever was made of it
-                # (an error status's body read, a stream's end drained); else closed.
-                if self._content is not None and self._content.is_eof():
+                # (an error status's body read, a stream's end drained), and the whole
+                # request has gone (a server may answer before reading it); else closed.
+                content, socket = self._content, self._connection.transport
+                if content is not None and content.is_eof() and socket and not socket.get_write_buffer_size():
                     self._connection.release()
                 else:
                     self._connection.close()

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 import pytest
 from llmadapters_aiohttp.transport import AiohttpTransport
 
-from llmadapters.plugin import Endpoint, RateLimitError, TransportError
+from llmadapters.plugin import (
+    APITimeoutError,
+    BadRequestError,
+    ConnectError,
+    Endpoint,
+    RateLimitError,
+    Timeouts,
+    TransportError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -235,3 +243,76 @@ async def test_a_connection_left_before_its_reply_came_is_not_used_again() -> No
         await transport.aclose()
         listener.close()
         await listener.wait_closed()
+
+
+async def test_a_101_reply_is_an_error_at_once() -> None:
+    # Not an interim reply to pass over: after it the connection is no longer HTTP.
+    server = _Server(lambda n: b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
+    async with _serving(server) as (transport, endpoint):
+        with pytest.raises(TransportError, match="unexpected HTTP status 101"):
+            await asyncio.wait_for(transport.send(endpoint, PAYLOAD), 60)
+
+
+async def test_the_read_timeout_holds_after_an_interim_reply() -> None:
+    # aiohttp drops its read timer when a 1xx reply comes; a server that sends nothing
+    # after it would hold the call for ever.
+    server = _Server(lambda n: b"HTTP/1.1 100 Continue\r\n\r\n")
+    async with _serving(server) as (transport, endpoint):
+        stalled = Endpoint(base_url=endpoint.base_url, timeouts=Timeouts(read=0.2))
+        with pytest.raises(APITimeoutError, match="read timeout"):
+            await asyncio.wait_for(transport.send(stalled, PAYLOAD), 60)
+
+
+async def test_a_reply_before_a_large_body_is_sent_leaves_no_connection_for_the_next_call() -> None:
+    # The server refuses an 8 MB body after its head, reading none of it, and keeps the
+    # connection: the megabytes still to send must not go ahead of the next request.
+    too_large = b'{"error": {"message": "too large"}}'
+    refusal = b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"content-length: 8" in head.lower():  # the 8 MB one: answered, never read
+            writer.write(refusal % (len(too_large), too_large))
+            await closing.wait()
+        else:
+            await reader.readexactly(int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)[1]))  # type: ignore[index]
+            writer.write(_ok())
+        await writer.drain()
+        writer.close()
+
+    closing = asyncio.Event()
+    listener = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    transport = AiohttpTransport()
+    base_url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/v1"
+    try:
+        big = {**PAYLOAD, "pad": "x" * 8_000_000}
+        with pytest.raises(BadRequestError):
+            await transport.send(Endpoint(base_url=base_url, timeouts=Timeouts(write=None)), big)
+        quick = Endpoint(base_url=base_url, timeouts=Timeouts(read=30))
+        assert await asyncio.wait_for(_content(transport, quick), 60) == "ok"
+    finally:
+        closing.set()
+        await transport.aclose()
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_a_header_byte_decoded_as_a_surrogate_goes_as_it_came() -> None:
+    # os.environ decodes a byte that is not UTF-8 as a lone surrogate: sent as that byte,
+    # as aiohttp sends it.
+    server = _Server(lambda n: _ok())
+    async with _serving(server) as (transport, endpoint):
+        assert await _content(transport, Endpoint(base_url=endpoint.base_url, headers={"x-title": "caf\udce9"})) == "ok"
+    assert b"x-title: caf\xe9\r\n" in server.heads[0]
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://127.0.0.1:99999/v1", "http://[::1/v1", "ftp://127.0.0.1/v1", "http:///v1"]
+)
+async def test_a_url_that_cannot_be_sent_to_is_a_connect_error(base_url: str) -> None:
+    transport = AiohttpTransport()
+    try:
+        with pytest.raises(ConnectError):
+            await transport.send(Endpoint(base_url=base_url), PAYLOAD)
+    finally:
+        await transport.aclose()
