@@ -55,6 +55,7 @@ __all__ = [
     "StreamError",
     "StructuredOutputError",
     "TransportError",
+    "credentials",
     "parse_retry_after",
     "shown",
     "status_error",
@@ -70,6 +71,11 @@ _KEY_RUN = re.compile(r"[A-Za-z0-9._~+/=-]{1,1024}")
 # The headers whose values are credentials (sent or received), in lower case: hidden in
 # the repr of an endpoint's headers, left out of an `APIStatusError`'s ``headers``.
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "set-cookie"})
+
+
+def credentials(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of ``headers`` that carry credentials (`SENSITIVE_HEADERS`), and a value."""
+    return {name: value for name, value in headers.items() if name.lower() in SENSITIVE_HEADERS and value}
 
 
 class LLMAdapterError(Exception):

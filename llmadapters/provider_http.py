@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-from .errors import ConnectError, MalformedResponseError, TransportError, status_error
+from .errors import ConnectError, MalformedResponseError, TransportError, credentials, status_error
 from .middleware.auth import Scrubber
 
 if TYPE_CHECKING:
@@ -27,8 +27,8 @@ class ProviderHTTP:
 
     def __init__(self, route: Route) -> None:
         auth = next(iter(route.auth.values()), {})
-        self.scrub = Scrubber.of_auth(auth.values())
         endpoint = route.endpoint
+        self.scrub = Scrubber.of_auth([*auth.values(), *credentials(endpoint.headers).values()])
         self._http = httpx2.AsyncClient(
             base_url=endpoint.base_url.rstrip("/") + "/",
             headers={**endpoint.headers, **auth},

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .errors import (
-    SENSITIVE_HEADERS,
     APITimeoutError,
     AuthenticationError,
     ConfigError,
@@ -23,6 +22,7 @@ from .errors import (
     PluginError,
     StreamError,
     TransportError,
+    credentials,
     snippet,
     unknown_name,
 )
@@ -438,13 +438,14 @@ async def build_route(
         with plugin_code(f"provider {name!r} (auth)"):
             auth[key_name] = dict(spec.auth(key))
         _check_headers(auth[key_name], f"the API key in {key_name} of provider {name!r}")
-    if not auth and (secret := {k: v for k, v in headers.items() if k.lower() in SENSITIVE_HEADERS and v}):
+    secret = credentials(headers)
+    if not auth and secret:
         # Credentials given as headers (a gateway's own scheme), with no key: auth masks
         # them, and says when they are refused, as it does a key.
-        auth[f"providers.{name}.headers"] = secret
+        auth[f"providers.{name}.headers"], secret = secret, {}
     ring = KeyRing(name, list(auth)) if auth else None
     if ring is not None:
-        chain.append(AuthMiddleware(ring, auth))
+        chain.append(AuthMiddleware(ring, auth, also=secret.values()))  # (beside a key, masked all the same)
     base_url = own.base_url or spec.base_url
     if base_url is None and spec.launch is None:
         raise ConfigError(f"provider {name!r} has no base_url: set providers.{name}.base_url")

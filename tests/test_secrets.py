@@ -6,11 +6,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import TRANSPORTS, answering, test_registry
+from conftest import TRANSPORTS, answering, read_request, serving, test_registry
 
 import llmadapters as la
 from llmadapters.batch import BatchSummary, write_record
@@ -19,6 +20,8 @@ from llmadapters.plugins import Registry
 from llmadapters.types import ResponseInfo
 
 if TYPE_CHECKING:
+    import asyncio
+
     from llmadapters.testing import FakeServer
 
 MakeClient = Callable[..., la.AsyncClient]
@@ -226,3 +229,27 @@ async def test_a_key_given_as_a_configured_header_is_masked_too(
     assert fake_server.seen_headers[-1]["x-api-key"] == KEY
     assert KEY[:12] not in f"{caught.value} {caught.value!r} {caught.value.headers!r} {caught.value.body!r}"
     assert "****fXYZ" in str(caught.value)
+
+
+async def test_a_credential_in_a_configured_header_beside_a_key_is_masked_too(transport: str) -> None:
+    """An api_key, and a gateway's own credential in ``providers.X.headers``: a server's
+    echo of the header's is masked as the key's is (it is sent on every call)."""
+    gateway = "gw-SECRETSECRET0123456789abcdefQRS"
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_request(reader)
+        echoed = re.search(rb"x-api-key: *([^\r]+)", head, re.IGNORECASE)
+        body = b'{"error": {"message": "the gateway refused %s"}}' % (echoed[1] if echoed else b"nothing")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n")
+        writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async with serving(answer) as base_url:
+        providers = {"gw": {"base_url": base_url, "api_key": KEY, "headers": {"x-api-key": gateway}}}
+        async with la.AsyncClient({}, transport=transport, providers=providers, registry=test_registry()) as client:
+            with pytest.raises(la.APIStatusError) as caught:
+                await client.chat.completions.create(model="gw/m", messages=[{"role": "user", "content": "x"}])
+    shown = f"{caught.value} {caught.value!r} {caught.value.body!r}"
+    assert "the gateway refused ****fQRS" in str(caught.value)
+    assert gateway[:12] not in shown

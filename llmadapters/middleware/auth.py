@@ -297,18 +297,20 @@ class AuthMiddleware:
     Args:
         ring: the provider's keys, by name, shared by the route's middleware.
         headers: the headers of each key of ``ring``, by its name.
+        also: other credentials the route sends (a configured header's, beside a key):
+            masked as the keys are, never retired.
     """
 
     __slots__ = ("_authed", "_names", "_scrub", "ring")
 
-    def __init__(self, ring: KeyRing, headers: Mapping[str, Mapping[str, str]]) -> None:
+    def __init__(self, ring: KeyRing, headers: Mapping[str, Mapping[str, str]], *, also: Iterable[str] = ()) -> None:
         if set(ring.names) != set(headers):
             raise ValueError("the headers must be those of the ring's keys")
         self.ring = ring
         # Usually the route's own endpoint comes every time: each key's copy is made once.
         self._authed = {name: _memo(own) for name, own in headers.items()}
         self._names = frozenset(name.lower() for own in headers.values() for name in own)
-        self._scrub = Scrubber.of_auth(value for own in headers.values() for value in own.values())
+        self._scrub = Scrubber.of_auth([*(value for own in headers.values() for value in own.values()), *also])
         scrub_logs(self._scrub)
 
     def __repr__(self) -> str:
