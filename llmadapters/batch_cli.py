@@ -5,7 +5,7 @@ result; ``--resume`` skips the custom_ids already in the output (repairing a las
 cut short by the kill), so it sends no completed request again. ``--shard I/N`` answers
 one shard of the input (split by custom_id), so that N workers share one input, each
 with its own output (and its own ``--resume``); concatenated, the outputs hold every
-request once. A request answered 429 (or 503/529, overloaded) is sent again until ``--line-deadline``; one that
+request once. A request answered 429 is sent again until ``--line-deadline``; one that
 ended in an error is sent again by ``--resume --retry-failed``, which first moves the
 error records to ``OUT.retried``, so the output keeps one record per custom_id. The first Ctrl-C lets
 the requests in flight finish and be written, then prints the summary; the second stops
@@ -83,7 +83,7 @@ def add_parser(commands: Any) -> None:
         type=_seconds,
         default=3600.0,
         metavar="SECONDS",
-        help="how long a request answered 429 (or 503/529, overloaded) is sent again, from its first attempt (3600)",
+        help="how long a request answered 429 is sent again, from its first attempt (3600)",
     )
     batch.add_argument(
         "--shard",

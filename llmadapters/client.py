@@ -523,10 +523,9 @@ class AsyncClient:
         sent as requests of that many, in turn, joined into one result. Each provider
         gets ``concurrency`` calls in flight at most, within its
         route's limits, retries and timeouts; results come as they complete, one per
-        request, in `BatchResult`s. A request answered 429 (or 503 or 529, overloaded,
-        once its retries are spent) is put aside and sent again (after its
-        ``Retry-After``) until ``line_deadline`` seconds have passed since its first
-        attempt, without holding a place among the ``concurrency``. With
+        request, in `BatchResult`s. A request answered 429 is put aside and sent again
+        (after its ``Retry-After``) until ``line_deadline`` seconds have passed since
+        its first attempt, without holding a place among the ``concurrency``. With
         ``max_cost`` (``5``, ``"30 CNY"``; by default the config's ``max_cost``), no
         call starts once the spent and in-flight cost would pass it (`llmadapters.spend`).
         See `llmadapters.batch`.

@@ -540,22 +540,6 @@ async def test_a_line_answered_429_is_sent_again_until_it_succeeds(fake_server: 
     assert results["q0"].response.http.request_id == record["response"]["request_id"]
 
 
-async def test_a_line_answered_overloaded_is_sent_again_after_its_retries(fake_server: FakeServer) -> None:
-    # DeepSeek's and MiMo's 503 "Server Overloaded": five in a row outlast the retry
-    # policy's 3 attempts; the line is put aside and sent again, as after a 429. A 500
-    # still ends its line once its retries are spent.
-    failing = {"x-fake-fail-times": "5"}
-    retry = {"max_attempts": 3, "initial_delay": 0.01, "max_delay": 0.02}
-    providers = {"local": {"base_url": fake_server.base_url, "headers": failing, "retry": retry}}
-    rows = [line(0, "local/echo+fail-503"), line(1, "local/echo+fail-500")]
-    async with la.AsyncClient({}, providers=providers) as client:
-        results = {r.custom_id: r async for r in client.batch(rows)}
-    assert results["q0"].ok, results["q0"].error
-    assert results["q0"].attempts == 6
-    assert isinstance(results["q1"].error, la.ServerError)
-    assert results["q1"].attempts == 3
-
-
 def test_cli_retry_failed_sends_the_failed_lines_again_and_keeps_one_record_each(
     tmp_path: Path, external_fake_server: str
 ) -> None:

@@ -11,14 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ..embeddings import chunked, joined
-from ..errors import (
-    APIStatusError,
-    BadRequestError,
-    ConfigError,
-    LLMAdapterError,
-    RateLimitError,
-    parse_retry_after,
-)
+from ..errors import BadRequestError, ConfigError, LLMAdapterError, RateLimitError
 from ..fallback import FALLBACK_ON, chain_error
 from ..middleware.base import new_idempotency_key
 from ..middleware.ratelimit import UNSENT, Unsent
@@ -54,7 +47,7 @@ class _Line:
     since: float | None = None  # loop.time() at its first attempt on its current model
     key: str | None = None  # its Idempotency-Key, the same each time it is sent to one model
     attempts: int = 0
-    set_aside: int = 0  # times put aside after a 429 or an overload, for the next wait
+    rate_limited: int = 0
     # The replies to the chunks of an embeddings input answered so far: a line put aside
     # after a 429 sends only the rest.
     parts: list[CreateEmbeddingResponse] = attrs.field(factory=list)
@@ -69,7 +62,7 @@ class _Line:
         if len(self.failures) + 1 >= len(self.requests) or not isinstance(error, FALLBACK_ON):
             return False
         self.failures.append((self.models[len(self.failures)], error))
-        self.since, self.key, self.set_aside, self.parts = None, None, 0, []
+        self.since, self.key, self.rate_limited, self.parts = None, None, 0, []
         return True
 
     def error(self, error: LLMAdapterError) -> LLMAdapterError:
@@ -100,9 +93,6 @@ class _End:
 # the line from going first in the queue again.
 _REQUEUE_DELAY = 0.1
 _REQUEUE_MAX = 5.0
-# A provider overloaded (DeepSeek's and MiMo's 503 "Server Overloaded", a gateway's 529):
-# its lines are put aside and sent again, as a 429's are, once their retries are spent.
-_OVERLOADED = frozenset({503, 529})
 # Lines taken from the input and not yet finished, over all lanes: the bound on memory.
 # Reading stops when every lane has enough lines queued (2 x concurrency + 16); while some
 # lane has room, it goes on, so that a slow lane's lines do not hold up the lines of the
@@ -333,21 +323,15 @@ class BatchRun:
 
         lane.parked[line] = asyncio.get_running_loop().call_later(delay, wake)
 
-    def _requeue_delay(self, line: _Line, exc: APIStatusError, spec: ProviderSpec) -> float | None:
-        """Seconds until a line answered 429, or 503/529 (overloaded) after its retries, is
-        sent again; None when it may not be."""
+    def _requeue_delay(self, line: _Line, exc: RateLimitError, spec: ProviderSpec) -> float | None:
+        """Seconds until a line answered 429 is sent again, or None when it may not be."""
         assert line.since is not None
-        if isinstance(exc, RateLimitError):
-            if not rate_limit_retryable(spec, exc):
-                return None
-            delay = exc.retry_after
-        elif exc.status in _OVERLOADED:
-            delay = parse_retry_after(exc.headers)
-        else:
+        if not rate_limit_retryable(spec, exc):
             return None
-        line.set_aside += 1
+        line.rate_limited += 1
+        delay = exc.retry_after
         if delay is None:
-            backoff = min(_REQUEUE_DELAY * 2.0 ** (line.set_aside - 1), _REQUEUE_MAX)
+            backoff = min(_REQUEUE_DELAY * 2.0 ** (line.rate_limited - 1), _REQUEUE_MAX)
             delay = backoff * (1 - 0.25 * random.random())
         if asyncio.get_running_loop().time() + delay > line.since + self._line_deadline:
             return None
@@ -388,7 +372,7 @@ class BatchRun:
                 self.dropped += 1
                 self._finish()
                 return None
-            except APIStatusError as exc:
+            except RateLimitError as exc:
                 delay = self._requeue_delay(line, exc, route.spec)
                 if delay is not None:
                     if self._stopping:  # left unanswered, for a resumed run
