@@ -29,10 +29,23 @@ from llmadapters.plugin import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 REPLY = json.dumps({"object": "chat.completion", "choices": [{"index": 0, "message": {"content": "ok"}}]}).encode()
 PAYLOAD = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _length(head: bytes) -> int:
+    """The content-length a request's head gives (0 when none)."""
+    length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+    return int(length.group(1)) if length else 0
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """Read one request, its head and its body (by its content-length); the head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    await reader.readexactly(_length(head))
+    return head
 
 
 class _Server:
@@ -51,11 +64,9 @@ class _Server:
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
+                    head = await _read_request(reader)
                 except asyncio.IncompleteReadError:
                     return
-                length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
-                await reader.readexactly(int(length.group(1)) if length else 0)
                 self.heads.append(head)
                 n += 1
                 writer.write(self.reply(n))
@@ -68,8 +79,11 @@ class _Server:
 
 
 @contextlib.asynccontextmanager
-async def _serving(server: _Server) -> AsyncIterator[tuple[AiohttpTransport, Endpoint]]:
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+async def _serving(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[tuple[AiohttpTransport, Endpoint]]:
+    """A transport, and an endpoint on a loopback server whose connections ``handle`` answers."""
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
     transport = AiohttpTransport()
     try:
         yield transport, Endpoint(base_url=f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/v1")
@@ -95,7 +109,7 @@ async def _content(transport: AiohttpTransport, endpoint: Endpoint) -> str:
 
 async def test_a_pooled_connection_the_server_closed_is_not_sent_on() -> None:
     server = _Server(lambda n: _ok(b"connection: keep-alive\r\n"), close=lambda n: True)
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         for _ in range(3):
             server.closed.clear()
             assert await _content(transport, endpoint) == "ok"
@@ -106,7 +120,7 @@ async def test_a_pooled_connection_the_server_closed_is_not_sent_on() -> None:
 async def test_a_kept_alive_connection_is_used_again_and_a_closed_one_is_not() -> None:
     # The server ends every second connection's reply with "connection: close".
     server = _Server(lambda n: _ok(b"connection: close\r\n" if n == 2 else b""), close=lambda n: n == 2)
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         for _ in range(4):
             assert await _content(transport, endpoint) == "ok"
     assert (len(server.heads), server.connections) == (4, 2)
@@ -114,7 +128,7 @@ async def test_a_kept_alive_connection_is_used_again_and_a_closed_one_is_not() -
 
 async def test_an_interim_100_continue_is_passed_over() -> None:
     server = _Server(lambda n: b"HTTP/1.1 100 Continue\r\n\r\n" + _ok())
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         assert await _content(transport, endpoint) == "ok"
         assert await _content(transport, endpoint) == "ok"  # and the connection is whole for the next
     assert server.connections == 1
@@ -124,7 +138,7 @@ async def test_a_reply_without_a_length_is_read_to_the_end_of_its_connection() -
     server = _Server(
         lambda n: b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + REPLY, close=lambda n: True
     )
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         assert await _content(transport, endpoint) == "ok"
         assert await _content(transport, endpoint) == "ok"
     assert server.connections == 2
@@ -132,7 +146,7 @@ async def test_a_reply_without_a_length_is_read_to_the_end_of_its_connection() -
 
 async def test_no_cookie_is_kept() -> None:
     server = _Server(lambda n: _ok(b"set-cookie: session=abc; Path=/\r\n"))
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         await _content(transport, endpoint)
         await _content(transport, endpoint)
     assert len(server.heads) == 2
@@ -141,7 +155,7 @@ async def test_no_cookie_is_kept() -> None:
 
 async def test_the_request_carries_aiohttps_headers_and_the_endpoints_over_them() -> None:
     server = _Server(lambda n: _ok())
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         own = Endpoint(base_url=endpoint.base_url, headers={"User-Agent": "mine/1", "x-extra": "1"}, query={"v": "2"})
         await _content(transport, own)
     lines = server.heads[0].decode().split("\r\n")
@@ -158,7 +172,7 @@ async def test_the_request_carries_aiohttps_headers_and_the_endpoints_over_them(
 @pytest.mark.parametrize("value", ["a\r\nx-injected: 1", "a\nb", "a\x00b"])
 async def test_a_header_holding_a_control_character_is_refused_unsent(value: str) -> None:
     server = _Server(lambda n: _ok())
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         with pytest.raises(TransportError, match="control character: not sent") as caught:
             await transport.send(Endpoint(base_url=endpoint.base_url, headers={"x-key": value}), PAYLOAD)
         assert value not in str(caught.value)
@@ -179,16 +193,9 @@ async def test_a_server_that_speaks_first_on_every_connection_costs_a_bounded_nu
         writer.close()
 
     connections: list[asyncio.StreamWriter] = []
-    listener = await asyncio.start_server(eager, "127.0.0.1", 0)
-    transport = AiohttpTransport()
-    endpoint = Endpoint(base_url=f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/v1")
-    try:
+    async with _serving(eager) as (transport, endpoint):
         assert await asyncio.wait_for(_content(transport, endpoint), 60) == "ok"
-        assert 1 <= len(connections) <= 3
-    finally:
-        await transport.aclose()
-        listener.close()
-        await listener.wait_closed()
+    assert 1 <= len(connections) <= 3
 
 
 async def test_a_connection_whose_error_reply_came_whole_is_used_again() -> None:
@@ -198,7 +205,7 @@ async def test_a_connection_whose_error_reply_came_whole_is_used_again() -> None
     error = b'{"error": {"message": "slow down", "type": "rate_limit_error"}}'
     refused = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
     server = _Server(lambda n: refused % (len(error), error) if n == 1 else _ok())
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         with pytest.raises(RateLimitError):
             async for _ in transport.stream(endpoint, {**PAYLOAD, "stream": True}):
                 pass
@@ -215,8 +222,7 @@ async def test_a_connection_left_before_its_reply_came_is_not_used_again() -> No
         connections.append(writer)
         while True:
             try:
-                await reader.readuntil(b"\r\n\r\n")
-                await reader.readexactly(len(json.dumps(PAYLOAD, separators=(",", ":"))))
+                await _read_request(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 writer.close()
                 return
@@ -226,10 +232,7 @@ async def test_a_connection_left_before_its_reply_came_is_not_used_again() -> No
 
     connections: list[asyncio.StreamWriter] = []
     asked = asyncio.Event()
-    listener = await asyncio.start_server(slow, "127.0.0.1", 0)
-    transport = AiohttpTransport()
-    endpoint = Endpoint(base_url=f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/v1")
-    try:
+    async with _serving(slow) as (transport, endpoint):
         call = asyncio.ensure_future(transport.send(endpoint, PAYLOAD))
         await asked.wait()  # the request is in; its reply is held back
         call.cancel()
@@ -238,17 +241,13 @@ async def test_a_connection_left_before_its_reply_came_is_not_used_again() -> No
         replies.put_nowait(None)  # the first call's reply, late
         replies.put_nowait(None)
         assert await _content(transport, endpoint) == "ok"
-        assert len(connections) == 2
-    finally:
-        await transport.aclose()
-        listener.close()
-        await listener.wait_closed()
+    assert len(connections) == 2
 
 
 async def test_a_101_reply_is_an_error_at_once() -> None:
     # Not an interim reply to pass over: after it the connection is no longer HTTP.
     server = _Server(lambda n: b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         with pytest.raises(TransportError, match="unexpected HTTP status 101"):
             await asyncio.wait_for(transport.send(endpoint, PAYLOAD), 60)
 
@@ -257,7 +256,7 @@ async def test_the_read_timeout_holds_after_an_interim_reply() -> None:
     # aiohttp drops its read timer when a 1xx reply comes; a server that sends nothing
     # after it would hold the call for ever.
     server = _Server(lambda n: b"HTTP/1.1 100 Continue\r\n\r\n")
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         stalled = Endpoint(base_url=endpoint.base_url, timeouts=Timeouts(read=0.2))
         with pytest.raises(APITimeoutError, match="read timeout"):
             await asyncio.wait_for(transport.send(stalled, PAYLOAD), 60)
@@ -275,33 +274,28 @@ async def test_a_reply_before_a_large_body_is_sent_leaves_no_connection_for_the_
             writer.write(refusal % (len(too_large), too_large))
             await closing.wait()
         else:
-            await reader.readexactly(int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)[1]))  # type: ignore[index]
+            await reader.readexactly(_length(head))
             writer.write(_ok())
         await writer.drain()
         writer.close()
 
     closing = asyncio.Event()
-    listener = await asyncio.start_server(refuse, "127.0.0.1", 0)
-    transport = AiohttpTransport()
-    base_url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/v1"
-    try:
-        big = {**PAYLOAD, "pad": "x" * 8_000_000}
-        with pytest.raises(BadRequestError):
-            await transport.send(Endpoint(base_url=base_url, timeouts=Timeouts(write=None)), big)
-        quick = Endpoint(base_url=base_url, timeouts=Timeouts(read=30))
-        assert await asyncio.wait_for(_content(transport, quick), 60) == "ok"
-    finally:
-        closing.set()
-        await transport.aclose()
-        listener.close()
-        await listener.wait_closed()
+    async with _serving(refuse) as (transport, endpoint):
+        try:
+            big = {**PAYLOAD, "pad": "x" * 8_000_000}
+            with pytest.raises(BadRequestError):
+                await transport.send(Endpoint(base_url=endpoint.base_url, timeouts=Timeouts(write=None)), big)
+            quick = Endpoint(base_url=endpoint.base_url, timeouts=Timeouts(read=30))
+            assert await asyncio.wait_for(_content(transport, quick), 60) == "ok"
+        finally:
+            closing.set()
 
 
 async def test_a_header_byte_decoded_as_a_surrogate_goes_as_it_came() -> None:
     # os.environ decodes a byte that is not UTF-8 as a lone surrogate: sent as that byte,
     # as aiohttp sends it.
     server = _Server(lambda n: _ok())
-    async with _serving(server) as (transport, endpoint):
+    async with _serving(server.handle) as (transport, endpoint):
         assert await _content(transport, Endpoint(base_url=endpoint.base_url, headers={"x-title": "caf\udce9"})) == "ok"
     assert b"x-title: caf\xe9\r\n" in server.heads[0]
 
