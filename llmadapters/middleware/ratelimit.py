@@ -462,6 +462,23 @@ class _Budget:
         self.recent = ((self.recent << 1) | rate_limited) & 0xFFFF
         self.quiet += 1
 
+    def _bucket(self, kind: str) -> _Bucket | None:
+        """The budget of ``kind``, ``"requests"`` or ``"tokens"`` (None: not kept)."""
+        return self.requests if kind == "requests" else self.tokens
+
+    def _keep(self, kind: str, bucket: _Bucket) -> _Bucket:
+        """``bucket`` as the budget of ``kind`` from now on."""
+        if kind == "requests":
+            self.requests = bucket
+        else:
+            self.tokens = bucket
+        return bucket
+
+    def _within_config(self, kind: str, per_minute: float) -> float:
+        """``per_minute`` of ``kind``, no more than the configured limit, if any."""
+        configured = self.limits.rpm if kind == "requests" else self.limits.tpm
+        return min(per_minute, configured) if configured else per_minute
+
     def _learn(self, ticket: _Ticket, headers: Mapping[str, str], now: float) -> tuple[bool, bool]:
         """Read ``x-ratelimit-*``: whether they say a budget is spent, and whether they
         set the tokens budget's level."""
@@ -470,20 +487,14 @@ class _Budget:
             remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
             if remaining is None:
                 continue
-            bucket = self.requests if kind == "requests" else self.tokens
+            bucket = self._bucket(kind)
             reset = _duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
             per_minute = stated_rate(headers, kind)
             if per_minute:
-                configured = self.limits.rpm if kind == "requests" else self.limits.tpm
-                per_minute = min(per_minute, configured) if configured else per_minute
+                per_minute = self._within_config(kind, per_minute)
                 if bucket is None:
-                    bucket = _Bucket(
-                        per_minute, now, capacity=max(remaining, ticket.cost.tokens if kind == "tokens" else 1)
-                    )
-                    if kind == "requests":
-                        self.requests = bucket
-                    else:
-                        self.tokens = bucket
+                    capacity = max(remaining, ticket.cost.tokens if kind == "tokens" else 1)
+                    bucket = self._keep(kind, _Bucket(per_minute, now, capacity=capacity))
                 else:
                     bucket.rate = per_minute / 60.0
             if bucket is not None:
@@ -501,16 +512,10 @@ class _Budget:
         own, paced evenly: whether it stated one."""
         stated = _stated_rates(exc)
         for kind, said in stated.items():
-            configured = self.limits.rpm if kind == "requests" else self.limits.tpm
-            per_minute = float(min(said, configured) if configured else said)
-            bucket = self.requests if kind == "requests" else self.tokens
+            per_minute = self._within_config(kind, float(said))
+            bucket = self._bucket(kind)
             if bucket is None:
-                bucket = _Bucket(per_minute, now)
-                bucket.level = 0.0  # it was just refused: spent
-                if kind == "requests":
-                    self.requests = bucket
-                else:
-                    self.tokens = bucket
+                self._keep(kind, _Bucket(per_minute, now)).level = 0.0  # it was just refused: spent
             else:
                 bucket.rate = min(bucket.rate, per_minute / 60.0)
         return bool(stated)
